@@ -1,0 +1,103 @@
+"""The ``extauthz`` command line. Errors are one line naming the problem and the fix."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from extauthz import __version__
+from extauthz.config import Settings, load_settings
+from extauthz.errors import ExtAuthzError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="extauthz", description="External authorization for Envoy and Istio.")
+    parser.add_argument("--version", action="version", version=f"extauthz {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", metavar="FILE",
+                       help="YAML config file (env: EXTAUTHZ_CONFIG); EXTAUTHZ_* variables "
+                            "override its keys")
+
+    serve = sub.add_parser("serve", help="run the gRPC Check service and the HTTP side")
+    with_config(serve)
+    serve.add_argument("--workers", type=int, metavar="N",
+                       help="worker processes sharing the ports (env: EXTAUTHZ_WORKERS)")
+    serve.add_argument("--grpc-listen", metavar="HOST:PORT", help="env: EXTAUTHZ_GRPC_LISTEN")
+    serve.add_argument("--http-listen", metavar="HOST:PORT", help="env: EXTAUTHZ_HTTP_LISTEN")
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+
+    token = sub.add_parser("token", help="mint a token from the built-in demo issuer")
+    with_config(token)
+    token.add_argument("--sub", required=True, help="subject (the user id)")
+    token.add_argument("--email", help="email claim (default SUB@example.com)")
+    token.add_argument("--groups", default="", help="comma-separated groups, e.g. sre,dev")
+    token.add_argument("--scope", default="", help="space- or comma-separated scopes")
+    token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
+    return parser
+
+
+def _settings(args: argparse.Namespace, overrides: dict[str, str]) -> Settings:
+    environ = dict(os.environ)
+    environ.update({k: v for k, v in overrides.items() if v is not None})
+    return load_settings(args.config, environ)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    overrides = {"EXTAUTHZ_WORKERS": str(args.workers) if args.workers else None,
+                 "EXTAUTHZ_GRPC_LISTEN": args.grpc_listen,
+                 "EXTAUTHZ_HTTP_LISTEN": args.http_listen}
+    settings = _settings(args, {k: v for k, v in overrides.items() if v is not None})
+    _setup_logging(settings.log_level)
+    if settings.workers > 1 and not args.reuse_port:
+        from extauthz.demo.issuer import demo_issuer
+        from extauthz.workers import Supervisor
+
+        if settings.demo_issuer.enabled:
+            demo_issuer(settings.demo_issuer)  # create the key once, before the workers race
+        argv = [a for a in ("--config", args.config) if args.config]
+        argv += [x for flag, v in (("--grpc-listen", args.grpc_listen),
+                                   ("--http-listen", args.http_listen)) if v for x in (flag, v)]
+        return Supervisor(argv, settings.workers, settings.shutdown_grace).run()
+    from extauthz.server import serve
+
+    asyncio.run(serve(settings, reuse_port=args.reuse_port))
+    return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    from extauthz.demo.issuer import demo_issuer
+
+    settings = _settings(args, {})
+    issuer = demo_issuer(settings.demo_issuer)
+    split = (lambda s: tuple(x for x in s.replace(",", " ").split() if x))
+    print(issuer.mint(subject=args.sub, email=args.email, groups=split(args.groups),
+                      scopes=split(args.scope), ttl=args.ttl))
+    return 0
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "token":
+            return _token(args)
+    except ExtAuthzError as e:
+        print(f"extauthz: {e.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 2

@@ -1,0 +1,310 @@
+"""Settings: one YAML file, every key overridable by an ``EXTAUTHZ_*`` variable.
+
+The schema below is the single source of defaults. Environment variable names are
+derived from key paths (``http.public_url`` -> ``EXTAUTHZ_HTTP_PUBLIC_URL``); list
+and section values in the environment are read as YAML (``EXTAUTHZ_ISSUERS='[...]'``).
+Everything is validated once, at start, into frozen dataclasses.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from extauthz.errors import ConfigError
+from extauthz.validation import Field, Schema, check_document
+
+ENV_PREFIX = "EXTAUTHZ_"
+ALLOWED_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
+                      "ES256", "ES384", "ES512", "EdDSA", "Ed25519")
+DEFAULT_ALGORITHMS = ["RS256", "ES256", "PS256", "EdDSA"]
+DEFAULT_ACTIONS = ("deny", "authenticated", "allow")
+
+ISSUER_SCHEMA: Schema = {
+    "issuer": Field("str", required=True, doc="the exact 'iss' of the tokens"),
+    "audiences": Field("list[str]", required=True, doc="a token's 'aud' must contain one"),
+    "jwks_uri": Field("str", nullable=True, doc="null: taken from OIDC discovery"),
+    "algorithms": Field("list[str]", default=DEFAULT_ALGORITHMS, choices=ALLOWED_ALGORITHMS),
+    "ca_file": Field("str", nullable=True, doc="PEM bundle for a private CA"),
+    "username_claim": Field("str", default="sub"),
+    "username_prefix": Field("str", default=""),
+    "groups_claim": Field("str", default="groups"),
+    "groups_prefix": Field("str", default=""),
+}
+
+SCHEMA: Schema = {
+    "grpc": Field("section", schema={"listen": Field("str", default="0.0.0.0:9001")}),
+    "http": Field("section", schema={
+        "listen": Field("str", default="0.0.0.0:9002"),
+        "public_url": Field("str", default="http://localhost:8000"),
+    }),
+    "workers": Field("int", default=1, minimum=1, maximum=256),
+    "shutdown_grace": Field("float", default=10.0, minimum=0, maximum=600),
+    "issuers": Field("list[section]", default=[], schema=ISSUER_SCHEMA),
+    "token": Field("section", schema={
+        "cookie": Field("str", nullable=True),
+        "leeway": Field("int", default=30, minimum=0, maximum=600),
+        "max_bytes": Field("int", default=16384, minimum=512, maximum=1 << 20),
+        "cache_size": Field("int", default=10000, minimum=0, maximum=10_000_000),
+    }),
+    "jwks": Field("section", schema={
+        "default_ttl": Field("int", default=600, minimum=60, maximum=86400),
+        "fetch_timeout": Field("float", default=5.0, minimum=0.1, maximum=60),
+        "unknown_kid_cooldown": Field("float", default=30.0, minimum=0, maximum=3600),
+    }),
+    "default_action": Field("str", default="deny", choices=DEFAULT_ACTIONS),
+    "login_url": Field("str", nullable=True),
+    "realm": Field("str", default="extauthz"),
+    "headers": Field("section", schema={
+        "prefix": Field("str", default="x-auth-"),
+        "kubernetes_impersonation": Field("bool", default=False),
+        "forward_authorization": Field("bool", default=False),
+    }),
+    "demo_issuer": Field("section", schema={
+        "enabled": Field("bool", default=False),
+        "issuer": Field("str", nullable=True, doc="null: http://localhost:<http port>"),
+        "audience": Field("str", default="extauthz-demo"),
+        "key_file": Field("str", default=".extauthz/demo-issuer-key.pem"),
+    }),
+    "log_level": Field("str", default="info", choices=("debug", "info", "warning", "error")),
+}
+
+
+@dataclass(frozen=True)
+class IssuerSettings:
+    issuer: str
+    audiences: tuple[str, ...]
+    jwks_uri: str | None
+    algorithms: tuple[str, ...]
+    ca_file: str | None
+    username_claim: str
+    username_prefix: str
+    groups_claim: str
+    groups_prefix: str
+
+
+@dataclass(frozen=True)
+class TokenSettings:
+    cookie: str | None
+    leeway: int
+    max_bytes: int
+    cache_size: int
+
+
+@dataclass(frozen=True)
+class JWKSSettings:
+    default_ttl: int
+    fetch_timeout: float
+    unknown_kid_cooldown: float
+
+
+@dataclass(frozen=True)
+class HeaderSettings:
+    prefix: str
+    kubernetes_impersonation: bool
+    forward_authorization: bool
+
+
+@dataclass(frozen=True)
+class DemoIssuerSettings:
+    enabled: bool
+    issuer: str
+    audience: str
+    key_file: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    grpc_listen: tuple[str, int]
+    http_listen: tuple[str, int]
+    public_url: str
+    workers: int
+    shutdown_grace: float
+    issuers: tuple[IssuerSettings, ...]
+    token: TokenSettings
+    jwks: JWKSSettings
+    default_action: str
+    login_url: str | None
+    realm: str
+    headers: HeaderSettings
+    demo_issuer: DemoIssuerSettings
+    log_level: str
+
+
+def env_name(path: str) -> str:
+    return ENV_PREFIX + path.replace(".", "_").upper()
+
+
+def env_names(schema: Schema = SCHEMA, where: str = "") -> dict[str, str]:
+    """Every overridable key path and its environment variable."""
+    names: dict[str, str] = {}
+    for key, spec in schema.items():
+        path = f"{where}.{key}" if where else key
+        if spec.kind == "section":
+            names.update(env_names(spec.schema, path))
+        else:
+            names[path] = env_name(path)
+    return names
+
+
+def _apply_env(doc: dict[str, Any], environ: Mapping[str, str]) -> None:
+    for path, name in env_names().items():
+        if name not in environ:
+            continue
+        raw = environ[name]
+        spec = _spec_at(path)
+        if spec.kind == "str":
+            value: Any = None if (spec.nullable and raw in ("", "null")) else raw
+        else:
+            try:
+                value = yaml.safe_load(raw)
+            except yaml.YAMLError as e:
+                raise ConfigError(f"config: {name} is not valid YAML: {e}") from e
+        node = doc
+        parts = path.split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = {}
+                node[part] = child
+            node = child
+        node[parts[-1]] = value
+
+
+def _spec_at(path: str) -> Field:
+    schema = SCHEMA
+    parts = path.split(".")
+    for part in parts[:-1]:
+        schema = schema[part].schema
+    return schema[parts[-1]]
+
+
+def parse_listen(value: str, key: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"config: '{key}' is {value!r}; write HOST:PORT, e.g. 0.0.0.0:9001")
+    return host.strip("[]"), int(port)
+
+
+def _check_url(value: str, key: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"config: '{key}' is {value!r}; write an absolute http(s):// URL")
+    return value
+
+
+def load_settings(
+    path: str | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Read the file (``path`` or ``EXTAUTHZ_CONFIG``), apply the environment, validate."""
+    environ = os.environ if environ is None else environ
+    path = path or environ.get(ENV_PREFIX + "CONFIG") or None
+    doc: dict[str, Any] = {}
+    if path:
+        doc = read_yaml_mapping(path)
+    _apply_env(doc, environ)
+    return settings_from_document(doc)
+
+
+def read_yaml_mapping(path: str) -> dict[str, Any]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"config: cannot read {path}: {e.strerror}; check the --config path") from e
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config: {path} is not valid YAML: {e}") from e
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise ConfigError(f"config: {path} must hold a mapping of keys at the top level")
+    return doc
+
+
+def settings_from_document(doc: Mapping[str, Any]) -> Settings:
+    d = check_document(dict(doc), SCHEMA)
+    grpc_listen = parse_listen(d["grpc"]["listen"], "grpc.listen")
+    http_listen = parse_listen(d["http"]["listen"], "http.listen")
+    public_url = _check_url(d["http"]["public_url"], "http.public_url").rstrip("/")
+    if d["login_url"] is not None:
+        _check_url(d["login_url"], "login_url")
+    demo = d["demo_issuer"]
+    demo_settings = DemoIssuerSettings(
+        enabled=demo["enabled"],
+        issuer=(demo["issuer"] or f"http://localhost:{http_listen[1]}").rstrip("/"),
+        audience=demo["audience"],
+        key_file=demo["key_file"],
+    )
+    issuers = [_issuer(i, item) for i, item in enumerate(d["issuers"])]
+    if demo_settings.enabled and not any(i.issuer == demo_settings.issuer for i in issuers):
+        issuers.append(IssuerSettings(
+            issuer=demo_settings.issuer, audiences=(demo_settings.audience,), jwks_uri=None,
+            algorithms=("ES256",), ca_file=None, username_claim="email", username_prefix="",
+            groups_claim="groups", groups_prefix="",
+        ))
+    seen: set[str] = set()
+    for i, iss in enumerate(issuers):
+        if iss.issuer in seen:
+            raise ConfigError(f"config: 'issuers[{i}].issuer' {iss.issuer!r} is listed twice; "
+                              "merge the two entries")
+        seen.add(iss.issuer)
+    cookie = d["token"]["cookie"]
+    if cookie is not None and not cookie.strip():
+        raise ConfigError("config: 'token.cookie' is empty; give a cookie name or null")
+    prefix = d["headers"]["prefix"].lower()
+    if not prefix or not all(c.isalnum() or c == "-" for c in prefix):
+        raise ConfigError("config: 'headers.prefix' must be letters, digits and '-', e.g. x-auth-")
+    return Settings(
+        grpc_listen=grpc_listen,
+        http_listen=http_listen,
+        public_url=public_url,
+        workers=d["workers"],
+        shutdown_grace=d["shutdown_grace"],
+        issuers=tuple(issuers),
+        token=TokenSettings(**d["token"]),
+        jwks=JWKSSettings(**d["jwks"]),
+        default_action=d["default_action"],
+        login_url=d["login_url"],
+        realm=d["realm"],
+        headers=HeaderSettings(
+            prefix=prefix,
+            kubernetes_impersonation=d["headers"]["kubernetes_impersonation"],
+            forward_authorization=d["headers"]["forward_authorization"],
+        ),
+        demo_issuer=demo_settings,
+        log_level=d["log_level"],
+    )
+
+
+def _issuer(index: int, item: Mapping[str, Any]) -> IssuerSettings:
+    where = f"issuers[{index}]"
+    issuer = item["issuer"]
+    _check_url(issuer, f"{where}.issuer")
+    if not item["audiences"]:
+        raise ConfigError(f"config: '{where}.audiences' is empty; list the audiences this "
+                          "service accepts (a token's 'aud' must contain one)")
+    if not item["algorithms"]:
+        raise ConfigError(f"config: '{where}.algorithms' is empty; e.g. [RS256, ES256]")
+    if item["jwks_uri"] is not None:
+        _check_url(item["jwks_uri"], f"{where}.jwks_uri")
+    if item["ca_file"] is not None and not Path(item["ca_file"]).is_file():
+        raise ConfigError(f"config: '{where}.ca_file' {item['ca_file']!r} does not exist; "
+                          "give the path of a PEM CA bundle")
+    return IssuerSettings(
+        issuer=issuer,
+        audiences=tuple(item["audiences"]),
+        jwks_uri=item["jwks_uri"],
+        algorithms=tuple(item["algorithms"]),
+        ca_file=item["ca_file"],
+        username_claim=item["username_claim"],
+        username_prefix=item["username_prefix"],
+        groups_claim=item["groups_claim"],
+        groups_prefix=item["groups_prefix"],
+    )

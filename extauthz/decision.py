@@ -1,0 +1,138 @@
+"""The typed answer of the pipeline, and the few ways to make one.
+
+A Decision says allow or deny, the HTTP status, a stable reason code and a
+description for people, the headers for the upstream (allow) or the client (deny),
+and the body. ``response.py`` turns it into Envoy's CheckResponse; nothing else does.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from enum import StrEnum
+from urllib.parse import quote
+
+from extauthz.identity.model import Identity
+from extauthz.request import RequestView
+
+Headers = tuple[tuple[str, str], ...]
+
+
+class Reason(StrEnum):
+    """Stable reason codes: the metrics label, the audit field, the JSON ``error`` hint."""
+
+    ALLOWED = "allowed"
+    ALLOWED_PUBLIC = "allowed_public"
+    TOKEN_MISSING = "token_missing"
+    NO_POLICY = "no_policy"
+    KEYS_UNAVAILABLE = "keys_unavailable"
+    INTERNAL_ERROR = "internal_error"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    allowed: bool
+    status: int
+    reason: str
+    description: str
+    decision_id: str
+    identity: Identity | None = None
+    policy_id: str | None = None
+    upstream_headers: Headers = ()
+    remove_headers: tuple[str, ...] = ()
+    response_headers: Headers = ()
+    body: str = ""
+
+
+def _quoted(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def bearer_challenge(realm: str, error: str | None = None, description: str | None = None) -> str:
+    """A ``WWW-Authenticate: Bearer`` value (RFC 6750 §3)."""
+    parts = [f"realm={_quoted(realm)}"]
+    if error:
+        parts.append(f"error={_quoted(error)}")
+    if description:
+        parts.append(f"error_description={_quoted(description)}")
+    return "Bearer " + ", ".join(parts)
+
+
+def json_body(error: str, description: str) -> str:
+    return json.dumps({"error": error, "error_description": description}, separators=(",", ":"))
+
+
+_JSON = ("content-type", "application/json")
+
+
+def allow(
+    decision_id: str,
+    identity: Identity | None,
+    *,
+    reason: str,
+    description: str,
+    upstream_headers: Headers,
+    remove_headers: tuple[str, ...],
+    policy_id: str | None = None,
+) -> Decision:
+    return Decision(
+        allowed=True, status=200, reason=reason, description=description,
+        decision_id=decision_id, identity=identity, policy_id=policy_id,
+        upstream_headers=upstream_headers, remove_headers=remove_headers,
+    )
+
+
+def unauthenticated(
+    decision_id: str,
+    view: RequestView,
+    *,
+    realm: str,
+    login_url: str | None,
+    reason: str,
+    description: str,
+    token_sent: bool,
+    policy_id: str | None = None,
+) -> Decision:
+    """401 with a Bearer challenge; a browser without a token goes to the login URL."""
+    if login_url and view.wants_html and not token_sent:
+        location = login_url.replace("{rd}", quote(view.original_url, safe=""))
+        return Decision(
+            allowed=False, status=302, reason=reason, description=description,
+            decision_id=decision_id, policy_id=policy_id,
+            response_headers=(("location", location), ("cache-control", "no-store")),
+        )
+    error = "invalid_token" if token_sent else None
+    challenge = bearer_challenge(realm, error, description if token_sent else None)
+    return Decision(
+        allowed=False, status=401, reason=reason, description=description,
+        decision_id=decision_id, policy_id=policy_id,
+        response_headers=(("www-authenticate", challenge), _JSON),
+        body=json_body(error or "unauthorized", description),
+    )
+
+
+def forbidden(
+    decision_id: str,
+    *,
+    reason: str,
+    description: str,
+    identity: Identity | None = None,
+    policy_id: str | None = None,
+    challenge: str | None = None,
+) -> Decision:
+    headers: Headers = ((("www-authenticate", challenge),) if challenge else ()) + (_JSON,)
+    return Decision(
+        allowed=False, status=403, reason=reason, description=description,
+        decision_id=decision_id, identity=identity, policy_id=policy_id,
+        response_headers=headers, body=json_body("forbidden", description),
+    )
+
+
+def unavailable(decision_id: str, *, reason: str, description: str) -> Decision:
+    """503: the service could not decide (a dependency down, a bug). Fail closed."""
+    return Decision(
+        allowed=False, status=503, reason=reason, description=description,
+        decision_id=decision_id,
+        response_headers=(_JSON, ("retry-after", "1")),
+        body=json_body("temporarily_unavailable", description),
+    )

@@ -1,0 +1,218 @@
+"""Token verification: a compact JWS checked against the issuer's cached keys.
+
+The signature is checked with PyJWT's algorithm implementations; the claims are
+checked here, on the injectable clock, so every failure has its own stable code and
+a description that never echoes token contents. Verified tokens are cached (keyed by
+a SHA-256 of the token, until ``exp``) so a repeat caller costs no signature check.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from collections import OrderedDict
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+from jwt.algorithms import Algorithm, get_default_algorithms
+
+from extauthz.clock import Clock
+from extauthz.config import IssuerSettings, Settings
+from extauthz.errors import (
+    TokenAlgorithmRejected,
+    TokenAudienceInvalid,
+    TokenClaimsInvalid,
+    TokenExpired,
+    TokenIssuerUnknown,
+    TokenMalformed,
+    TokenNotYetValid,
+    TokenSignatureInvalid,
+    TokenTooLarge,
+)
+from extauthz.identity.jwks import KEY_TYPE_FOR_ALG, IssuerKeys
+from extauthz.identity.model import Identity
+
+_DEFAULTS = get_default_algorithms()
+_ALGORITHMS: Mapping[str, Algorithm] = {
+    **{name: alg for name, alg in _DEFAULTS.items() if name in KEY_TYPE_FOR_ALG},
+    "Ed25519": _DEFAULTS["EdDSA"],  # the key check limits it to Ed25519 keys
+}
+_B64_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def b64url_decode(segment: str) -> bytes:
+    """Strict base64url without padding, as JWS uses (RFC 7515 §2)."""
+    raw = segment.encode("ascii", "strict") if segment.isascii() else b"!"
+    if not raw or not _B64_CHARS.issuperset(raw) or len(raw) % 4 == 1:
+        raise TokenMalformed("token is not valid base64url")
+    try:
+        return base64.urlsafe_b64decode(raw + b"=" * (-len(raw) % 4))
+    except (binascii.Error, ValueError) as e:
+        raise TokenMalformed("token is not valid base64url") from e
+
+
+def _json_object(segment: str, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(b64url_decode(segment))
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise TokenMalformed(f"token {what} is not JSON") from e
+    if not isinstance(value, dict):
+        raise TokenMalformed(f"token {what} is not a JSON object")
+    return value
+
+
+def _number(claims: Mapping[str, Any], name: str) -> float | None:
+    value = claims.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TokenClaimsInvalid(f"token claim '{name}' is not a number")
+    return float(value)
+
+
+def _strings(value: object, name: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise TokenClaimsInvalid(f"token claim '{name}' is not a string or a list of strings")
+
+
+def _optional_str(claims: Mapping[str, Any], name: str) -> str | None:
+    value = claims.get(name)
+    return value if isinstance(value, str) else None
+
+
+def scopes_of(claims: Mapping[str, Any]) -> tuple[str, ...]:
+    """Scopes from ``scope`` (space-separated, RFC 8693) or ``scp`` (a list, Okta/Azure)."""
+    scope = claims.get("scope")
+    if isinstance(scope, str):
+        return tuple(scope.split())
+    scp = claims.get("scp")
+    if isinstance(scp, str):
+        return tuple(scp.split())
+    if isinstance(scp, list):
+        return tuple(s for s in scp if isinstance(s, str))
+    return ()
+
+
+def identity_from_claims(claims: Mapping[str, Any], issuer: IssuerSettings) -> Identity:
+    """Map verified claims to an Identity, with kube-apiserver username/groups semantics."""
+    subject = claims.get("sub")
+    if not isinstance(subject, str) or not subject:
+        raise TokenClaimsInvalid("token has no 'sub' claim")
+    raw_username = claims.get(issuer.username_claim)
+    if not isinstance(raw_username, str) or not raw_username:
+        raise TokenClaimsInvalid(f"token lacks the username claim '{issuer.username_claim}'")
+    if issuer.username_claim == "email" and claims.get("email_verified") is False:
+        raise TokenClaimsInvalid("token email is not verified ('email_verified' is false)")
+    groups = _strings(claims.get(issuer.groups_claim), issuer.groups_claim)
+    auth_time = _number(claims, "auth_time")
+    client_id = _optional_str(claims, "azp") or _optional_str(claims, "client_id")
+    exp = _number(claims, "exp")
+    assert exp is not None  # checked by the caller
+    return Identity(
+        issuer=issuer.issuer,
+        subject=subject,
+        username=issuer.username_prefix + raw_username,
+        email=_optional_str(claims, "email"),
+        groups=tuple(issuer.groups_prefix + g for g in groups),
+        scopes=scopes_of(claims),
+        client_id=client_id,
+        acr=_optional_str(claims, "acr"),
+        auth_time=int(auth_time) if auth_time is not None else None,
+        jti=_optional_str(claims, "jti"),
+        issued_at=_number(claims, "iat"),
+        expires_at=exp,
+        claims=MappingProxyType(dict(claims)),
+    )
+
+
+class TokenVerifier:
+    """Verifies bearer tokens for the configured issuers; caches what it verified."""
+
+    def __init__(self, settings: Settings, keys: Mapping[str, IssuerKeys], clock: Clock) -> None:
+        self._issuers = {i.issuer: i for i in settings.issuers}
+        self._keys = keys
+        self._clock = clock
+        self._leeway = settings.token.leeway
+        self._max_bytes = settings.token.max_bytes
+        self._cache_size = settings.token.cache_size
+        self._cache: OrderedDict[bytes, Identity] = OrderedDict()
+        self.cache_hits = 0
+        self.cache_misses = 0
+
+    async def verify(self, token: str) -> Identity:
+        """The identity of a valid token; a TokenError (or KeysUnavailable) otherwise."""
+        if len(token) > self._max_bytes:
+            raise TokenTooLarge(f"token is larger than {self._max_bytes} bytes")
+        digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+        cached = self._cache.get(digest)
+        if cached is not None:
+            if self._clock.wall() > cached.expires_at + self._leeway:
+                del self._cache[digest]
+                raise TokenExpired("token expired")
+            self.cache_hits += 1
+            return cached
+        self.cache_misses += 1
+        identity = await self._verify_uncached(token)
+        if self._cache_size:
+            self._cache[digest] = identity
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return identity
+
+    async def _verify_uncached(self, token: str) -> Identity:
+        parts = token.split(".")
+        if len(parts) != 3:
+            raise TokenMalformed("token is not a signed JWT (compact JWS)")
+        header = _json_object(parts[0], "header")
+        claims = _json_object(parts[1], "payload")
+        signature = b64url_decode(parts[2]) if parts[2] else b""
+        alg = header.get("alg")
+        if not isinstance(alg, str):
+            raise TokenMalformed("token header has no 'alg'")
+        if "crit" in header:
+            raise TokenMalformed("token uses critical header extensions, which are not supported")
+        iss = claims.get("iss")
+        issuer = self._issuers.get(iss) if isinstance(iss, str) else None
+        if issuer is None:
+            raise TokenIssuerUnknown("token issuer is not trusted by this service")
+        if alg not in issuer.algorithms or alg not in _ALGORITHMS:
+            raise TokenAlgorithmRejected(f"token algorithm {_safe(alg)} is not accepted")
+        kid = header.get("kid")
+        if kid is not None and not isinstance(kid, str):
+            raise TokenMalformed("token header 'kid' is not a string")
+        key = await self._keys[issuer.issuer].key_for(kid, alg)
+        signing_input = f"{parts[0]}.{parts[1]}".encode("ascii")
+        if not signature or not _ALGORITHMS[alg].verify(signing_input, key.key, signature):
+            raise TokenSignatureInvalid("token signature is invalid")
+        self._check_time_claims(claims)
+        audiences = _strings(claims.get("aud"), "aud")
+        if not set(audiences) & set(issuer.audiences):
+            raise TokenAudienceInvalid("token audience is not accepted by this service")
+        return identity_from_claims(claims, issuer)
+
+    def _check_time_claims(self, claims: Mapping[str, Any]) -> None:
+        now = self._clock.wall()
+        exp = _number(claims, "exp")
+        if exp is None:
+            raise TokenClaimsInvalid("token has no 'exp' claim")
+        if now > exp + self._leeway:
+            raise TokenExpired("token expired")
+        nbf = _number(claims, "nbf")
+        if nbf is not None and now + self._leeway < nbf:
+            raise TokenNotYetValid("token is not valid yet ('nbf' is in the future)")
+        iat = _number(claims, "iat")
+        if iat is not None and now + self._leeway < iat:
+            raise TokenNotYetValid("token was issued in the future ('iat')")
+
+
+def _safe(alg: str) -> str:
+    """An algorithm name fit to show: short and plain, else a placeholder."""
+    return alg if len(alg) <= 10 and alg.isalnum() else "(unrecognised)"

@@ -1,0 +1,94 @@
+"""The identity headers the upstream receives, and the spoofed copies that are removed.
+
+Every incoming header that looks like ours (the configured prefix, any
+``impersonate-*``) is removed on every allowed request unless we set it ourselves,
+in which case our value overwrites it. Either way no client-sent value survives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from extauthz.config import HeaderSettings
+from extauthz.identity.model import Identity
+from extauthz.request import RequestView
+
+Headers = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderNames:
+    subject: str
+    issuer: str
+    username: str
+    email: str
+    groups: str
+    scopes: str
+    acr: str
+    auth_time: str
+    policy: str
+    decision_id: str
+    prefix: str
+
+    @classmethod
+    def with_prefix(cls, prefix: str) -> HeaderNames:
+        return cls(**{f: prefix + f.replace("_", "-") for f in (
+            "subject", "issuer", "username", "email", "groups", "scopes", "acr", "auth_time",
+            "policy", "decision_id")}, prefix=prefix)
+
+
+IMPERSONATE_PREFIX = "impersonate-"
+
+
+def _clean(value: str) -> str:
+    """Header values must not carry CR, LF or NUL (they would split or break the header)."""
+    if "\r" in value or "\n" in value or "\0" in value:
+        return value.replace("\r", " ").replace("\n", " ").replace("\0", " ")
+    return value
+
+
+def identity_headers(
+    identity: Identity | None,
+    names: HeaderNames,
+    settings: HeaderSettings,
+    *,
+    decision_id: str,
+    policy_id: str | None,
+) -> Headers:
+    out: list[tuple[str, str]] = [(names.decision_id, decision_id)]
+    if policy_id:
+        out.append((names.policy, policy_id))
+    if identity is None:
+        return tuple(out)
+    out.append((names.subject, _clean(identity.subject)))
+    out.append((names.issuer, _clean(identity.issuer)))
+    if identity.username:
+        out.append((names.username, _clean(identity.username)))
+    if identity.email:
+        out.append((names.email, _clean(identity.email)))
+    if identity.groups:
+        out.append((names.groups, _clean(",".join(identity.groups))))
+    if identity.scopes:
+        out.append((names.scopes, _clean(" ".join(identity.scopes))))
+    if identity.acr:
+        out.append((names.acr, _clean(identity.acr)))
+    if identity.auth_time is not None:
+        out.append((names.auth_time, str(identity.auth_time)))
+    if settings.kubernetes_impersonation and identity.username:
+        out.append(("impersonate-user", _clean(identity.username)))
+        out.extend(("impersonate-group", _clean(g)) for g in identity.groups)
+    return tuple(out)
+
+
+def headers_to_remove(
+    view: RequestView, names: HeaderNames, settings: HeaderSettings, added: Headers
+) -> tuple[str, ...]:
+    """Incoming identity-looking headers we do not overwrite, plus credentials not forwarded."""
+    ours = {k for k, _ in added}
+    remove = [
+        k for k in view.headers
+        if (k.startswith(names.prefix) or k.startswith(IMPERSONATE_PREFIX)) and k not in ours
+    ]
+    if not settings.forward_authorization and "authorization" in view.headers:
+        remove.append("authorization")
+    return tuple(remove)

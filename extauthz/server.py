@@ -1,0 +1,159 @@
+"""One worker process: the gRPC Check service and the HTTP side on one event loop.
+
+Start: bind both ports, start the JWKS refresh loops, report SERVING once every
+issuer's keys are loaded. SIGTERM/SIGINT: report NOT_SERVING (gRPC health and
+/readyz), let in-flight checks finish within ``shutdown_grace``, then exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import grpc
+from aiohttp import web
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+
+from extauthz.authorize import Authorizer
+from extauthz.clock import SYSTEM_CLOCK, Clock
+from extauthz.config import Settings
+from extauthz.demo.issuer import DemoIssuer, demo_issuer
+from extauthz.errors import ConfigError
+from extauthz.http_app import http_app
+from extauthz.identity.jwks import HttpFetcher, IssuerKeys
+from extauthz.identity.verify import TokenVerifier
+from extauthz.pb.envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from extauthz.service import AuthorizationService
+
+log = logging.getLogger("extauthz.server")
+
+AUTH_SERVICE = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
+
+
+@dataclass
+class Runtime:
+    """Everything one process needs to answer checks, wired once at start."""
+
+    settings: Settings
+    fetcher: HttpFetcher
+    issuer_keys: dict[str, IssuerKeys]
+    verifier: TokenVerifier
+    authorizer: Authorizer
+    demo: DemoIssuer | None
+    serving: bool = False
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def ready(self) -> tuple[bool, str]:
+        if not self.serving:
+            return False, "not serving"
+        missing = [k.issuer.issuer for k in self.issuer_keys.values() if not k.loaded]
+        if missing:
+            return False, "no signing keys yet for: " + ", ".join(missing)
+        return True, "ready"
+
+
+def build_runtime(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> Runtime:
+    fetcher = HttpFetcher(settings.jwks.fetch_timeout)
+    keys = {i.issuer: IssuerKeys(i, settings.jwks, fetcher, clock) for i in settings.issuers}
+    verifier = TokenVerifier(settings, keys, clock)
+    demo = demo_issuer(settings.demo_issuer) if settings.demo_issuer.enabled else None
+    return Runtime(settings=settings, fetcher=fetcher, issuer_keys=keys, verifier=verifier,
+                   authorizer=Authorizer(settings, verifier), demo=demo)
+
+
+async def _start_grpc(runtime: Runtime, reuse_port: bool) -> tuple[grpc.aio.Server, health_aio.HealthServicer]:
+    server = grpc.aio.server(options=[
+        ("grpc.so_reuseport", 1 if reuse_port else 0),
+        ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+    ])
+    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
+        AuthorizationService(runtime.authorizer), server)
+    health = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection(
+        [AUTH_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+         reflection.SERVICE_NAME], server)
+    host, port = runtime.settings.grpc_listen
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        server.add_insecure_port(address)
+    except RuntimeError as e:
+        raise ConfigError(f"cannot listen for gRPC on {address}: the port is taken or the "
+                          "address is not local; set grpc.listen (EXTAUTHZ_GRPC_LISTEN)") from e
+    await server.start()
+    for name in ("", AUTH_SERVICE):
+        await health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    return server, health
+
+
+async def _start_http(runtime: Runtime, reuse_port: bool) -> web.AppRunner:
+    runner = web.AppRunner(http_app(runtime.ready, runtime.demo), access_log=None,
+                           handle_signals=False)
+    await runner.setup()
+    host, port = runtime.settings.http_listen
+    site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None,
+                       shutdown_timeout=runtime.settings.shutdown_grace)
+    try:
+        await site.start()
+    except OSError as e:
+        await runner.cleanup()
+        raise ConfigError(f"cannot listen for HTTP on {host}:{port}: {e.strerror}; "
+                          "set http.listen (EXTAUTHZ_HTTP_LISTEN)") from e
+    return runner
+
+
+async def _report_ready(runtime: Runtime, health: health_aio.HealthServicer) -> None:
+    while not runtime.ready()[0]:
+        await asyncio.sleep(0.05)
+    for name in ("", AUTH_SERVICE):
+        await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("ready")
+
+
+async def serve(
+    settings: Settings,
+    *,
+    reuse_port: bool = False,
+    stop: asyncio.Event | None = None,
+    on_started: Callable[[Runtime], Awaitable[None]] | None = None,
+) -> None:
+    """Run one worker until ``stop`` is set or SIGTERM/SIGINT arrives."""
+    runtime = build_runtime(settings)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
+    runner = await _start_http(runtime, reuse_port)
+    try:
+        server, health = await _start_grpc(runtime, reuse_port)
+    except BaseException:
+        await runner.cleanup()
+        raise
+    runtime.serving = True
+    runtime.tasks = [asyncio.create_task(k.run(), name=f"jwks:{k.issuer.issuer}")
+                     for k in runtime.issuer_keys.values()]
+    runtime.tasks.append(asyncio.create_task(_report_ready(runtime, health), name="ready"))
+    log.info("serving gRPC on %s:%d and HTTP on %s:%d", *settings.grpc_listen,
+             *settings.http_listen)
+    if on_started is not None:
+        await on_started(runtime)
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down: draining for up to %.0fs", settings.shutdown_grace)
+        runtime.serving = False
+        await health.enter_graceful_shutdown()
+        await server.stop(settings.shutdown_grace)
+        for task in runtime.tasks:
+            task.cancel()
+        await asyncio.gather(*runtime.tasks, return_exceptions=True)
+        await runner.cleanup()
+        await runtime.fetcher.close()
+        log.info("stopped")

@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from extauthz.config import Settings, settings_from_document
+from tests.support.issuer import AUDIENCE, LocalIssuer
+
+
+@pytest.fixture
+def issuer() -> Iterator[LocalIssuer]:
+    idp = LocalIssuer()
+    try:
+        yield idp
+    finally:
+        idp.close()
+
+
+def make_settings(*issuers: LocalIssuer, **overrides: Any) -> Settings:
+    doc: dict[str, Any] = {
+        "issuers": [
+            {"issuer": i.issuer, "audiences": [AUDIENCE],
+             "algorithms": ["RS256", "PS256", "ES256", "EdDSA"]}
+            for i in issuers
+        ],
+        "default_action": "authenticated",
+        "jwks": {"fetch_timeout": 2.0},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(doc.get(key), dict):
+            doc[key].update(value)
+        else:
+            doc[key] = value
+    return settings_from_document(doc)

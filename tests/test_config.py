@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from extauthz.config import env_names, load_settings, settings_from_document
+from extauthz.errors import ConfigError
+
+
+def test_defaults_match_the_documented_ports_and_actions() -> None:
+    s = settings_from_document({})
+    assert s.grpc_listen == ("0.0.0.0", 9001)
+    assert s.http_listen == ("0.0.0.0", 9002)
+    assert s.default_action == "deny"
+    assert s.workers == 1
+    assert s.token.max_bytes == 16384
+    assert s.token.leeway == 30
+    assert s.headers.forward_authorization is False
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        ({"grcp": {}}, "unknown key 'grcp': did you mean 'grpc'?"),
+        ({"http": {"listne": "x"}}, "unknown key 'http.listne': did you mean 'listen'?"),
+        ({"default_action": "maybe"}, "'default_action' is 'maybe'; choose one of: deny"),
+        ({"workers": 0}, "'workers' must be at least 1"),
+        ({"workers": "two"}, "'workers' must be a whole number"),
+        ({"grpc": {"listen": "9001"}}, "'grpc.listen' is '9001'; write HOST:PORT"),
+        ({"issuers": [{"issuer": "https://idp"}]}, "'issuers[0].audiences' is required"),
+        ({"issuers": [{"issuer": "https://idp", "audiences": "api"}]},
+         "'issuers[0].audiences' must be a list of strings, got a string: write [api]"),
+        ({"issuers": [{"issuer": "https://idp", "audiences": ["a"], "algorithms": ["HS256"]}]},
+         "'issuers[0].algorithms' is 'HS256'; choose one of"),
+        ({"issuers": [{"issuer": "https://idp", "audiences": ["a"], "algorithms": ["none"]}]},
+         "'issuers[0].algorithms' is 'none'"),
+        ({"issuers": [{"issuer": "idp.example.com", "audiences": ["a"]}]},
+         "'issuers[0].issuer' is 'idp.example.com'; write an absolute http(s):// URL"),
+        ({"issuers": [{"issuer": "https://a", "audiences": ["x"]},
+                      {"issuer": "https://a", "audiences": ["y"]}]}, "listed twice"),
+        ({"token": {"leeway": -1}}, "'token.leeway' must be at least 0"),
+        ({"headers": {"kubernetes_impersonation": "yes"}},
+         "'headers.kubernetes_impersonation' must be true or false"),
+    ],
+)
+def test_bad_config_is_one_message_naming_the_key(doc: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        settings_from_document(doc)
+    assert message in str(err.value)
+
+
+def test_environment_overrides_the_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("default_action: allow\nhttp: {public_url: 'http://a:1'}\nworkers: 3\n")
+    env = {"EXTAUTHZ_DEFAULT_ACTION": "authenticated", "EXTAUTHZ_HTTP_PUBLIC_URL": "https://gw",
+           "EXTAUTHZ_TOKEN_COOKIE": "session",
+           "EXTAUTHZ_ISSUERS": '[{"issuer": "https://idp", "audiences": ["api"]}]'}
+    s = load_settings(str(cfg), env)
+    assert s.default_action == "authenticated"
+    assert s.public_url == "https://gw"
+    assert s.workers == 3
+    assert s.token.cookie == "session"
+    assert s.issuers[0].issuer == "https://idp"
+    assert s.issuers[0].algorithms == ("RS256", "ES256", "PS256", "EdDSA")
+
+
+def test_config_file_from_the_environment_variable(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("realm: corp\n")
+    assert load_settings(None, {"EXTAUTHZ_CONFIG": str(cfg)}).realm == "corp"
+
+
+def test_a_bad_environment_value_names_the_variable() -> None:
+    with pytest.raises(ConfigError, match="'workers' must be a whole number"):
+        load_settings(None, {"EXTAUTHZ_WORKERS": "many"})
+
+
+def test_missing_or_broken_files_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read .*check the --config path"):
+        load_settings(str(tmp_path / "nope.yaml"), {})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("grpc: [unclosed\n")
+    with pytest.raises(ConfigError, match="is not valid YAML"):
+        load_settings(str(bad), {})
+
+
+def test_every_key_has_an_environment_variable() -> None:
+    names = env_names()
+    assert names["http.public_url"] == "EXTAUTHZ_HTTP_PUBLIC_URL"
+    assert names["headers.kubernetes_impersonation"] == "EXTAUTHZ_HEADERS_KUBERNETES_IMPERSONATION"
+    assert names["issuers"] == "EXTAUTHZ_ISSUERS"
+
+
+def test_demo_issuer_joins_the_trusted_issuers() -> None:
+    s = settings_from_document({"demo_issuer": {"enabled": True}, "http": {"listen": "0.0.0.0:9100"}})
+    assert [i.issuer for i in s.issuers] == ["http://localhost:9100"]
+    assert s.issuers[0].audiences == ("extauthz-demo",)
