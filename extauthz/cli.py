@@ -76,7 +76,10 @@ def _token(args: argparse.Namespace) -> int:
 
     settings = _settings(args, {})
     issuer = demo_issuer(settings.demo_issuer)
-    split = (lambda s: tuple(x for x in s.replace(",", " ").split() if x))
+
+    def split(value: str) -> tuple[str, ...]:
+        return tuple(x for x in value.replace(",", " ").split() if x)
+
     print(issuer.mint(subject=args.sub, email=args.email, groups=split(args.groups),
                       scopes=split(args.scope), ttl=args.ttl))
     return 0

@@ -23,10 +23,11 @@ class Reason(StrEnum):
 
     ALLOWED = "allowed"
     ALLOWED_PUBLIC = "allowed_public"
-    TOKEN_MISSING = "token_missing"
+    TOKEN_MISSING = "token_missing"  # noqa: S105 (a reason code, not a secret)
     NO_POLICY = "no_policy"
     KEYS_UNAVAILABLE = "keys_unavailable"
     INTERNAL_ERROR = "internal_error"
+    BAD_CHECK_REQUEST = "bad_check_request"
 
 
 @dataclass(frozen=True, slots=True)

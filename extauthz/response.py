@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 from google.rpc import status_pb2
 
@@ -50,7 +50,7 @@ def build_response(decision: Decision) -> Any:
             message=decision.reason,
         ),
         denied_response=ext.DeniedHttpResponse(
-            status=http_status_pb2.HttpStatus(code=decision.status),
+            status=http_status_pb2.HttpStatus(code=cast(Any, decision.status)),
             headers=_header_options(decision.response_headers),
             body=decision.body,
         ),

@@ -28,12 +28,10 @@ from extauthz.errors import ConfigError
 from extauthz.http_app import http_app
 from extauthz.identity.jwks import HttpFetcher, IssuerKeys
 from extauthz.identity.verify import TokenVerifier
-from extauthz.pb.envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from extauthz.service import SERVICE_NAME as AUTH_SERVICE
 from extauthz.service import AuthorizationService
 
 log = logging.getLogger("extauthz.server")
-
-AUTH_SERVICE = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
 
 
 @dataclass
@@ -67,13 +65,14 @@ def build_runtime(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> Runtime:
                    authorizer=Authorizer(settings, verifier), demo=demo)
 
 
-async def _start_grpc(runtime: Runtime, reuse_port: bool) -> tuple[grpc.aio.Server, health_aio.HealthServicer]:
+async def _start_grpc(
+    runtime: Runtime, reuse_port: bool
+) -> tuple[grpc.aio.Server, health_aio.HealthServicer]:
     server = grpc.aio.server(options=[
         ("grpc.so_reuseport", 1 if reuse_port else 0),
         ("grpc.max_receive_message_length", 4 * 1024 * 1024),
     ])
-    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
-        AuthorizationService(runtime.authorizer), server)
+    AuthorizationService(runtime.authorizer).add_to_server(server)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
@@ -94,11 +93,10 @@ async def _start_grpc(runtime: Runtime, reuse_port: bool) -> tuple[grpc.aio.Serv
 
 async def _start_http(runtime: Runtime, reuse_port: bool) -> web.AppRunner:
     runner = web.AppRunner(http_app(runtime.ready, runtime.demo), access_log=None,
-                           handle_signals=False)
+                           handle_signals=False, shutdown_timeout=runtime.settings.shutdown_grace)
     await runner.setup()
     host, port = runtime.settings.http_listen
-    site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None,
-                       shutdown_timeout=runtime.settings.shutdown_grace)
+    site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
     try:
         await site.start()
     except OSError as e:
@@ -125,11 +123,12 @@ async def serve(
 ) -> None:
     """Run one worker until ``stop`` is set or SIGTERM/SIGINT arrives."""
     runtime = build_runtime(settings)
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(sig, stop.set)
+    if stop is None:  # a real process: the signals stop it (tests pass their own event)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, stop.set)
     runner = await _start_http(runtime, reuse_port)
     try:
         server, health = await _start_grpc(runtime, reuse_port)

@@ -1,37 +1,58 @@
 """The gRPC ``envoy.service.auth.v3.Authorization/Check`` adapter: thin, and never raises.
 
-CheckRequest -> RequestView -> Authorizer -> Decision -> CheckResponse. Any error
-that escapes the pipeline is a bug; it becomes an explicit 503 deny, never an allow.
+bytes -> CheckRequest -> RequestView -> Authorizer -> Decision -> CheckResponse -> bytes.
+The method is registered on raw bytes so that even an undecodable request gets an
+explicit deny rather than a gRPC error. Any error that escapes the pipeline is a bug;
+it becomes an explicit 503 deny, never an allow.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
+
+import grpc
+from google.protobuf.message import DecodeError
 
 from extauthz import decision as d
 from extauthz.authorize import Authorizer
 from extauthz.decision import Reason
-from extauthz.pb.envoy.service.auth.v3 import external_auth_pb2_grpc
+from extauthz.pb.envoy.service.auth.v3 import external_auth_pb2 as ext
 from extauthz.request import view_from_check_request
 from extauthz.response import build_response
 
 log = logging.getLogger("extauthz.service")
 
-INTERNAL_ERROR_RESPONSE = build_response(d.unavailable(
+SERVICE_NAME = ext.DESCRIPTOR.services_by_name["Authorization"].full_name
+
+INTERNAL_ERROR: bytes = build_response(d.unavailable(
     "internal", reason=Reason.INTERNAL_ERROR,
-    description="the authorization service failed; the request is denied"))
+    description="the authorization service failed; the request is denied")).SerializeToString()
+BAD_REQUEST: bytes = build_response(d.unavailable(
+    "bad-request", reason=Reason.BAD_CHECK_REQUEST,
+    description="the check request could not be decoded; the request is denied",
+)).SerializeToString()
 
 
-class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
+class AuthorizationService:
     def __init__(self, authorizer: Authorizer) -> None:
         self._authorizer = authorizer
 
-    async def Check(self, request: Any, context: Any) -> Any:  # noqa: N802 (gRPC method name)
+    async def check(self, data: bytes, context: Any) -> bytes:
+        try:
+            request = ext.CheckRequest.FromString(data)
+        except DecodeError:
+            log.warning("undecodable CheckRequest (%d bytes); answering 503 deny", len(data))
+            return BAD_REQUEST
         try:
             view = view_from_check_request(request)
             decision = await self._authorizer.check(view)
-            return build_response(decision)
-        except Exception:  # noqa: BLE001 - fail closed: a bug is a logged 503 deny, never an allow
+            return cast(bytes, build_response(decision).SerializeToString())
+        except Exception:  # fail closed: a bug is a logged 503 deny, never an allow
             log.exception("check failed; answering 503 deny")
-            return INTERNAL_ERROR_RESPONSE
+            return INTERNAL_ERROR
+
+    def add_to_server(self, server: Any) -> None:
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, {
+            "Check": grpc.unary_unary_rpc_method_handler(self.check),
+        }),))

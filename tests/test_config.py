@@ -77,7 +77,7 @@ def test_a_bad_environment_value_names_the_variable() -> None:
 
 
 def test_missing_or_broken_files_are_clear_errors(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="cannot read .*check the --config path"):
+    with pytest.raises(ConfigError, match=r"cannot read .*check the --config path"):
         load_settings(str(tmp_path / "nope.yaml"), {})
     bad = tmp_path / "bad.yaml"
     bad.write_text("grpc: [unclosed\n")

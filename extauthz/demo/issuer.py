@@ -99,13 +99,13 @@ def load_or_create_key(path: str) -> ec.EllipticCurvePrivateKey:
         finally:
             tmp.unlink()
     try:
-        key = serialization.load_pem_private_key(p.read_bytes(), password=None)
+        loaded = serialization.load_pem_private_key(p.read_bytes(), password=None)
     except (OSError, ValueError) as e:
         raise ConfigError(f"config: demo_issuer.key_file {path!r} is not a readable PEM key; "
                           "delete it to have a new one generated") from e
-    if not isinstance(key, ec.EllipticCurvePrivateKey):
+    if not isinstance(loaded, ec.EllipticCurvePrivateKey):
         raise ConfigError(f"config: demo_issuer.key_file {path!r} is not an EC P-256 key")
-    return key
+    return loaded
 
 
 def demo_issuer(settings: DemoIssuerSettings) -> DemoIssuer:

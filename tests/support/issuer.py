@@ -37,6 +37,7 @@ class LocalIssuer:
         self.issuer = self.base + path
         self.cache_control = cache_control
         self.down = False
+        self.delay = 0.0  # seconds each answer waits (a slow IdP)
         self.discovery_issuer: str | None = None  # None: same as self.issuer
         self.requests: list[str] = []
         self._generation = 0
@@ -113,9 +114,11 @@ class LocalIssuer:
             def log_message(self, *args: Any) -> None:
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 with issuer._lock:
                     issuer.requests.append(self.path)
+                if issuer.delay:
+                    time.sleep(issuer.delay)
                 if issuer.down:
                     self.send_error(503)
                     return

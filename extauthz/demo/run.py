@@ -1,0 +1,137 @@
+"""``make demo``: extauthz with its demo issuer, an echo upstream and Envoy on :8000.
+
+    python -m extauthz.demo.run            # run until Ctrl-C
+    python -m extauthz.demo.run --check    # start, try the curl lines, stop (exit 1 on a failure)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+import urllib.error
+import urllib.request
+
+from extauthz.config import load_settings
+from extauthz.demo.envoy import REPO, envoy_command, write_gateway
+from extauthz.demo.issuer import demo_issuer
+from extauthz.demo.processes import Process, port_is_free
+
+CONFIG = REPO / "demo" / "config.yaml"
+
+
+def _request(url: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+    req = urllib.request.Request(url, headers=headers)  # noqa: S310 (loopback demo URL)
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:  # noqa: S310
+            return resp.status, dict(resp.headers), resp.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+def _self_check(gateway: str, token: str) -> list[str]:
+    """The printed curl lines, run for real; returns the problems found."""
+    problems = []
+    status, headers, _ = _request(f"{gateway}/hello", {})
+    if status != 401 or "Bearer" not in headers.get("www-authenticate", ""):
+        problems.append(f"no token: expected 401 with a Bearer challenge, got {status}")
+    status, _, body = _request(f"{gateway}/hello", {"authorization": f"Bearer {token}",
+                                                     "x-auth-subject": "admin"})
+    if status != 200:
+        problems.append(f"with a token: expected 200, got {status}")
+    else:
+        seen = json.loads(body)["headers"]
+        if seen.get("x-auth-subject") != "alice":
+            problems.append(f"upstream saw x-auth-subject={seen.get('x-auth-subject')!r}")
+    status, _, _ = _request(f"{gateway}/hello", {"authorization": "Bearer not.a.token"})
+    if status != 401:
+        problems.append(f"bad token: expected 401, got {status}")
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="extauthz-demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="run the curl lines, then stop")
+    parser.add_argument("--gateway-port", type=int, default=8000)
+    parser.add_argument("--grpc-port", type=int, default=9001)
+    parser.add_argument("--http-port", type=int, default=9002)
+    parser.add_argument("--upstream-port", type=int, default=8080)
+    parser.add_argument("--admin-port", type=int, default=9901)
+    args = parser.parse_args(argv)
+    ports = {"gateway": args.gateway_port, "grpc": args.grpc_port, "http": args.http_port,
+             "upstream": args.upstream_port, "envoy admin": args.admin_port}
+    busy = [f"{name} port {port}" for name, port in ports.items() if not port_is_free(port)]
+    if busy:
+        print(f"demo: {', '.join(busy)} in use; stop what holds it or pass "
+              "--gateway-port/--grpc-port/--http-port/--upstream-port/--admin-port", file=sys.stderr)
+        return 2
+
+    work = REPO / ".demo"
+    work.mkdir(exist_ok=True)
+    issuer_url = f"http://localhost:{args.http_port}"
+    env = {"EXTAUTHZ_DEMO_ISSUER_ISSUER": issuer_url}
+    settings = load_settings(str(CONFIG), {**env, "EXTAUTHZ_HTTP_LISTEN": f"127.0.0.1:{args.http_port}"})
+    token = demo_issuer(settings.demo_issuer).mint(
+        subject="alice", email="alice@example.com", groups=("sre",))
+    gateway_cfg = write_gateway(work / "gateway.yaml", listen_port=args.gateway_port,
+                                admin_port=args.admin_port, grpc_port=args.grpc_port,
+                                http_port=args.http_port, upstream_port=args.upstream_port)
+    procs = [
+        Process("echo", [sys.executable, "-m", "extauthz.demo.echo", "--listen",
+                         f"127.0.0.1:{args.upstream_port}"], work / "echo.log"),
+        Process("extauthz", [sys.executable, "-m", "extauthz", "serve", "--config", str(CONFIG),
+                             "--grpc-listen", f"127.0.0.1:{args.grpc_port}",
+                             "--http-listen", f"127.0.0.1:{args.http_port}"],
+                work / "extauthz.log", env=env),
+        Process("envoy", envoy_command(gateway_cfg), work / "envoy.log"),
+    ]
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    gateway = f"http://localhost:{args.gateway_port}"
+    try:
+        procs[0].start().wait_http(f"http://127.0.0.1:{args.upstream_port}/")
+        procs[1].start().wait_http(f"http://127.0.0.1:{args.http_port}/readyz")
+        procs[2].start().wait_http(f"http://127.0.0.1:{args.gateway_port}/healthz")
+        if args.check:
+            problems = _self_check(gateway, token)
+            for problem in problems:
+                print(f"demo check failed: {problem}", file=sys.stderr)
+            print("demo check: ok" if not problems else "demo check: FAILED")
+            return 1 if problems else 0
+        print(f"""
+extauthz demo is running (logs in {work}).
+  Envoy gateway  {gateway}     -> echo upstream on :{args.upstream_port}
+  extauthz       gRPC :{args.grpc_port}, HTTP :{args.http_port} (demo issuer {issuer_url})
+
+A token for alice (mint more: .venv/bin/extauthz token --config demo/config.yaml --sub bob):
+  TOKEN={token}
+
+Try:
+  curl -i {gateway}/hello                                      # 401 + WWW-Authenticate
+  curl -s {gateway}/hello -H "Authorization: Bearer $TOKEN"    # 200, upstream sees x-auth-*
+  curl -s {gateway}/hello -H "Authorization: Bearer $TOKEN" -H "x-auth-subject: admin"
+                                                    # the spoofed header never arrives
+  curl -i {gateway}/hello -H "Authorization: Bearer nope"      # 401 error="invalid_token"
+
+Ctrl-C stops everything.""", flush=True)
+        while not stop.is_set():
+            stop.wait(0.5)
+            dead = [p.name for p in procs if not p.running]
+            if dead:
+                print(f"demo: {', '.join(dead)} stopped; see {work}", file=sys.stderr)
+                return 1
+        return 0
+    except KeyboardInterrupt:
+        return 0
+    except (RuntimeError, TimeoutError) as e:
+        print(f"demo: {e}", file=sys.stderr)
+        return 1
+    finally:
+        for p in reversed(procs):
+            p.stop()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,108 @@
+"""The real stack for end-to-end tests: extauthz (a subprocess), an echo upstream, Envoy."""
+
+from __future__ import annotations
+
+import json
+import sys
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from extauthz.demo.envoy import envoy_command, write_gateway
+from extauthz.demo.processes import Process
+from tests.support.ports import free_port
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def http_get(url: str, headers: dict[str, str] | None = None) -> Response:
+    req = urllib.request.Request(url, headers=headers or {})  # noqa: S310 (loopback)
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+    opener = urllib.request.build_opener(NoRedirect)
+    try:
+        with opener.open(req, timeout=10) as resp:
+            return Response(resp.status, {k.lower(): v for k, v in resp.headers.items()},
+                            resp.read())
+    except urllib.error.HTTPError as e:
+        return Response(e.code, {k.lower(): v for k, v in e.headers.items()}, e.read())
+
+
+@dataclass
+class ExtAuthz:
+    """``extauthz serve`` in a subprocess with a config written for the test."""
+
+    workdir: Path
+    config: dict[str, Any]
+    args: list[str] = field(default_factory=list)
+    grpc_port: int = field(default_factory=free_port)
+    http_port: int = field(default_factory=free_port)
+    process: Process | None = None
+
+    def start(self, wait_ready: bool = True) -> ExtAuthz:
+        cfg = {**self.config, "grpc": {"listen": f"127.0.0.1:{self.grpc_port}"},
+               "http": {"listen": f"127.0.0.1:{self.http_port}",
+                        "public_url": "http://localhost:8000"},
+               "shutdown_grace": self.config.get("shutdown_grace", 2)}
+        path = self.workdir / f"extauthz-{self.grpc_port}.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        self.process = Process("extauthz", [sys.executable, "-m", "extauthz", "serve",
+                                            "--config", str(path), *self.args],
+                               self.workdir / f"extauthz-{self.grpc_port}.log").start()
+        if wait_ready:
+            self.process.wait_http(f"http://127.0.0.1:{self.http_port}/readyz")
+        return self
+
+    def stop(self) -> int | None:
+        return self.process.stop() if self.process else None
+
+
+@dataclass
+class Gateway:
+    """Envoy loading envoy/gateway.yaml, pointed at extauthz and an echo upstream."""
+
+    workdir: Path
+    extauthz: ExtAuthz
+    port: int = field(default_factory=free_port)
+    admin_port: int = field(default_factory=free_port)
+    upstream_port: int = field(default_factory=free_port)
+    procs: list[Process] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Gateway:
+        echo = Process("echo", [sys.executable, "-m", "extauthz.demo.echo", "--listen",
+                                f"127.0.0.1:{self.upstream_port}"], self.workdir / "echo.log")
+        self.procs.append(echo.start())
+        cfg = write_gateway(self.workdir / f"gateway-{self.port}.yaml", listen_port=self.port,
+                            admin_port=self.admin_port, grpc_port=self.extauthz.grpc_port,
+                            http_port=self.extauthz.http_port, upstream_port=self.upstream_port)
+        envoy = Process("envoy", envoy_command(cfg), self.workdir / f"envoy-{self.port}.log")
+        self.procs.append(envoy.start())
+        echo.wait_http(f"http://127.0.0.1:{self.upstream_port}/")
+        envoy.wait_http(f"{self.url}/healthz")
+        return self
+
+    def get(self, path: str, headers: dict[str, str] | None = None) -> Response:
+        return http_get(self.url + path, headers)
+
+    def stop(self) -> None:
+        for p in reversed(self.procs):
+            p.stop()

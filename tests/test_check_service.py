@@ -1,0 +1,169 @@
+"""The gRPC service itself: wire conformance, health, reflection, and fuzzed input.
+
+Requests and responses here are encoded and decoded with envoy-data-plane
+(betterproto2), independently of the grpcio-tools stubs the service uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from envoy_data_plane.envoy.config.core.v3 import HeaderValueOptionHeaderAppendAction
+from envoy_data_plane.envoy.service.auth.v3 import (
+    AttributeContext,
+    AttributeContextHttpRequest,
+    AttributeContextRequest,
+    CheckRequest,
+    CheckResponse,
+)
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import make_settings
+from tests.support.inproc import ServerThread
+from tests.support.issuer import LocalIssuer
+from tests.support.ports import free_port
+
+CHECK = "/envoy.service.auth.v3.Authorization/Check"
+
+
+@pytest.fixture(scope="module")
+def idp() -> Iterator[LocalIssuer]:
+    issuer = LocalIssuer()
+    yield issuer
+    issuer.close()
+
+
+@pytest.fixture(scope="module")
+def server(idp: LocalIssuer) -> Iterator[ServerThread]:
+    s = make_settings(idp, grpc={"listen": f"127.0.0.1:{free_port()}"},
+                      http={"listen": f"127.0.0.1:{free_port()}"}, login_url=None)
+    thread = ServerThread(s).start()
+    yield thread
+    thread.stop()
+
+
+@pytest.fixture(scope="module")
+def check(server: ServerThread) -> Iterator[grpc.UnaryUnaryMultiCallable]:
+    channel = server.channel()
+    yield channel.unary_unary(CHECK)  # raw bytes in, raw bytes out
+    channel.close()
+
+
+def _request(headers: dict[str, str], path: str = "/", method: str = "GET",
+             context: dict[str, str] | None = None) -> bytes:
+    http = AttributeContextHttpRequest(method=method, path=path, host="api.example.com",
+                                       scheme="https", headers=headers, id="req-1")
+    attrs = AttributeContext(request=AttributeContextRequest(http=http),
+                             context_extensions=context or {})
+    return bytes(CheckRequest(attributes=attrs))
+
+
+def test_an_allow_decodes_as_ok_with_overwriting_identity_headers(
+    check: grpc.UnaryUnaryMultiCallable, idp: LocalIssuer
+) -> None:
+    raw = check(_request({"authorization": f"Bearer {idp.mint('PS256')}",
+                          "x-auth-subject": "mallory", "x-auth-extra": "1"}), timeout=5)
+    resp = CheckResponse.parse(raw)
+    assert resp.status.code == 0
+    headers = {h.header.key: h for h in resp.ok_response.headers}
+    assert headers["x-auth-subject"].header.value == "alice"
+    assert headers["x-auth-subject"].append_action == (
+        HeaderValueOptionHeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD)
+    assert set(resp.ok_response.headers_to_remove) == {"x-auth-extra", "authorization"}
+    assert resp.denied_response is None
+
+
+def test_each_group_is_its_own_impersonate_group_entry(idp: LocalIssuer) -> None:
+    s = make_settings(idp, grpc={"listen": f"127.0.0.1:{free_port()}"},
+                      http={"listen": f"127.0.0.1:{free_port()}"},
+                      headers={"kubernetes_impersonation": True})
+    thread = ServerThread(s).start()
+    try:
+        with thread.channel() as channel:
+            raw = channel.unary_unary(CHECK)(
+                _request({"authorization": f"Bearer {idp.mint('RS256')}"}), timeout=5)
+    finally:
+        thread.stop()
+    opts = [h for h in CheckResponse.parse(raw).ok_response.headers
+            if h.header.key == "impersonate-group"]
+    assert [h.header.value for h in opts] == ["sre", "dev"]
+    assert [h.append_action for h in opts] == [
+        HeaderValueOptionHeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD,
+        HeaderValueOptionHeaderAppendAction.APPEND_IF_EXISTS_OR_ADD]
+
+
+def test_a_denial_decodes_as_unauthenticated_with_a_401(check: grpc.UnaryUnaryMultiCallable) -> None:
+    resp = CheckResponse.parse(check(_request({"accept": "application/json"}), timeout=5))
+    assert resp.status.code == 16
+    assert int(resp.denied_response.status.code) == 401
+    headers = {h.header.key: h.header.value for h in resp.denied_response.headers}
+    assert headers["www-authenticate"] == 'Bearer realm="extauthz"'
+    assert resp.ok_response is None
+
+
+def test_headers_sent_as_raw_header_map_are_read_too(
+    check: grpc.UnaryUnaryMultiCallable, idp: LocalIssuer
+) -> None:
+    from envoy_data_plane.envoy.config.core.v3 import HeaderMap, HeaderValue
+
+    token = idp.mint("ES256")
+    http = AttributeContextHttpRequest(method="GET", path="/", host="h", header_map=HeaderMap(
+        headers=[HeaderValue(key="authorization", raw_value=f"Bearer {token}".encode())]))
+    raw = bytes(CheckRequest(attributes=AttributeContext(request=AttributeContextRequest(http=http))))
+    assert CheckResponse.parse(check(raw, timeout=5)).status.code == 0
+
+
+def test_the_grpc_health_service_reports_serving(server: ServerThread) -> None:
+    with server.channel() as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "envoy.service.auth.v3.Authorization"):
+            resp = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+            assert resp.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_server_reflection_lists_the_authorization_service(server: ServerThread) -> None:
+    with server.channel() as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        req = reflection_pb2.ServerReflectionRequest(list_services="")
+        resp = next(iter(stub.ServerReflectionInfo(iter([req]), timeout=5)))
+        names = {s.name for s in resp.list_services_response.service}
+        assert "envoy.service.auth.v3.Authorization" in names
+
+
+_text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40)
+_headers = st.dictionaries(
+    st.sampled_from(["authorization", "cookie", "accept", "x-auth-subject", "impersonate-user",
+                     "x-request-id", "host", ":path"]) | _text, _text | st.just("Bearer a.b.c"),
+    max_size=8)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(headers=_headers, path=_text, method=_text, context=st.dictionaries(_text, _text, max_size=3))
+def test_fuzzed_requests_always_get_a_well_formed_answer(
+    check: grpc.UnaryUnaryMultiCallable, headers: dict[str, str], path: str, method: str,
+    context: dict[str, str],
+) -> None:
+    resp = CheckResponse.parse(check(_request(headers, path, method, context), timeout=5))
+    assert resp.status.code in (0, 3, 7, 14, 16)
+    if resp.status.code == 0:
+        assert resp.ok_response is not None
+        assert resp.denied_response is None
+    else:
+        assert resp.denied_response is not None
+        assert resp.ok_response is None
+        assert int(resp.denied_response.status.code) in (302, 401, 403, 503)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(blob=st.binary(max_size=300))
+def test_fuzzed_bytes_are_answered_or_rejected_never_allowed(
+    check: grpc.UnaryUnaryMultiCallable, blob: bytes
+) -> None:
+    resp = CheckResponse.parse(check(blob, timeout=5))
+    assert resp.status.code != 0  # undecodable or tokenless: an explicit deny, never a gRPC error
+    assert int(resp.denied_response.status.code) in (401, 503)

@@ -1,0 +1,35 @@
+"""`make demo` runs `python -m extauthz.demo.run`; its --check mode proves the printed curl lines."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.ports import free_port
+
+pytestmark = pytest.mark.e2e
+
+
+def test_the_demo_starts_and_its_curl_lines_answer_as_printed(tmp_path: Path) -> None:
+    args = [f"--{name}-port={free_port()}" for name in ("gateway", "grpc", "http", "upstream", "admin")]
+    result = subprocess.run([sys.executable, "-m", "extauthz.demo.run", "--check", *args],
+                            capture_output=True, text=True, timeout=120, cwd=tmp_path, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "demo check: ok" in result.stdout
+    assert (tmp_path / ".extauthz" / "demo-issuer-key.pem").exists()
+
+
+def test_the_demo_names_a_busy_port(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        busy = s.getsockname()[1]
+        result = subprocess.run([sys.executable, "-m", "extauthz.demo.run", "--check",
+                                 f"--gateway-port={busy}"], capture_output=True, text=True,
+                                timeout=60, cwd=tmp_path, check=False)
+    assert result.returncode == 2
+    assert f"gateway port {busy} in use" in result.stderr

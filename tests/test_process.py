@@ -1,0 +1,130 @@
+"""The service as an operator runs it: CLI errors, graceful shutdown, several workers."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+import jwt as pyjwt
+from envoy_data_plane.envoy.service.auth.v3 import CheckResponse
+
+from tests.support.issuer import AUDIENCE, LocalIssuer
+from tests.support.ports import free_port
+from tests.support.stack import ExtAuthz
+from tests.test_check_service import CHECK, _request
+
+
+def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "extauthz", *args], capture_output=True,
+                          text=True, timeout=60, env=env, check=False)
+
+
+def _config(idp: LocalIssuer, **extra: Any) -> dict[str, Any]:
+    return {"issuers": [{"issuer": idp.issuer, "audiences": [AUDIENCE]}],
+            "default_action": "authenticated", **extra}
+
+
+def test_a_bad_config_is_one_line_naming_the_key_not_a_traceback(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("grpc: {listen: '0.0.0.0:9001'}\ndefault_acton: allow\n")
+    result = _run("serve", "--config", str(cfg))
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "extauthz: config: unknown key 'default_acton': did you mean 'default_action'?")
+
+
+def test_a_bad_cli_argument_is_a_usage_error() -> None:
+    result = _run("serve", "--workers", "lots")
+    assert result.returncode == 2
+    assert "argument --workers: invalid int value: 'lots'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_taken_port_is_a_clear_error(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        result = _run("serve", "--http-listen", f"127.0.0.1:{port}", "--grpc-listen",
+                      f"127.0.0.1:{free_port()}")
+    assert result.returncode == 2
+    assert f"cannot listen for HTTP on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_the_token_command_mints_for_the_demo_issuer_only(tmp_path: Path) -> None:
+    key = tmp_path / "demo.pem"
+    env = {"EXTAUTHZ_DEMO_ISSUER_KEY_FILE": str(key), "PATH": "/usr/bin:/bin"}
+    result = _run("token", "--sub", "alice", "--email", "a@example.com", "--groups", "sre,dev",
+                  env=env)
+    assert result.returncode == 0, result.stderr
+    token = result.stdout.strip()
+    from extauthz.config import load_settings
+    from extauthz.demo.issuer import demo_issuer
+
+    issuer = demo_issuer(load_settings(None, env).demo_issuer)
+    claims = pyjwt.decode(token, issuer.private_key.public_key(), algorithms=["ES256"],
+                          audience="extauthz-demo")
+    assert (claims["sub"], claims["email"], claims["groups"]) == ("alice", "a@example.com",
+                                                                   ["sre", "dev"])
+    assert claims["iss"] == "http://localhost:9002"
+    assert key.stat().st_mode & 0o077 == 0  # the key file is private
+
+
+def test_sigterm_lets_an_in_flight_check_finish_then_exits(tmp_path: Path) -> None:
+    idp = LocalIssuer()
+    service = ExtAuthz(tmp_path, _config(idp, jwks={"unknown_kid_cooldown": 0},
+                                         shutdown_grace=5)).start()
+    try:
+        idp.rotate()  # the next token's kid is unknown: the check waits for a refetch...
+        idp.delay = 1.0  # ...from a slow IdP
+        token = idp.mint("ES256")
+        result: dict[str, Any] = {}
+
+        def call() -> None:
+            with grpc.insecure_channel(f"127.0.0.1:{service.grpc_port}") as ch:
+                result["raw"] = ch.unary_unary(CHECK)(
+                    _request({"authorization": f"Bearer {token}"}), timeout=10)
+
+        caller = threading.Thread(target=call)
+        caller.start()
+        threading.Event().wait(0.4)
+        assert service.process is not None
+        assert service.process.proc is not None
+        service.process.proc.send_signal(signal.SIGTERM)
+        caller.join(10)
+        assert CheckResponse.parse(result["raw"]).status.code == 0
+        assert service.process.proc.wait(10) == 0
+    finally:
+        service.stop()
+        idp.close()
+
+
+def test_several_workers_share_the_port_and_all_answer(tmp_path: Path) -> None:
+    idp = LocalIssuer()
+    service = ExtAuthz(tmp_path, _config(idp), args=["--workers", "2"]).start()
+    try:
+        token = idp.mint("RS256")
+        prefixes: set[str] = set()
+        deadline = time.monotonic() + 20
+        # Each new connection may land on either worker (the second may still be starting).
+        while len(prefixes) < 2 and time.monotonic() < deadline:
+            with grpc.insecure_channel(f"127.0.0.1:{service.grpc_port}",
+                                       options=[("grpc.use_local_subchannel_pool", 1)]) as ch:
+                resp = CheckResponse.parse(ch.unary_unary(CHECK)(
+                    _request({"authorization": f"Bearer {token}"}), timeout=10))
+            ids = {h.header.key: h.header.value for h in resp.ok_response.headers}
+            prefixes.add(ids["x-auth-decision-id"].split("-")[0])
+        assert len(prefixes) == 2, prefixes  # the decision-id prefix is per process
+        assert service.stop() == 0
+    finally:
+        service.stop()
+        idp.close()
