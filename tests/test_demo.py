@@ -28,8 +28,9 @@ def test_the_demo_names_a_busy_port(tmp_path: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         busy = s.getsockname()[1]
+        others = [f"--{n}-port={free_port()}" for n in ("grpc", "http", "upstream", "admin")]
         result = subprocess.run([sys.executable, "-m", "extauthz.demo.run", "--check",
-                                 f"--gateway-port={busy}"], capture_output=True, text=True,
-                                timeout=60, cwd=tmp_path, check=False)
+                                 f"--gateway-port={busy}", *others], capture_output=True,
+                                text=True, timeout=60, cwd=tmp_path, check=False)
     assert result.returncode == 2
-    assert f"gateway port {busy} in use" in result.stderr
+    assert f"demo: gateway port {busy} in use; stop what holds it" in result.stderr
