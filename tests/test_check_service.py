@@ -167,3 +167,21 @@ def test_fuzzed_bytes_are_answered_or_rejected_never_allowed(
     resp = CheckResponse.parse(check(blob, timeout=5))
     assert resp.status.code != 0  # undecodable or tokenless: an explicit deny, never a gRPC error
     assert int(resp.denied_response.status.code) in (401, 503)
+
+
+class _BrokenAuthorizer:
+    """Stands in for a pipeline with a bug: every check raises."""
+
+    async def check(self, view: object) -> object:
+        raise ZeroDivisionError("a bug")
+
+
+async def test_a_bug_in_the_pipeline_is_an_explicit_503_deny_not_an_allow() -> None:
+    from extauthz.service import AuthorizationService
+
+    service = AuthorizationService(_BrokenAuthorizer())  # type: ignore[arg-type]
+    resp = CheckResponse.parse(await service.check(_request({"authorization": "Bearer x"}), None))
+    assert resp.status.code == 14
+    assert int(resp.denied_response.status.code) == 503
+    assert resp.ok_response is None
+    assert "temporarily_unavailable" in resp.denied_response.body
