@@ -1,10 +1,12 @@
 """The pipeline: policy -> identity -> authorize -> Decision. No protobuf, no network I/O
-on the common path (keys and verified tokens are cached; only a cache miss awaits).
+on the common path (policies, keys and verified tokens are in memory; only a token-cache
+miss with an unknown key awaits the IdP).
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 
 from extauthz import decision as d
@@ -15,7 +17,15 @@ from extauthz.identity.extract import find_token
 from extauthz.identity.model import Identity
 from extauthz.identity.verify import TokenVerifier
 from extauthz.identity_headers import HeaderNames, headers_to_remove, identity_headers
+from extauthz.policy.evaluate import render_headers, unmet
+from extauthz.policy.model import Policy, Requirements
+from extauthz.policy.sync import PolicySnapshot
 from extauthz.request import RequestView
+
+log = logging.getLogger("extauthz.authorize")
+
+_PUBLIC = Requirements(False, frozenset(), frozenset(), (), ())
+_SIGNED_IN = Requirements(True, frozenset(), frozenset(), (), ())
 
 
 class DecisionIds:
@@ -30,55 +40,122 @@ class DecisionIds:
 
 
 class Authorizer:
-    def __init__(self, settings: Settings, verifier: TokenVerifier) -> None:
+    def __init__(self, settings: Settings, verifier: TokenVerifier, policies: PolicySnapshot) -> None:
         self._settings = settings
         self._verifier = verifier
+        self._policies = policies
         self._names = HeaderNames.with_prefix(settings.headers.prefix)
         self._ids = DecisionIds()
         self._cookie = settings.token.cookie
 
     async def check(self, view: RequestView) -> Decision:
         decision_id = self._ids.next()
+        index = self._policies.index
+        if index is None:
+            return d.unavailable(decision_id, reason=Reason.POLICIES_UNAVAILABLE,
+                                 description="policies are not loaded yet")
+        try:
+            match = index.match(view)
+        except KeyError:
+            return d.forbidden(decision_id, reason=Reason.POLICY_UNKNOWN,
+                               description="the route is bound to a policy that does not exist")
+        if match is None:
+            return await self._default(decision_id, view)
+        policy = match.policy
+        decision = await self._evaluate(decision_id, view, policy)
+        if decision.allowed or not policy.dry_run:
+            return decision
+        log.info("dry-run policy %s would deny (%s): decision %s", policy.id, decision.reason,
+                 decision_id)
+        identity = decision.identity
+        if identity is None and policy.action == "deny":
+            identity = await self._optional_identity(view)
+        return self._allow(decision_id, view, identity, Reason.DRY_RUN, policy,
+                           would_deny=decision.reason)
+
+    async def _default(self, decision_id: str, view: RequestView) -> Decision:
         action = self._settings.default_action
         if action == "deny":
             return d.forbidden(decision_id, reason=Reason.NO_POLICY,
                                description="no policy allows this request")
-        required = action == "authenticated"
+        require = _SIGNED_IN if action == "authenticated" else _PUBLIC
+        return await self._authorize(decision_id, view, require, None)
+
+    async def _evaluate(self, decision_id: str, view: RequestView, policy: Policy) -> Decision:
+        if policy.action == "deny":
+            return d.forbidden(decision_id, reason=Reason.POLICY_DENIED, policy_id=policy.id,
+                               description=f"policy {policy.id} denies this request")
+        return await self._authorize(decision_id, view, policy.require, policy)
+
+    async def _authorize(
+        self, decision_id: str, view: RequestView, require: Requirements, policy: Policy | None
+    ) -> Decision:
+        policy_id = policy.id if policy else None
         token = find_token(view, self._cookie)
         identity: Identity | None = None
         if token is not None:
             try:
                 identity = await self._verifier.verify(token)
             except TokenError as e:
-                if required:
-                    return self._unauthenticated(decision_id, view, e.code, e.message, True)
+                if require.authenticated:
+                    return self._unauthenticated(decision_id, view, e.code, e.message, True,
+                                                 policy_id)
             except KeysUnavailable as e:
-                if required:
+                if require.authenticated:
                     return d.unavailable(decision_id, reason=Reason.KEYS_UNAVAILABLE,
                                          description=e.message)
-        elif required:
+        elif require.authenticated:
             return self._unauthenticated(decision_id, view, Reason.TOKEN_MISSING,
-                                         "no bearer token in the request", False)
+                                         "no bearer token in the request", False, policy_id)
+        if require.authenticated and identity is not None:
+            problem = unmet(require, identity)
+            if problem is not None:
+                challenge = None
+                error = "forbidden"
+                if problem.missing_scopes:
+                    error = "insufficient_scope"
+                    challenge = d.bearer_challenge(self._settings.realm, error, problem.description,
+                                                   scope=" ".join(problem.missing_scopes))
+                return d.forbidden(decision_id, reason=problem.reason,
+                                   description=problem.description, identity=identity,
+                                   policy_id=policy_id, challenge=challenge, error=error)
         reason = Reason.ALLOWED if identity is not None else Reason.ALLOWED_PUBLIC
-        return self._allow(decision_id, view, identity, reason, None)
+        return self._allow(decision_id, view, identity, reason, policy)
+
+    async def _optional_identity(self, view: RequestView) -> Identity | None:
+        token = find_token(view, self._cookie)
+        if token is None:
+            return None
+        try:
+            return await self._verifier.verify(token)
+        except (TokenError, KeysUnavailable):
+            return None
 
     def _unauthenticated(
-        self, decision_id: str, view: RequestView, reason: str, description: str, token_sent: bool
+        self, decision_id: str, view: RequestView, reason: str, description: str, token_sent: bool,
+        policy_id: str | None,
     ) -> Decision:
         return d.unauthenticated(
             decision_id, view, realm=self._settings.realm, login_url=self._settings.login_url,
-            reason=reason, description=description, token_sent=token_sent,
+            reason=reason, description=description, token_sent=token_sent, policy_id=policy_id,
         )
 
     def _allow(
         self, decision_id: str, view: RequestView, identity: Identity | None, reason: str,
-        policy_id: str | None,
+        policy: Policy | None, would_deny: str | None = None,
     ) -> Decision:
         hs = self._settings.headers
+        policy_id = policy.id if policy else None
         added = identity_headers(identity, self._names, hs, decision_id=decision_id,
                                  policy_id=policy_id)
+        managed: frozenset[str] = frozenset()
+        if policy is not None and policy.headers:
+            added += render_headers(policy.headers, identity)
+            managed = frozenset(t.name for t in policy.headers)
         return d.allow(
-            decision_id, identity, reason=reason, description="allowed",
-            upstream_headers=added, remove_headers=headers_to_remove(view, self._names, hs, added),
-            policy_id=policy_id,
+            decision_id, identity, reason=reason,
+            description="allowed (dry-run)" if would_deny else "allowed",
+            upstream_headers=added,
+            remove_headers=headers_to_remove(view, self._names, hs, added, managed),
+            policy_id=policy_id, would_deny=would_deny,
         )

@@ -40,6 +40,10 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--groups", default="", help="comma-separated groups, e.g. sre,dev")
     token.add_argument("--scope", default="", help="space- or comma-separated scopes")
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
+
+    from extauthz.policy.cli import add_policy_commands
+
+    add_policy_commands(sub, with_config)
     return parser
 
 
@@ -98,6 +102,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args)
         if args.command == "token":
             return _token(args)
+        if args.command == "policy":
+            from extauthz.policy.cli import run_policy_command
+
+            return asyncio.run(run_policy_command(args, _settings(args, {})))
     except ExtAuthzError as e:
         print(f"extauthz: {e.message}", file=sys.stderr)
         return 2

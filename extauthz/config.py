@@ -58,6 +58,12 @@ SCHEMA: Schema = {
         "fetch_timeout": Field("float", default=5.0, minimum=0.1, maximum=60),
         "unknown_kid_cooldown": Field("float", default=30.0, minimum=0, maximum=3600),
     }),
+    "store": Field("section", schema={
+        "url": Field("str", nullable=True, doc="redis://…, rediss://…, unix://… or file:///path"),
+        "prefix": Field("str", default="extauthz:"),
+        "poll_interval": Field("float", default=1.0, minimum=0.05, maximum=60),
+        "timeout": Field("float", default=2.0, minimum=0.1, maximum=60),
+    }),
     "default_action": Field("str", default="deny", choices=DEFAULT_ACTIONS),
     "login_url": Field("str", nullable=True),
     "realm": Field("str", default="extauthz"),
@@ -120,6 +126,14 @@ class DemoIssuerSettings:
 
 
 @dataclass(frozen=True)
+class StoreSettings:
+    url: str | None
+    prefix: str
+    poll_interval: float
+    timeout: float
+
+
+@dataclass(frozen=True)
 class Settings:
     grpc_listen: tuple[str, int]
     http_listen: tuple[str, int]
@@ -129,6 +143,7 @@ class Settings:
     issuers: tuple[IssuerSettings, ...]
     token: TokenSettings
     jwks: JWKSSettings
+    store: StoreSettings
     default_action: str
     login_url: str | None
     realm: str
@@ -270,6 +285,7 @@ def settings_from_document(doc: Mapping[str, Any]) -> Settings:
         issuers=tuple(issuers),
         token=TokenSettings(**d["token"]),
         jwks=JWKSSettings(**d["jwks"]),
+        store=StoreSettings(**d["store"]),
         default_action=d["default_action"],
         login_url=d["login_url"],
         realm=d["realm"],

@@ -25,6 +25,14 @@ class Reason(StrEnum):
     ALLOWED_PUBLIC = "allowed_public"
     TOKEN_MISSING = "token_missing"  # noqa: S105 (a reason code, not a secret)
     NO_POLICY = "no_policy"
+    POLICY_DENIED = "policy_denied"
+    POLICY_UNKNOWN = "policy_unknown"
+    POLICIES_UNAVAILABLE = "policies_unavailable"
+    ISSUER_NOT_ALLOWED = "issuer_not_allowed"
+    AUDIENCE_NOT_ALLOWED = "audience_not_allowed"
+    SCOPE_MISSING = "scope_missing"
+    CLAIM_MISMATCH = "claim_mismatch"
+    DRY_RUN = "dry_run"
     KEYS_UNAVAILABLE = "keys_unavailable"
     INTERNAL_ERROR = "internal_error"
     BAD_CHECK_REQUEST = "bad_check_request"
@@ -39,6 +47,8 @@ class Decision:
     decision_id: str
     identity: Identity | None = None
     policy_id: str | None = None
+    dry_run: bool = False
+    would_deny: str | None = None  # dry-run: the reason it would have been denied
     upstream_headers: Headers = ()
     remove_headers: tuple[str, ...] = ()
     response_headers: Headers = ()
@@ -49,13 +59,17 @@ def _quoted(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def bearer_challenge(realm: str, error: str | None = None, description: str | None = None) -> str:
+def bearer_challenge(
+    realm: str, error: str | None = None, description: str | None = None, scope: str | None = None
+) -> str:
     """A ``WWW-Authenticate: Bearer`` value (RFC 6750 §3)."""
     parts = [f"realm={_quoted(realm)}"]
     if error:
         parts.append(f"error={_quoted(error)}")
     if description:
         parts.append(f"error_description={_quoted(description)}")
+    if scope:
+        parts.append(f"scope={_quoted(scope)}")
     return "Bearer " + ", ".join(parts)
 
 
@@ -75,10 +89,12 @@ def allow(
     upstream_headers: Headers,
     remove_headers: tuple[str, ...],
     policy_id: str | None = None,
+    would_deny: str | None = None,
 ) -> Decision:
     return Decision(
         allowed=True, status=200, reason=reason, description=description,
         decision_id=decision_id, identity=identity, policy_id=policy_id,
+        dry_run=would_deny is not None, would_deny=would_deny,
         upstream_headers=upstream_headers, remove_headers=remove_headers,
     )
 
@@ -120,12 +136,13 @@ def forbidden(
     identity: Identity | None = None,
     policy_id: str | None = None,
     challenge: str | None = None,
+    error: str = "forbidden",
 ) -> Decision:
     headers: Headers = ((("www-authenticate", challenge),) if challenge else ()) + (_JSON,)
     return Decision(
         allowed=False, status=403, reason=reason, description=description,
         decision_id=decision_id, identity=identity, policy_id=policy_id,
-        response_headers=headers, body=json_body("forbidden", description),
+        response_headers=headers, body=json_body(error, description),
     )
 
 

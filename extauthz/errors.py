@@ -80,3 +80,19 @@ class JWKSFetchError(ExtAuthzError):
     """A JWKS or discovery document could not be fetched or parsed."""
 
     code = "jwks_fetch_failed"
+
+
+class PolicyInvalid(ConfigError):
+    """A policy document is invalid; the message names the field and the fix."""
+
+    code = "policy_invalid"
+
+
+class PolicyNotFound(ExtAuthzError):
+    code = "policy_not_found"
+
+
+class StoreUnavailable(ExtAuthzError):
+    """The policy store (Redis, a file) cannot be read or written right now."""
+
+    code = "store_unavailable"

@@ -81,13 +81,16 @@ def identity_headers(
 
 
 def headers_to_remove(
-    view: RequestView, names: HeaderNames, settings: HeaderSettings, added: Headers
+    view: RequestView, names: HeaderNames, settings: HeaderSettings, added: Headers,
+    managed: frozenset[str] = frozenset(),
 ) -> tuple[str, ...]:
-    """Incoming identity-looking headers we do not overwrite, plus credentials not forwarded."""
+    """Incoming headers that look like ours (identity names, a policy's own ``managed``
+    headers) and that we do not overwrite, plus credentials that are not forwarded."""
     ours = {k for k, _ in added}
     remove = [
         k for k in view.headers
-        if (k.startswith(names.prefix) or k.startswith(IMPERSONATE_PREFIX)) and k not in ours
+        if (k.startswith(names.prefix) or k.startswith(IMPERSONATE_PREFIX) or k in managed)
+        and k not in ours
     ]
     if not settings.forward_authorization and "authorization" in view.headers:
         remove.append("authorization")

@@ -28,6 +28,9 @@ from extauthz.errors import ConfigError
 from extauthz.http_app import http_app
 from extauthz.identity.jwks import HttpFetcher, IssuerKeys
 from extauthz.identity.verify import TokenVerifier
+from extauthz.policy.match import PolicyIndex
+from extauthz.policy.store import FilePolicyStore, PolicyStore, RedisPolicyStore, open_store
+from extauthz.policy.sync import PolicySnapshot, follow_file, follow_redis
 from extauthz.service import SERVICE_NAME as AUTH_SERVICE
 from extauthz.service import AuthorizationService
 
@@ -43,6 +46,8 @@ class Runtime:
     issuer_keys: dict[str, IssuerKeys]
     verifier: TokenVerifier
     authorizer: Authorizer
+    policies: PolicySnapshot
+    store: PolicyStore | None
     demo: DemoIssuer | None
     serving: bool = False
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -50,6 +55,8 @@ class Runtime:
     def ready(self) -> tuple[bool, str]:
         if not self.serving:
             return False, "not serving"
+        if not self.policies.ready:
+            return False, f"no policies loaded yet ({self.policies.error or 'connecting'})"
         missing = [k.issuer.issuer for k in self.issuer_keys.values() if not k.loaded]
         if missing:
             return False, "no signing keys yet for: " + ", ".join(missing)
@@ -61,8 +68,29 @@ def build_runtime(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> Runtime:
     keys = {i.issuer: IssuerKeys(i, settings.jwks, fetcher, clock) for i in settings.issuers}
     verifier = TokenVerifier(settings, keys, clock)
     demo = demo_issuer(settings.demo_issuer) if settings.demo_issuer.enabled else None
+    policies = PolicySnapshot(clock)
+    store = open_store(settings.store.url, settings.store.prefix, settings.store.timeout)
+    if store is None:
+        policies.index = PolicyIndex([], "none")  # no store: the default action decides
     return Runtime(settings=settings, fetcher=fetcher, issuer_keys=keys, verifier=verifier,
-                   authorizer=Authorizer(settings, verifier), demo=demo)
+                   authorizer=Authorizer(settings, verifier, policies), policies=policies,
+                   store=store, demo=demo)
+
+
+async def _start_policy_sync(runtime: Runtime) -> asyncio.Task[None] | None:
+    """A file store is read before serving (a broken file stops the start); Redis is
+    followed in the background and the worker is not ready until it loaded once."""
+    store, interval = runtime.store, runtime.settings.store.poll_interval
+    if isinstance(store, FilePolicyStore):
+        if not store.path.exists():
+            raise ConfigError(f"config: 'store.url' names {store.path}, which does not exist; "
+                              "create it (`extauthz policy apply` does) or fix the path "
+                              "(relative paths start at the working directory)")
+        runtime.policies.install(await store.load())
+        return asyncio.create_task(follow_file(store, runtime.policies, interval), name="policies")
+    if isinstance(store, RedisPolicyStore):
+        return asyncio.create_task(follow_redis(store, runtime.policies, interval), name="policies")
+    return None
 
 
 async def _start_grpc(
@@ -123,6 +151,7 @@ async def serve(
 ) -> None:
     """Run one worker until ``stop`` is set or SIGTERM/SIGINT arrives."""
     runtime = build_runtime(settings)
+    sync = await _start_policy_sync(runtime)
     if stop is None:  # a real process: the signals stop it (tests pass their own event)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -139,6 +168,8 @@ async def serve(
     runtime.tasks = [asyncio.create_task(k.run(), name=f"jwks:{k.issuer.issuer}")
                      for k in runtime.issuer_keys.values()]
     runtime.tasks.append(asyncio.create_task(_report_ready(runtime, health), name="ready"))
+    if sync is not None:
+        runtime.tasks.append(sync)
     log.info("serving gRPC on %s:%d and HTTP on %s:%d", *settings.grpc_listen,
              *settings.http_listen)
     if on_started is not None:
@@ -155,4 +186,6 @@ async def serve(
         await asyncio.gather(*runtime.tasks, return_exceptions=True)
         await runner.cleanup()
         await runtime.fetcher.close()
+        if runtime.store is not None:
+            await runtime.store.close()
         log.info("stopped")

@@ -34,3 +34,12 @@ def make_settings(*issuers: LocalIssuer, **overrides: Any) -> Settings:
         else:
             doc[key] = value
     return settings_from_document(doc)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from tests.support.redis import RedisServer
+
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()

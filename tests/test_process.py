@@ -39,6 +39,24 @@ def test_a_bad_config_is_one_line_naming_the_key_not_a_traceback(tmp_path: Path)
         "extauthz: config: unknown key 'default_acton': did you mean 'default_action'?")
 
 
+def test_a_missing_policy_file_stops_the_start(tmp_path: Path) -> None:
+    result = _run("serve", "--grpc-listen", f"127.0.0.1:{free_port()}", "--http-listen",
+                  f"127.0.0.1:{free_port()}",
+                  env={"EXTAUTHZ_STORE_URL": f"file://{tmp_path}/nope.yaml", "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 2
+    assert f"names {tmp_path}/nope.yaml, which does not exist" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_broken_policy_file_stops_the_start(tmp_path: Path) -> None:
+    (tmp_path / "p.yaml").write_text("id: a\nacton: deny\n")
+    result = _run("serve", "--grpc-listen", f"127.0.0.1:{free_port()}", "--http-listen",
+                  f"127.0.0.1:{free_port()}",
+                  env={"EXTAUTHZ_STORE_URL": f"file://{tmp_path}/p.yaml", "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 2
+    assert "unknown key 'acton': did you mean 'action'?" in result.stderr
+
+
 def test_a_bad_cli_argument_is_a_usage_error() -> None:
     result = _run("serve", "--workers", "lots")
     assert result.returncode == 2

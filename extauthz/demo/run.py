@@ -48,6 +48,12 @@ def _self_check(gateway: str, token: str) -> list[str]:
     status, _, _ = _request(f"{gateway}/hello", {"authorization": "Bearer not.a.token"})
     if status != 401:
         problems.append(f"bad token: expected 401, got {status}")
+    auth = {"authorization": f"Bearer {token}"}
+    for path, headers, want in (("/docs/intro", {}, 200), ("/admin/stats", auth, 200),
+                                ("/internal/x", auth, 403), ("/billing/x", auth, 403)):
+        status, _, _ = _request(f"{gateway}{path}", headers)
+        if status != want:
+            problems.append(f"{path}: expected {want}, got {status}")
     return problems
 
 
@@ -71,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     work = REPO / ".demo"
     work.mkdir(exist_ok=True)
     issuer_url = f"http://localhost:{args.http_port}"
-    env = {"EXTAUTHZ_DEMO_ISSUER_ISSUER": issuer_url}
+    env = {"EXTAUTHZ_DEMO_ISSUER_ISSUER": issuer_url,
+           "EXTAUTHZ_STORE_URL": f"file://{REPO / 'demo' / 'policies.yaml'}"}
     settings = load_settings(str(CONFIG), {**env, "EXTAUTHZ_HTTP_LISTEN": f"127.0.0.1:{args.http_port}"})
     token = demo_issuer(settings.demo_issuer).mint(
         subject="alice", email="alice@example.com", groups=("sre",))
@@ -114,6 +121,13 @@ Try:
   curl -s {gateway}/hello -H "Authorization: Bearer $TOKEN" -H "x-auth-subject: admin"
                                                     # the spoofed header never arrives
   curl -i {gateway}/hello -H "Authorization: Bearer nope"      # 401 error="invalid_token"
+
+Policies (demo/policies.yaml, reloaded on save; .venv/bin/extauthz policy list --config demo/config.yaml):
+  curl -s {gateway}/docs/intro                                 # public: no token needed
+  curl -s {gateway}/admin/stats -H "Authorization: Bearer $TOKEN"   # groups: [sre] -> 200
+  curl -i {gateway}/internal/x -H "Authorization: Bearer $TOKEN"    # action: deny -> 403
+  curl -i {gateway}/billing/x -H "Authorization: Bearer $TOKEN"     # route-bound, needs scope -> 403
+  .venv/bin/extauthz policy explain --config demo/config.yaml --host localhost --path /admin/x
 
 Ctrl-C stops everything.""", flush=True)
         while not stop.is_set():

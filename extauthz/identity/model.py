@@ -13,6 +13,7 @@ class Identity:
     subject: str
     username: str | None
     email: str | None
+    audiences: tuple[str, ...]
     groups: tuple[str, ...]
     scopes: tuple[str, ...]
     client_id: str | None

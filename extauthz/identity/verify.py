@@ -121,6 +121,7 @@ def identity_from_claims(claims: Mapping[str, Any], issuer: IssuerSettings) -> I
         subject=subject,
         username=issuer.username_prefix + raw_username,
         email=_optional_str(claims, "email"),
+        audiences=_strings(claims.get("aud"), "aud"),
         groups=tuple(issuer.groups_prefix + g for g in groups),
         scopes=scopes_of(claims),
         client_id=client_id,

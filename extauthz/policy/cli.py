@@ -1,0 +1,204 @@
+"""``extauthz policy apply|get|list|delete|validate|explain``: talk to the configured store."""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+
+from extauthz.clock import SYSTEM_CLOCK
+from extauthz.config import Settings
+from extauthz.errors import ConfigError, PolicyInvalid, PolicyNotFound
+from extauthz.policy.match import PolicyIndex, explain
+from extauthz.policy.model import Policy, documents_from_text, parse_policies, policies_to_yaml
+from extauthz.policy.store import PolicyStore, open_store
+from extauthz.request import RequestView
+
+_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def add_policy_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser],
+                        with_config: object) -> None:
+    policy = sub.add_parser("policy", help="manage per-route policies in the configured store")
+    psub = policy.add_subparsers(dest="policy_command", required=True, metavar="ACTION")
+    assert callable(with_config)
+    apply = psub.add_parser("apply", help="create or replace policies (atomic for the batch)")
+    apply.add_argument("-f", "--file", required=True, metavar="FILE|DIR|-")
+    apply.add_argument("--dry-run", action="store_true", help="validate and show the diff only")
+    validate = psub.add_parser("validate", help="check policy documents without storing them")
+    validate.add_argument("-f", "--file", required=True, metavar="FILE|DIR|-")
+    get = psub.add_parser("get", help="print one policy as YAML")
+    get.add_argument("id")
+    psub.add_parser("list", help="a table of every policy")
+    delete = psub.add_parser("delete", help="remove one policy")
+    delete.add_argument("id")
+    ex = psub.add_parser("explain", help="which policy governs a request, why, and the decision")
+    ex.add_argument("--host", required=True)
+    ex.add_argument("--method", default="GET")
+    ex.add_argument("--path", required=True, help="path, with ?query if any")
+    ex.add_argument("--header", action="append", default=[], metavar="K=V")
+    ex.add_argument("--token", help="a bearer token to evaluate (verified for real)")
+    ex.add_argument("--route-policy", metavar="ID",
+                    help="as if the Envoy route bound this policy (context_extensions)")
+    for p in (apply, validate, get, psub.choices["list"], delete, ex):
+        with_config(p)
+
+
+def read_documents(source: str) -> list[Policy]:
+    """Policies from a file, every policy file of a directory, or stdin ('-')."""
+    if source == "-":
+        return parse_policies(documents_from_text(sys.stdin.read(), "stdin"), "stdin")
+    path = Path(source)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix in _SUFFIXES and p.is_file())
+        if not files:
+            raise PolicyInvalid(f"{source}: no .yaml, .yml or .json files in this directory")
+    elif path.is_file():
+        files = [path]
+    else:
+        raise PolicyInvalid(f"{source}: no such file or directory")
+    docs: list[object] = []
+    for f in files:
+        docs.extend(documents_from_text(f.read_text(encoding="utf-8"), str(f)))
+    if not docs:
+        raise PolicyInvalid(f"{source}: holds no policy documents")
+    return parse_policies(docs, source)
+
+
+def _store(settings: Settings) -> PolicyStore:
+    store = open_store(settings.store.url, settings.store.prefix, settings.store.timeout)
+    if store is None:
+        raise ConfigError("no policy store configured: set store.url (EXTAUTHZ_STORE_URL) to "
+                          "redis://HOST:PORT or file:///path/policies.yaml")
+    return store
+
+
+def _diff(current: dict[str, Policy], batch: Sequence[Policy]) -> list[str]:
+    lines = []
+    for p in batch:
+        old = current.get(p.id)
+        new_text = policies_to_yaml([p])
+        if old is None:
+            lines.append(f"+ create {p.id}")
+        elif (old_text := policies_to_yaml([old])) == new_text:
+            lines.append(f"= unchanged {p.id}")
+        else:
+            lines.append(f"~ update {p.id}")
+            lines += ["    " + d.rstrip("\n") for d in difflib.unified_diff(
+                old_text.splitlines(True), new_text.splitlines(True), "stored", "new", n=2)][2:]
+    return lines
+
+
+def _row(p: Policy) -> list[str]:
+    return [p.id, ",".join(p.hosts) or "*",
+            ",".join(f"{pm.kind}:{pm.value}" for pm in p.paths) or "*",
+            ",".join(sorted(p.methods)) or "*", p.action, p.mode]
+
+
+def _table(rows: list[list[str]]) -> str:
+    header = ["ID", "HOSTS", "PATHS", "METHODS", "ACTION", "MODE"]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+                     for r in [header, *rows])
+
+
+async def run_policy_command(args: argparse.Namespace, settings: Settings) -> int:
+    cmd = args.policy_command
+    if cmd == "validate":
+        policies = read_documents(args.file)
+        print(f"{len(policies)} valid: {', '.join(p.id for p in policies)}")
+        return 0
+    if cmd == "explain":
+        return await _explain(args, settings)
+    store = _store(settings)
+    try:
+        if cmd == "apply":
+            batch = read_documents(args.file)
+            current = {p.id: p for p in (await store.load()).policies}
+            print("\n".join(_diff(current, batch)))
+            if args.dry_run:
+                print(f"dry run: nothing stored in {store.description}")
+                return 0
+            revision = await store.apply(batch)
+            print(f"applied {len(batch)} polic{'y' if len(batch) == 1 else 'ies'} to "
+                  f"{store.description} (revision {revision})")
+        elif cmd == "get":
+            pset = await store.load()
+            found = [p for p in pset.policies if p.id == args.id]
+            if not found:
+                raise PolicyNotFound(f"no policy with id {args.id!r} in {store.description}")
+            sys.stdout.write(yaml.safe_dump(dict(found[0].document), sort_keys=False))
+        elif cmd == "list":
+            pset = await store.load()
+            print(_table([_row(p) for p in sorted(pset.policies, key=lambda p: p.id)]))
+        elif cmd == "delete":
+            revision = await store.delete(args.id)
+            print(f"deleted {args.id} from {store.description} (revision {revision})")
+        return 0
+    finally:
+        await store.close()
+
+
+async def _explain(args: argparse.Namespace, settings: Settings) -> int:
+    from extauthz.authorize import Authorizer
+    from extauthz.identity.jwks import HttpFetcher, IssuerKeys
+    from extauthz.identity.verify import TokenVerifier
+    from extauthz.policy.sync import PolicySnapshot
+    from extauthz.request import split_host
+
+    headers = {}
+    for item in args.header:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--header {item!r}: write NAME=VALUE")
+        headers[key.strip().lower()] = value
+    if args.token:
+        headers["authorization"] = f"Bearer {args.token}"
+    path, _, query = args.path.partition("?")
+    view = RequestView(
+        method=args.method.upper(), scheme="https", host=split_host(args.host), path=path,
+        query=query, headers=headers,
+        context_extensions={"policy": args.route_policy} if args.route_policy else {},
+        source_address="", request_id="explain",
+    )
+    store = open_store(settings.store.url, settings.store.prefix, settings.store.timeout)
+    snapshot = PolicySnapshot(SYSTEM_CLOCK)
+    if store is None:
+        snapshot.index = PolicyIndex([], "none")
+        print("store: none configured (only default_action applies)")
+    else:
+        try:
+            snapshot.install(await store.load())
+        finally:
+            await store.close()
+        print(f"store: {store.description}, revision {snapshot.revision}")
+    assert snapshot.index is not None
+    print(f"request: {view.method} {view.host}{view.original_url}")
+    lines = explain(snapshot.index, view)
+    for pid, why in lines:
+        print(f"  {pid}: {why}")
+    if not any(why.startswith("MATCHED") for _, why in lines) and not args.route_policy:
+        print(f"no policy matched: default_action {settings.default_action} applies")
+    fetcher = HttpFetcher(settings.jwks.fetch_timeout)
+    keys = {i.issuer: IssuerKeys(i, settings.jwks, fetcher, SYSTEM_CLOCK) for i in settings.issuers}
+    try:
+        if args.token:
+            for k in keys.values():
+                await k.refresh()
+        decision = await Authorizer(settings, TokenVerifier(settings, keys, SYSTEM_CLOCK),
+                                    snapshot).check(view)
+    finally:
+        await fetcher.close()
+    verdict = "ALLOW" if decision.allowed else f"DENY {decision.status}"
+    print(f"decision: {verdict} ({decision.reason}): {decision.description}")
+    if decision.dry_run:
+        print(f"  dry-run: enforce mode would deny ({decision.would_deny})")
+    for key, value in decision.upstream_headers:
+        print(f"  upstream header {key}: {value}")
+    for key, value in decision.response_headers:
+        print(f"  response header {key}: {value}")
+    return 0 if decision.allowed else 1

@@ -1,0 +1,185 @@
+"""The compiled policy index: which policy governs a request, in constant time.
+
+Precedence, deterministic and explainable:
+1. an Envoy route's ``context_extensions: {policy: ID}`` binds that policy directly (a
+   policy with ``match.bound_only: true`` is used only that way);
+2. otherwise exact host > wildcard host (longest suffix first) > any host;
+3. then exact path > longest prefix > regex (regexes in priority order);
+4. then higher ``priority``, then ``id``; a policy whose methods exclude the request's
+   method does not match, and the search goes on.
+
+Host and exact/prefix path lookups are dict hits (prefixes: one per distinct prefix
+length), so the cost does not grow with the number of policies. Regexes are tried one
+by one: keep them few.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from extauthz.policy.model import Policy
+from extauthz.policy.paths import normalize_path
+from extauthz.request import RequestView
+
+CONTEXT_KEY = "policy"
+
+
+def _sort_key(p: Policy) -> tuple[int, str]:
+    return (-p.priority, p.id)
+
+
+def _first_for_method(policies: Sequence[Policy], method: str) -> Policy | None:
+    for p in policies:
+        if not p.methods or method in p.methods:
+            return p
+    return None
+
+
+@dataclass
+class _PathTable:
+    exact: dict[str, list[Policy]] = field(default_factory=dict)
+    prefix: dict[str, list[Policy]] = field(default_factory=dict)
+    prefix_lengths: list[int] = field(default_factory=list)
+    regex: list[tuple[Policy, int]] = field(default_factory=list)
+
+    def add(self, policy: Policy) -> None:
+        if not policy.paths:
+            self.prefix.setdefault("", []).append(policy)
+        for i, pm in enumerate(policy.paths):
+            if pm.kind == "exact":
+                self.exact.setdefault(pm.value, []).append(policy)
+            elif pm.kind == "prefix":
+                self.prefix.setdefault(pm.value, []).append(policy)
+            else:
+                self.regex.append((policy, i))
+
+    def freeze(self) -> None:
+        for bucket in (*self.exact.values(), *self.prefix.values()):
+            bucket.sort(key=_sort_key)
+        self.prefix_lengths = sorted({len(k) for k in self.prefix}, reverse=True)
+        self.regex.sort(key=lambda item: _sort_key(item[0]))
+
+    def match(self, path: str, method: str) -> tuple[Policy, str] | None:
+        bucket = self.exact.get(path)
+        if bucket:
+            hit = _first_for_method(bucket, method)
+            if hit:
+                return hit, f"exact path {path}"
+        for length in self.prefix_lengths:
+            if length > len(path):
+                continue
+            bucket = self.prefix.get(path[:length])
+            if bucket:
+                hit = _first_for_method(bucket, method)
+                if hit:
+                    return hit, f"prefix {path[:length] or '(any path)'}"
+        for policy, i in self.regex:
+            pattern = policy.paths[i].pattern
+            assert pattern is not None
+            if (not policy.methods or method in policy.methods) and pattern.fullmatch(path):
+                return policy, f"regex {pattern.pattern}"
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    policy: Policy
+    why: str
+
+
+class PolicyIndex:
+    """All policies of one revision, compiled for lookup. Immutable once built."""
+
+    def __init__(self, policies: Iterable[Policy], revision: str = "") -> None:
+        self.revision = revision
+        self.by_id: dict[str, Policy] = {}
+        self._exact: dict[str, _PathTable] = {}
+        self._wildcard: dict[str, _PathTable] = {}  # key: ".example.com"
+        self._any = _PathTable()
+        for p in policies:
+            self.by_id[p.id] = p
+            if p.bound_only:
+                continue
+            if not p.hosts or "*" in p.hosts:
+                self._any.add(p)
+            for host in p.hosts:
+                if host == "*":
+                    continue
+                if host.startswith("*."):
+                    self._wildcard.setdefault(host[1:], _PathTable()).add(p)
+                else:
+                    self._exact.setdefault(host, _PathTable()).add(p)
+        for table in (*self._exact.values(), *self._wildcard.values(), self._any):
+            table.freeze()
+
+    def __len__(self) -> int:
+        return len(self.by_id)
+
+    def _tables(self, host: str) -> Iterable[tuple[_PathTable, str]]:
+        table = self._exact.get(host)
+        if table is not None:
+            yield table, f"host {host}"
+        if self._wildcard:
+            dot = host.find(".")
+            while dot != -1:
+                table = self._wildcard.get(host[dot:])
+                if table is not None:
+                    yield table, f"host *{host[dot:]}"
+                dot = host.find(".", dot + 1)
+        yield self._any, "any host"
+
+    def match(self, view: RequestView) -> Match | None:
+        """The governing policy, or None (then the configured default applies).
+
+        A route-bound id that does not exist raises KeyError: the caller denies.
+        """
+        bound = view.context_extensions.get(CONTEXT_KEY)
+        if bound is not None:
+            return Match(self.by_id[bound], f"bound by the route (context_extensions policy={bound})")
+        path = normalize_path(view.path)
+        host = view.host.rstrip(".")
+        for table, host_why in self._tables(host):
+            hit = table.match(path, view.method)
+            if hit is not None:
+                return Match(hit[0], f"{host_why}, {hit[1]}")
+        return None
+
+
+def explain(index: PolicyIndex, view: RequestView) -> list[tuple[str, str]]:
+    """Every policy and why it did or did not govern this request (slow; for the CLI)."""
+    try:
+        winner = index.match(view)
+    except KeyError:
+        winner = None
+    path = normalize_path(view.path)
+    host = view.host.rstrip(".")
+    lines = []
+    for p in sorted(index.by_id.values(), key=lambda p: p.id):
+        if winner is not None and p.id == winner.policy.id:
+            lines.append((p.id, f"MATCHED: {winner.why}"))
+            continue
+        lines.append((p.id, _why_not(p, host, path, view.method, winner)))
+    return lines
+
+
+def _why_not(p: Policy, host: str, path: str, method: str, winner: Match | None) -> str:
+    if p.bound_only:
+        return "bound_only: applies only where an Envoy route binds it (context_extensions)"
+    hosts_ok = not p.hosts or any(
+        h == "*" or h == host or (h.startswith("*.") and host.endswith(h[1:])) for h in p.hosts)
+    if not hosts_ok:
+        return f"host {host} is not one of {', '.join(p.hosts)}"
+    if p.methods and method not in p.methods:
+        return f"method {method} is not one of {', '.join(sorted(p.methods))}"
+    paths_ok = not p.paths or any(
+        (pm.kind == "exact" and pm.value == path)
+        or (pm.kind == "prefix" and path.startswith(pm.value))
+        or (pm.kind == "regex" and pm.pattern is not None and pm.pattern.fullmatch(path) is not None)
+        for pm in p.paths)
+    if not paths_ok:
+        shown = ", ".join(f"{pm.kind} {pm.value}" for pm in p.paths)
+        return f"path {path} does not match ({shown})"
+    if winner is not None:
+        return f"matches, but {winner.policy.id} takes precedence ({winner.why})"
+    return "matches"  # unreachable when the index is consistent

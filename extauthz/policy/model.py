@@ -1,0 +1,269 @@
+"""Policy documents: parsed once, validated with errors that name the field and the fix.
+
+A document is YAML or JSON; a file may hold one policy, a YAML stream of them, or a
+list (JSON array). Unknown keys are errors (``methdos:`` must not silently match
+every method). Parsed policies are frozen; ``document`` is their canonical form, the
+one stored and shown by ``policy get``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from extauthz.errors import ConfigError, PolicyInvalid
+from extauthz.validation import Field, check_document
+
+ID_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_HOST_LABELS = re.compile(r"^(\*\.)?([a-z0-9]([a-z0-9-]*[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+_RESERVED_HEADERS = ("authorization", "cookie", "host", "content-length", "transfer-encoding",
+                     "connection", "te", "upgrade")
+
+_PATH_SCHEMA = {
+    "exact": Field("str", nullable=True),
+    "prefix": Field("str", nullable=True),
+    "regex": Field("str", nullable=True),
+}
+POLICY_SCHEMA: Mapping[str, Field] = {
+    "id": Field("str", required=True, doc="lower-case letters, digits and '-'"),
+    "priority": Field("int", default=0, minimum=-1_000_000, maximum=1_000_000),
+    "match": Field("section", schema={
+        "hosts": Field("list[str]", default=[]),
+        "paths": Field("list[section]", default=[], schema=_PATH_SCHEMA),
+        "methods": Field("list[str]", default=[]),
+        "bound_only": Field("bool", default=False,
+                            doc="true: only routes that bind it via context_extensions use it"),
+    }),
+    "require": Field("section", schema={
+        "authenticated": Field("bool", default=True),
+        "issuers": Field("list[str]", default=[]),
+        "audiences": Field("list[str]", default=[]),
+        "scopes": Field("list[str]", default=[]),
+        "claims": Field("any", default=None, nullable=True),
+    }),
+    "action": Field("str", default="allow", choices=("allow", "deny")),
+    "mode": Field("str", default="enforce", choices=("enforce", "dry-run")),
+    "headers": Field("any", default=None, nullable=True),
+    "description": Field("str", default=""),
+}
+
+ClaimValue = str | int | float | bool
+
+
+@dataclass(frozen=True, slots=True)
+class PathMatch:
+    kind: str  # exact | prefix | regex
+    value: str
+    pattern: re.Pattern[str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Requirements:
+    authenticated: bool
+    issuers: frozenset[str]
+    audiences: frozenset[str]
+    scopes: tuple[str, ...]
+    claims: tuple[tuple[str, tuple[ClaimValue, ...]], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderTemplate:
+    name: str
+    parts: tuple[tuple[bool, str], ...]  # (is_claim, literal or claim path)
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    id: str
+    priority: int
+    hosts: tuple[str, ...]
+    paths: tuple[PathMatch, ...]
+    methods: frozenset[str]
+    bound_only: bool
+    require: Requirements
+    action: str
+    mode: str
+    headers: tuple[HeaderTemplate, ...]
+    description: str
+    document: Mapping[str, Any]
+
+    @property
+    def dry_run(self) -> bool:
+        return self.mode == "dry-run"
+
+
+def _fail(where: str, message: str) -> PolicyInvalid:
+    return PolicyInvalid(f"policy: '{where}' {message}")
+
+
+def _host(value: str, where: str) -> str:
+    host = value.strip().lower().rstrip(".")
+    if host == "*":
+        return host
+    if ":" in host:
+        raise _fail(where, f"is {value!r}: leave the port out (it is ignored when matching)")
+    if not _HOST_LABELS.match(host):
+        raise _fail(where, f"is {value!r}: write a host name like api.example.com or *.example.com")
+    return host
+
+
+def _path(entry: Mapping[str, Any], where: str) -> PathMatch:
+    given = [(k, v) for k, v in entry.items() if v is not None]
+    if len(given) != 1:
+        raise _fail(where, "needs exactly one of exact, prefix or regex, e.g. {prefix: /admin/}")
+    kind, value = given[0]
+    if kind == "regex":
+        try:
+            pattern = re.compile(value)
+        except re.error as e:
+            raise _fail(f"{where}.regex", f"is not a valid regular expression: {e}") from e
+        return PathMatch(kind, value, pattern)
+    if not value.startswith("/"):
+        raise _fail(f"{where}.{kind}", f"is {value!r}: a path starts with '/'")
+    return PathMatch(kind, value)
+
+
+def _claims(value: object, where: str) -> tuple[tuple[str, tuple[ClaimValue, ...]], ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, dict):
+        raise _fail(where, "must map claim names to lists of accepted values, "
+                           "e.g. {groups: [sre, dev]}")
+    out = []
+    for name, accepted in value.items():
+        if not isinstance(name, str) or not name:
+            raise _fail(where, "has a claim name that is not a string")
+        if not isinstance(accepted, list):
+            accepted = [accepted]
+        if not accepted or not all(isinstance(v, str | int | float | bool) for v in accepted):
+            raise _fail(f"{where}.{name}", "must be a non-empty list of strings, numbers or booleans")
+        out.append((name, tuple(accepted)))
+    return tuple(out)
+
+
+def _headers(value: object, where: str) -> tuple[HeaderTemplate, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, dict):
+        raise _fail(where, "must map header names to templates, e.g. {x-tenant: '{claims.tenant}'}")
+    out = []
+    for name, template in value.items():
+        if not isinstance(name, str) or not _TOKEN.match(name):
+            raise _fail(where, f"has an invalid header name {name!r}")
+        lname = name.lower()
+        if lname in _RESERVED_HEADERS or lname.startswith((":", "x-auth-", "impersonate-")):
+            raise _fail(f"{where}.{name}", "is reserved: identity and credential headers are "
+                                           "set by extauthz itself")
+        if not isinstance(template, str):
+            raise _fail(f"{where}.{name}", "must be a string template, e.g. '{claims.tenant}'")
+        parts: list[tuple[bool, str]] = []
+        pos = 0
+        for m in _PLACEHOLDER.finditer(template):
+            if m.start() > pos:
+                parts.append((False, template[pos:m.start()]))
+            ref = m.group(1).strip()
+            if not ref.startswith("claims.") or len(ref) <= len("claims."):
+                raise _fail(f"{where}.{name}", f"uses {{{ref}}}; write {{claims.NAME}}")
+            parts.append((True, ref[len("claims."):]))
+            pos = m.end()
+        if pos < len(template):
+            parts.append((False, template[pos:]))
+        out.append(HeaderTemplate(lname, tuple(parts)))
+    return tuple(out)
+
+
+def parse_policy(doc: object, where: str = "policy") -> Policy:
+    """One document to a Policy, or a PolicyInvalid naming the field."""
+    try:
+        d = check_document(doc, POLICY_SCHEMA, what=where)
+    except PolicyInvalid:
+        raise
+    except ConfigError as e:  # the shared checker's error, as a policy error
+        raise PolicyInvalid(e.message) from e
+    pid = d["id"]
+    if not ID_PATTERN.match(pid):
+        raise PolicyInvalid(f"{where}: 'id' is {pid!r}: use lower-case letters, digits and '-' "
+                            "(at most 63, not starting or ending with '-')")
+    m, r = d["match"], d["require"]
+    hosts = tuple(dict.fromkeys(_host(h, f"match.hosts[{i}]") for i, h in enumerate(m["hosts"])))
+    paths = tuple(_path(p, f"match.paths[{i}]") for i, p in enumerate(m["paths"]))
+    methods = []
+    for i, method in enumerate(m["methods"]):
+        if not _TOKEN.match(method):
+            raise _fail(f"match.methods[{i}]", f"is {method!r}: write an HTTP method like GET")
+        methods.append(method.upper())
+    require = Requirements(
+        authenticated=r["authenticated"],
+        issuers=frozenset(r["issuers"]),
+        audiences=frozenset(r["audiences"]),
+        scopes=tuple(r["scopes"]),
+        claims=_claims(r["claims"], "require.claims"),
+    )
+    if m["bound_only"] and (hosts or paths or methods):
+        raise _fail("match.bound_only", "is true, so hosts, paths and methods would never be used; "
+                                        "drop them or set bound_only: false")
+    if not require.authenticated and (require.issuers or require.audiences or require.scopes
+                                      or require.claims):
+        raise _fail("require", "asks for issuers, audiences, scopes or claims on a public route; "
+                               "set authenticated: true or drop them")
+    headers = _headers(d["headers"], "headers")
+    canonical = canonical_document(d)
+    return Policy(
+        id=pid, priority=d["priority"], hosts=hosts, paths=paths, methods=frozenset(methods),
+        bound_only=m["bound_only"],
+        require=require, action=d["action"], mode=d["mode"], headers=headers,
+        description=d["description"], document=canonical,
+    )
+
+
+def canonical_document(d: Mapping[str, Any]) -> dict[str, Any]:
+    """The stored form: every key present, path entries with only their one kind."""
+    doc = json.loads(json.dumps(d))
+    doc["match"]["paths"] = [{k: v for k, v in p.items() if v is not None}
+                             for p in doc["match"]["paths"]]
+    return dict(doc)
+
+
+def parse_policies(docs: Iterable[object], source: str = "policy") -> list[Policy]:
+    """Many documents: all valid with unique ids, or a PolicyInvalid naming the one that is not."""
+    policies: list[Policy] = []
+    seen: dict[str, int] = {}
+    for i, doc in enumerate(docs):
+        where = f"{source}[{i}]"
+        if isinstance(doc, dict) and isinstance(doc.get("id"), str):
+            where = f"{source}: policy '{doc['id']}'"
+        policy = parse_policy(doc, where)
+        if policy.id in seen:
+            raise PolicyInvalid(f"{where}: id {policy.id!r} appears twice (documents {seen[policy.id]} "
+                                f"and {i}); ids must be unique")
+        seen[policy.id] = i
+        policies.append(policy)
+    return policies
+
+
+def documents_from_text(text: str, source: str) -> list[object]:
+    """YAML stream or JSON; a top-level list is a list of policies."""
+    try:
+        loaded = list(yaml.safe_load_all(text))
+    except yaml.YAMLError as e:
+        raise PolicyInvalid(f"{source}: not valid YAML or JSON: {e}") from e
+    docs: list[object] = []
+    for item in loaded:
+        if item is None:
+            continue
+        if isinstance(item, list):
+            docs.extend(item)
+        else:
+            docs.append(item)
+    return docs
+
+
+def policies_to_yaml(policies: Sequence[Policy]) -> str:
+    return yaml.safe_dump_all([dict(p.document) for p in policies], sort_keys=False)

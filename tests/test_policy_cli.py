@@ -1,0 +1,142 @@
+"""`extauthz policy …` as an operator types it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.support.issuer import AUDIENCE, LocalIssuer
+
+POLICIES = """\
+id: admin-api
+match:
+  paths: [{prefix: /admin/}]
+require:
+  scopes: [admin:write]
+---
+id: public
+match:
+  paths: [{prefix: /}]
+require: {authenticated: false}
+"""
+
+
+def run(config: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "extauthz", "policy", *args, "--config", str(config)],
+                          input=stdin, capture_output=True, text=True, timeout=60, check=False)
+
+
+@pytest.fixture(scope="module")
+def idp() -> Iterator[LocalIssuer]:
+    issuer = LocalIssuer()
+    yield issuer
+    issuer.close()
+
+
+@pytest.fixture(params=["file", "redis"])
+def config(request: pytest.FixtureRequest, tmp_path: Path, idp: LocalIssuer) -> Path:
+    if request.param == "redis":
+        server = request.getfixturevalue("redis_server")
+        store: dict[str, Any] = {"url": server.url, "prefix": f"cli{tmp_path.name[-6:]}:"}
+    else:
+        store = {"url": f"file://{tmp_path}/policies.yaml"}
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump({"store": store, "default_action": "deny", "issuers": [
+        {"issuer": idp.issuer, "audiences": [AUDIENCE]}]}))
+    return cfg
+
+
+def test_apply_then_list_get_and_delete(config: Path, tmp_path: Path) -> None:
+    source = tmp_path / "in.yaml"
+    source.write_text(POLICIES)
+    applied = run(config, "apply", "-f", str(source))
+    assert applied.returncode == 0, applied.stderr
+    assert "+ create admin-api" in applied.stdout
+    assert "applied 2 policies" in applied.stdout
+
+    listed = run(config, "list").stdout.splitlines()
+    assert listed[0].split() == ["ID", "HOSTS", "PATHS", "METHODS", "ACTION", "MODE"]
+    assert listed[1].split() == ["admin-api", "*", "prefix:/admin/", "*", "allow", "enforce"]
+
+    got = yaml.safe_load(run(config, "get", "admin-api").stdout)
+    assert got["require"]["scopes"] == ["admin:write"]
+
+    again = run(config, "apply", "-f", str(source))
+    assert "= unchanged admin-api" in again.stdout
+
+    assert run(config, "delete", "admin-api").returncode == 0
+    missing = run(config, "delete", "admin-api")
+    assert missing.returncode == 2
+    assert "no policy with id 'admin-api'" in missing.stderr
+
+
+def test_dry_run_shows_the_diff_and_stores_nothing(config: Path) -> None:
+    run(config, "apply", "-f", "-", stdin=POLICIES)
+    changed = POLICIES.replace("admin:write", "admin:all")
+    result = run(config, "apply", "-f", "-", "--dry-run", stdin=changed)
+    assert result.returncode == 0
+    assert "~ update admin-api" in result.stdout
+    assert "-  - admin:write" in result.stdout
+    assert "+  - admin:all" in result.stdout
+    assert "dry run: nothing stored" in result.stdout
+    assert "admin:write" in run(config, "get", "admin-api").stdout
+
+
+def test_a_batch_with_one_bad_document_stores_nothing(config: Path) -> None:
+    bad = POLICIES + "---\nid: broken\nmatch: {methdos: [GET]}\n"
+    result = run(config, "apply", "-f", "-", stdin=bad)
+    assert result.returncode == 2
+    assert result.stderr.strip().endswith("unknown key 'match.methdos': did you mean 'methods'?")
+    assert "Traceback" not in result.stderr
+    assert run(config, "list").stdout.splitlines()[1:] == []
+
+
+def test_a_directory_is_applied_as_one_batch(config: Path, tmp_path: Path) -> None:
+    d = tmp_path / "dir"
+    d.mkdir()
+    (d / "a.yaml").write_text("id: a\n")
+    (d / "b.json").write_text('[{"id": "b"}, {"id": "c"}]')
+    (d / "notes.txt").write_text("ignored")
+    result = run(config, "apply", "-f", str(d))
+    assert "applied 3 policies" in result.stdout, result.stderr
+
+
+def test_validate_names_the_field_and_never_needs_a_store(tmp_path: Path) -> None:
+    cfg = tmp_path / "empty.yaml"
+    cfg.write_text("{}\n")
+    ok = run(cfg, "validate", "-f", "-", stdin=POLICIES)
+    assert (ok.returncode, ok.stdout.strip()) == (0, "2 valid: admin-api, public")
+    bad = run(cfg, "validate", "-f", "-", stdin="id: x\nmatch: {paths: [{regex: '('}]}\n")
+    assert bad.returncode == 2
+    assert "'match.paths[0].regex' is not a valid regular expression" in bad.stderr
+
+
+def test_without_a_store_the_cli_says_how_to_configure_one(tmp_path: Path) -> None:
+    cfg = tmp_path / "empty.yaml"
+    cfg.write_text("{}\n")
+    result = run(cfg, "list")
+    assert result.returncode == 2
+    assert "no policy store configured: set store.url (EXTAUTHZ_STORE_URL)" in result.stderr
+
+
+def test_explain_shows_the_match_the_others_and_the_decision(config: Path, idp: LocalIssuer) -> None:
+    run(config, "apply", "-f", "-", stdin=POLICIES)
+    token = idp.mint("ES256", scope="read")
+    result = run(config, "explain", "--host", "api.example.com:443", "--method", "post",
+                 "--path", "/admin/users?x=1", "--token", token)
+    out = result.stdout
+    assert result.returncode == 1, result.stderr
+    assert "request: POST api.example.com/admin/users?x=1" in out
+    assert "admin-api: MATCHED: any host, prefix /admin/" in out
+    assert "public: matches, but admin-api takes precedence" in out
+    assert "decision: DENY 403 (scope_missing): requirement not met: scope admin:write" in out
+    allowed = run(config, "explain", "--host", "h", "--path", "/docs", "--token", token)
+    assert allowed.returncode == 0
+    assert "decision: ALLOW (allowed)" in allowed.stdout
+    assert "upstream header x-auth-subject: alice" in allowed.stdout

@@ -1,0 +1,197 @@
+"""Decisions under policies: each requirement kind, deny, dry-run, header templates."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from extauthz.authorize import Authorizer
+from extauthz.clock import FakeClock
+from extauthz.decision import Decision
+from extauthz.identity.jwks import HttpFetcher, IssuerKeys
+from extauthz.identity.verify import TokenVerifier
+from extauthz.policy.model import parse_policies
+from extauthz.policy.store import PolicySet
+from extauthz.policy.sync import PolicySnapshot
+from extauthz.request import RequestView
+from tests.conftest import make_settings
+from tests.support.issuer import LocalIssuer
+
+DOCS: list[dict[str, Any]] = [
+    {"id": "public", "match": {"paths": [{"prefix": "/public/"}]}, "require": {"authenticated": False},
+     "headers": {"x-tenant": "{claims.tenant}"}},
+    {"id": "signed-in", "match": {"paths": [{"prefix": "/app/"}]}},
+    {"id": "scoped", "match": {"paths": [{"prefix": "/orders/"}]},
+     "require": {"scopes": ["orders:write", "read"]}},
+    {"id": "groups", "match": {"paths": [{"prefix": "/admin/"}]},
+     "require": {"claims": {"groups": ["sre", "payments-admin"]}}},
+    {"id": "verified", "match": {"paths": [{"prefix": "/verified/"}]},
+     "require": {"claims": {"email_verified": [True]}}},
+    {"id": "nested", "match": {"paths": [{"prefix": "/realm/"}]},
+     "require": {"claims": {"realm_access.roles": ["auditor"]}}},
+    {"id": "issuer-only", "match": {"paths": [{"prefix": "/iss/"}]},
+     "require": {"issuers": ["https://other.example.com"]}},
+    {"id": "aud-only", "match": {"paths": [{"prefix": "/aud/"}]}, "require": {"audiences": ["billing"]}},
+    {"id": "blocked", "match": {"paths": [{"prefix": "/internal/"}]}, "action": "deny"},
+    {"id": "trial", "match": {"paths": [{"prefix": "/trial/"}]}, "mode": "dry-run",
+     "require": {"scopes": ["nope"]}},
+    {"id": "trial-deny", "match": {"paths": [{"prefix": "/trial-deny/"}]}, "mode": "dry-run",
+     "action": "deny"},
+    {"id": "tenant", "match": {"paths": [{"prefix": "/t/"}]},
+     "headers": {"x-tenant": "{claims.tenant}", "x-org": "org-{claims.org.id}", "x-roles": "{claims.roles}"}},
+]
+
+
+@pytest.fixture
+async def authorizer(issuer: LocalIssuer) -> AsyncIterator[Authorizer]:
+    settings = make_settings(issuer, default_action="deny")
+    clock = FakeClock(now_wall=time.time())
+    fetcher = HttpFetcher(2.0)
+    keys = {issuer.issuer: IssuerKeys(settings.issuers[0], settings.jwks, fetcher, clock)}
+    await keys[issuer.issuer].refresh()
+    snapshot = PolicySnapshot(clock)
+    snapshot.install(PolicySet("1", tuple(parse_policies(DOCS))))
+    yield Authorizer(settings, TokenVerifier(settings, keys, clock), snapshot)
+    await fetcher.close()
+
+
+def req(path: str, token: str | None = None, **headers: str) -> RequestView:
+    h = {k.replace("_", "-"): v for k, v in headers.items()}
+    if token:
+        h["authorization"] = f"Bearer {token}"
+    return RequestView(method="GET", scheme="https", host="api.example.com", path=path, query="",
+                       headers=h, context_extensions={}, source_address="", request_id="")
+
+
+def hdrs(decision: Decision) -> dict[str, str]:
+    return dict(decision.upstream_headers)
+
+
+async def test_a_public_route_allows_without_a_token(authorizer: Authorizer) -> None:
+    d = await authorizer.check(req("/public/x"))
+    assert d.allowed
+    assert d.reason == "allowed_public"
+    assert hdrs(d)["x-auth-policy"] == "public"
+
+
+async def test_a_public_route_gives_identity_headers_for_a_valid_token(
+    authorizer: Authorizer, issuer: LocalIssuer
+) -> None:
+    d = await authorizer.check(req("/public/x", issuer.mint("ES256")))
+    assert d.allowed
+    assert hdrs(d)["x-auth-subject"] == "alice"
+
+
+async def test_a_public_route_ignores_a_bad_token(authorizer: Authorizer) -> None:
+    d = await authorizer.check(req("/public/x", "garbage.token.here"))
+    assert d.allowed
+    assert "x-auth-subject" not in hdrs(d)
+
+
+async def test_a_signed_in_route_needs_a_token(authorizer: Authorizer, issuer: LocalIssuer) -> None:
+    assert (await authorizer.check(req("/app/x"))).status == 401
+    assert (await authorizer.check(req("/app/x", issuer.mint("RS256")))).allowed
+
+
+async def test_a_missing_scope_is_403_insufficient_scope(authorizer: Authorizer, issuer: LocalIssuer) -> None:
+    d = await authorizer.check(req("/orders/1", issuer.mint("RS256", scope="read")))
+    assert d.status == 403
+    assert d.reason == "scope_missing"
+    assert dict(d.response_headers)["www-authenticate"] == (
+        'Bearer realm="extauthz", error="insufficient_scope", '
+        'error_description="requirement not met: scope orders:write", scope="orders:write read"')
+    assert json.loads(d.body) == {"error": "insufficient_scope",
+                                  "error_description": "requirement not met: scope orders:write"}
+
+
+async def test_scopes_from_scp_lists_count(authorizer: Authorizer, issuer: LocalIssuer) -> None:
+    token = issuer.mint("RS256", scope=None, scp=["orders:write", "read"])
+    assert (await authorizer.check(req("/orders/1", token))).allowed
+
+
+@pytest.mark.parametrize(("groups", "allowed"), [(["dev", "sre"], True), (["payments-admin"], True),
+                                                 (["dev"], False), ("sre", True)])
+async def test_claims_accept_any_listed_value(
+    authorizer: Authorizer, issuer: LocalIssuer, groups: object, allowed: bool
+) -> None:
+    d = await authorizer.check(req("/admin/x", issuer.mint("RS256", groups=groups)))
+    assert d.allowed is allowed
+    if not allowed:
+        assert d.reason == "claim_mismatch"
+        assert json.loads(d.body)["error_description"] == "requirement not met: claims.groups"
+
+
+@pytest.mark.parametrize(("value", "allowed"), [(True, True), (False, False), (1, False), ("true", False)])
+async def test_boolean_claims_match_booleans_only(
+    authorizer: Authorizer, issuer: LocalIssuer, value: object, allowed: bool
+) -> None:
+    d = await authorizer.check(req("/verified/x", issuer.mint("RS256", email_verified=value)))
+    assert d.allowed is allowed
+
+
+async def test_dotted_claims_reach_nested_objects(authorizer: Authorizer, issuer: LocalIssuer) -> None:
+    ok = issuer.mint("RS256", realm_access={"roles": ["auditor"]})
+    assert (await authorizer.check(req("/realm/x", ok))).allowed
+    assert not (await authorizer.check(req("/realm/x", issuer.mint("RS256")))).allowed
+
+
+async def test_issuer_and_audience_requirements(authorizer: Authorizer, issuer: LocalIssuer) -> None:
+    assert (await authorizer.check(req("/iss/x", issuer.mint("RS256")))).reason == "issuer_not_allowed"
+    assert (await authorizer.check(req("/aud/x", issuer.mint("RS256")))).reason == "audience_not_allowed"
+
+
+async def test_a_deny_policy_is_403_even_with_a_good_token(
+    authorizer: Authorizer, issuer: LocalIssuer
+) -> None:
+    d = await authorizer.check(req("/internal/x", issuer.mint("RS256")))
+    assert (d.status, d.reason, d.policy_id) == (403, "policy_denied", "blocked")
+
+
+async def test_no_matching_policy_uses_the_default_action(authorizer: Authorizer) -> None:
+    d = await authorizer.check(req("/elsewhere"))
+    assert (d.status, d.reason) == (403, "no_policy")
+
+
+async def test_dry_run_records_the_would_be_denial_and_allows(
+    authorizer: Authorizer, issuer: LocalIssuer
+) -> None:
+    d = await authorizer.check(req("/trial/x", issuer.mint("RS256")))
+    assert d.allowed
+    assert (d.reason, d.dry_run, d.would_deny) == ("dry_run", True, "scope_missing")
+    assert hdrs(d)["x-auth-subject"] == "alice"
+    anonymous = await authorizer.check(req("/trial/x"))
+    assert (anonymous.allowed, anonymous.would_deny) == (True, "token_missing")
+    deny = await authorizer.check(req("/trial-deny/x", issuer.mint("RS256")))
+    assert (deny.allowed, deny.would_deny) == (True, "policy_denied")
+    assert hdrs(deny)["x-auth-subject"] == "alice"
+
+
+async def test_header_templates_fill_from_claims(authorizer: Authorizer, issuer: LocalIssuer) -> None:
+    token = issuer.mint("RS256", tenant="acme", org={"id": 7}, roles=["a", "b"])
+    d = await authorizer.check(req("/t/x", token, x_tenant="evil", x_org="evil"))
+    assert hdrs(d)["x-tenant"] == "acme"
+    assert hdrs(d)["x-org"] == "org-7"
+    assert hdrs(d)["x-roles"] == "a,b"
+    assert "x-tenant" not in d.remove_headers
+
+
+async def test_a_missing_claim_leaves_the_header_out_and_removes_a_spoofed_copy(
+    authorizer: Authorizer, issuer: LocalIssuer
+) -> None:
+    d = await authorizer.check(req("/t/x", issuer.mint("RS256"), x_tenant="evil"))
+    assert "x-tenant" not in hdrs(d)
+    assert "x-tenant" in d.remove_headers
+    public = await authorizer.check(req("/public/x", None, x_tenant="evil"))
+    assert "x-tenant" in public.remove_headers
+
+
+async def test_policies_not_loaded_is_a_503_deny(issuer: LocalIssuer) -> None:
+    settings = make_settings(issuer, default_action="allow")
+    clock = FakeClock()
+    authorizer = Authorizer(settings, TokenVerifier(settings, {}, clock), PolicySnapshot(clock))
+    d = await authorizer.check(req("/anything"))
+    assert (d.allowed, d.status, d.reason) == (False, 503, "policies_unavailable")

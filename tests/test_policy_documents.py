@@ -1,0 +1,92 @@
+"""Policy documents: good ones parse to their canonical form; bad ones name the field."""
+
+from __future__ import annotations
+
+import pytest
+
+from extauthz.errors import PolicyInvalid
+from extauthz.policy.model import documents_from_text, parse_policies, parse_policy
+
+
+def test_a_full_document_parses_with_defaults_filled_in() -> None:
+    p = parse_policy({
+        "id": "admin-api",
+        "match": {"hosts": ["API.example.com", "*.example.com"],
+                  "paths": [{"exact": "/healthz"}, {"prefix": "/admin/"},
+                            {"regex": "^/v[0-9]+/users/[^/]+$"}],
+                  "methods": ["get", "POST"]},
+        "require": {"scopes": ["admin:write"], "claims": {"groups": ["sre"], "email_verified": [True]}},
+        "headers": {"X-Tenant": "t-{claims.tenant}"},
+    })
+    assert p.hosts == ("api.example.com", "*.example.com")
+    assert [pm.kind for pm in p.paths] == ["exact", "prefix", "regex"]
+    assert p.methods == frozenset({"GET", "POST"})
+    assert p.require.authenticated is True
+    assert p.require.claims == (("groups", ("sre",)), ("email_verified", (True,)))
+    assert (p.action, p.mode, p.priority) == ("allow", "enforce", 0)
+    assert p.headers[0].name == "x-tenant"
+    assert p.document["match"]["paths"] == [{"exact": "/healthz"}, {"prefix": "/admin/"},
+                                            {"regex": "^/v[0-9]+/users/[^/]+$"}]
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        ({"id": "a", "match": {"methdos": ["GET"]}},
+         "unknown key 'match.methdos': did you mean 'methods'?"),
+        ({"id": "a", "requre": {}}, "unknown key 'requre': did you mean 'require'?"),
+        ({"id": "Admin_API"}, "'id' is 'Admin_API': use lower-case letters, digits and '-'"),
+        ({}, "'id' is required"),
+        ({"id": "a", "priority": "high"}, "'priority' must be a whole number"),
+        ({"id": "a", "match": {"paths": [{"regex": "(unclosed"}]}},
+         "'match.paths[0].regex' is not a valid regular expression"),
+        ({"id": "a", "match": {"paths": [{"prefix": "/a", "exact": "/b"}]}},
+         "'match.paths[0]' needs exactly one of exact, prefix or regex"),
+        ({"id": "a", "match": {"paths": [{"prefix": "admin"}]}},
+         "'match.paths[0].prefix' is 'admin': a path starts with '/'"),
+        ({"id": "a", "match": {"paths": ["/admin"]}}, "'match.paths[0]' must be a mapping"),
+        ({"id": "a", "match": {"hosts": ["api.example.com:8443"]}},
+         "'match.hosts[0]' is 'api.example.com:8443': leave the port out"),
+        ({"id": "a", "match": {"hosts": ["api.*.com"]}}, "'match.hosts[0]' is 'api.*.com'"),
+        ({"id": "a", "match": {"methods": "GET"}}, "'match.methods' must be a list of strings"),
+        ({"id": "a", "action": "permit"}, "'action' is 'permit'; choose one of: allow, deny"),
+        ({"id": "a", "mode": "audit"}, "'mode' is 'audit'; choose one of: enforce, dry-run"),
+        ({"id": "a", "require": {"claims": ["groups"]}}, "'require.claims' must map claim names"),
+        ({"id": "a", "require": {"claims": {"groups": []}}},
+         "'require.claims.groups' must be a non-empty list"),
+        ({"id": "a", "require": {"authenticated": False, "scopes": ["x"]}},
+         "'require' asks for issuers, audiences, scopes or claims on a public route"),
+        ({"id": "a", "require": {"authenticated": "yes"}},
+         "'require.authenticated' must be true or false"),
+        ({"id": "a", "headers": {"x-auth-subject": "{claims.sub}"}}, "'headers.x-auth-subject' is reserved"),
+        ({"id": "a", "headers": {"x-t": "{tenant}"}}, "'headers.x-t' uses {tenant}; write {claims.NAME}"),
+        ({"id": "a", "match": {"bound_only": True, "paths": [{"prefix": "/"}]}},
+         "'match.bound_only' is true, so hosts, paths and methods would never be used"),
+        ({"id": "a", "headers": {"bad name": "x"}}, "'headers' has an invalid header name 'bad name'"),
+    ],
+)
+def test_a_bad_document_is_refused_naming_the_field(doc: dict[str, object], message: str) -> None:
+    with pytest.raises(PolicyInvalid) as err:
+        parse_policy(doc)
+    assert message in str(err.value)
+
+
+def test_duplicate_ids_in_a_batch_are_refused() -> None:
+    with pytest.raises(PolicyInvalid, match="id 'a' appears twice"):
+        parse_policies([{"id": "a"}, {"id": "b"}, {"id": "a"}], "batch")
+
+
+def test_one_bad_document_rejects_the_whole_batch() -> None:
+    with pytest.raises(PolicyInvalid, match="policy 'b'"):
+        parse_policies([{"id": "a"}, {"id": "b", "action": "maybe"}], "batch")
+
+
+def test_a_yaml_stream_and_a_json_array_are_both_lists_of_policies() -> None:
+    stream = documents_from_text("id: a\n---\nid: b\n", "f.yaml")
+    array = documents_from_text('[{"id": "a"}, {"id": "b"}]', "f.json")
+    assert stream == array == [{"id": "a"}, {"id": "b"}]
+
+
+def test_broken_yaml_is_a_policy_error_naming_the_source() -> None:
+    with pytest.raises(PolicyInvalid, match=r"f\.yaml: not valid YAML or JSON"):
+        documents_from_text("id: [a\n", "f.yaml")

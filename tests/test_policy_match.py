@@ -1,0 +1,175 @@
+"""Which policy governs a request: the precedence table, route binding, path tricks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from extauthz.policy.match import PolicyIndex, explain
+from extauthz.policy.model import Policy, parse_policy
+from extauthz.policy.paths import normalize_path
+from extauthz.request import RequestView
+
+
+def view(host: str = "api.example.com", path: str = "/", method: str = "GET",
+         bound: str | None = None) -> RequestView:
+    return RequestView(method=method, scheme="https", host=host, path=path, query="", headers={},
+                       context_extensions={"policy": bound} if bound else {},
+                       source_address="", request_id="")
+
+
+def pol(pid: str, hosts: list[str] | None = None, paths: list[dict[str, str]] | None = None,
+        methods: list[str] | None = None, priority: int = 0) -> Policy:
+    doc: dict[str, Any] = {"id": pid, "priority": priority,
+                           "match": {"hosts": hosts or [], "paths": paths or [],
+                                     "methods": methods or []}}
+    return parse_policy(doc)
+
+
+POLICIES = [
+    pol("any-host-any-path"),
+    pol("any-host-admin", paths=[{"prefix": "/admin/"}]),
+    pol("wild-admin", hosts=["*.example.com"], paths=[{"prefix": "/admin/"}]),
+    pol("wild-deep", hosts=["*.internal.example.com"]),
+    pol("exact-host-regex", hosts=["api.example.com"], paths=[{"regex": "^/v[0-9]+/users/[^/]+$"}]),
+    pol("exact-host-prefix", hosts=["api.example.com"], paths=[{"prefix": "/admin/"}]),
+    pol("exact-host-longer", hosts=["api.example.com"], paths=[{"prefix": "/admin/users/"}]),
+    pol("exact-host-exact", hosts=["api.example.com"], paths=[{"exact": "/admin/users/me"}]),
+    pol("post-only", hosts=["api.example.com"], paths=[{"exact": "/orders"}], methods=["POST"]),
+    pol("get-orders", hosts=["api.example.com"], paths=[{"prefix": "/orders"}], methods=["GET"]),
+    pol("tie-low", hosts=["tie.example.com"], paths=[{"prefix": "/"}], priority=1),
+    pol("tie-high", hosts=["tie.example.com"], paths=[{"prefix": "/"}], priority=5),
+    pol("tie-b", hosts=["same.example.com"]),
+    pol("tie-a", hosts=["same.example.com"]),
+]
+INDEX = PolicyIndex(POLICIES, "1")
+
+
+@pytest.mark.parametrize(
+    ("name", "request_", "expected"),
+    [
+        ("exact path beats longer prefix", view(path="/admin/users/me"), "exact-host-exact"),
+        ("longest prefix wins", view(path="/admin/users/42"), "exact-host-longer"),
+        ("prefix on exact host", view(path="/admin/x"), "exact-host-prefix"),
+        ("regex when no exact or prefix", view(path="/v2/users/bob"), "exact-host-regex"),
+        ("regex is a full match", view(path="/v2/users/bob/x"), "any-host-any-path"),
+        ("exact host beats wildcard", view(path="/admin/"), "exact-host-prefix"),
+        ("wildcard host beats any host", view(host="web.example.com", path="/admin/"), "wild-admin"),
+        ("longest wildcard wins", view(host="db.internal.example.com", path="/admin/"), "wild-deep"),
+        ("wildcard spans labels", view(host="a.b.example.com", path="/admin/"), "wild-admin"),
+        ("wildcard needs a label", view(host="example.com", path="/admin/"), "any-host-admin"),
+        ("any host", view(host="other.org", path="/admin/"), "any-host-admin"),
+        ("nothing specific: catch-all", view(host="other.org", path="/x"), "any-host-any-path"),
+        ("method excluded falls through", view(path="/orders", method="GET"), "get-orders"),
+        ("method included", view(path="/orders", method="POST"), "post-only"),
+        ("higher priority wins a tie", view(host="tie.example.com", path="/x"), "tie-high"),
+        ("then the smaller id", view(host="same.example.com", path="/x"), "tie-a"),
+        ("route binding beats everything", view(path="/admin/users/me", bound="tie-b"), "tie-b"),
+        ("host is case-insensitive", view(host="API.EXAMPLE.COM".lower(), path="/admin/x"),
+         "exact-host-prefix"),
+        ("trailing dot host", view(host="api.example.com.", path="/admin/x"), "exact-host-prefix"),
+    ],
+)
+def test_precedence(name: str, request_: RequestView, expected: str) -> None:
+    match = INDEX.match(request_)
+    assert match is not None, name
+    assert match.policy.id == expected, f"{name}: {match.why}"
+
+
+def test_a_bound_only_policy_never_matches_by_host_or_path() -> None:
+    index = PolicyIndex([parse_policy({"id": "billing", "match": {"bound_only": True}})])
+    assert index.match(view(path="/anything")) is None
+    bound = index.match(view(path="/anything", bound="billing"))
+    assert bound is not None
+    assert bound.policy.id == "billing"
+    assert dict(explain(index, view()))["billing"].startswith("bound_only")
+
+
+def test_no_match_returns_none_so_the_default_applies() -> None:
+    index = PolicyIndex([pol("only", hosts=["a.example.com"])])
+    assert index.match(view(host="b.example.com")) is None
+
+
+def test_a_route_bound_to_a_missing_policy_is_an_error_not_a_fallback() -> None:
+    with pytest.raises(KeyError):
+        INDEX.match(view(bound="no-such-policy"))
+
+
+@pytest.mark.parametrize("path", [
+    "/admin/../admin/x", "/%61dmin/x", "//admin/x", "/./admin/x", "/public/../admin/x",
+    "/%2e%2e/admin/x", "/admin/./x", "/x/%2E%2E/admin/x",
+])
+def test_path_tricks_cannot_slip_past_an_admin_policy(path: str) -> None:
+    index = PolicyIndex([pol("admin", paths=[{"prefix": "/admin/"}]),
+                         pol("public", paths=[{"prefix": "/"}])])
+    match = index.match(view(path=path))
+    assert match is not None
+    assert match.policy.id == "admin", (path, normalize_path(path))
+
+
+def test_explain_names_the_winner_and_why_the_others_lost() -> None:
+    lines = dict(explain(INDEX, view(path="/admin/users/me", method="DELETE")))
+    assert lines["exact-host-exact"].startswith("MATCHED: host api.example.com, exact path")
+    assert lines["exact-host-longer"].startswith("matches, but exact-host-exact takes precedence")
+    assert lines["post-only"] == "method DELETE is not one of POST"
+    assert lines["tie-a"] == "host api.example.com is not one of same.example.com"
+    assert lines["exact-host-regex"].startswith("path /admin/users/me does not match")
+
+
+# --- the index agrees with a brute-force reading of the precedence rules ----------------
+def _rank(p: Policy, host: str, path: str, method: str) -> tuple[Any, ...] | None:
+    if p.methods and method not in p.methods:
+        return None
+    host_ranks = []
+    for h in p.hosts or ("*",):
+        if h == host:
+            host_ranks.append((0, 0))
+        elif h.startswith("*.") and host.endswith(h[1:]):
+            host_ranks.append((1, -len(h)))
+        elif h == "*":
+            host_ranks.append((2, 0))
+    path_ranks = []
+    for pm in p.paths or ():
+        if pm.kind == "exact" and pm.value == path:
+            path_ranks.append((0, 0))
+        elif pm.kind == "prefix" and path.startswith(pm.value):
+            path_ranks.append((1, -len(pm.value)))
+        elif pm.kind == "regex" and pm.pattern is not None and pm.pattern.fullmatch(path):
+            path_ranks.append((2, 0))
+    if not p.paths:
+        path_ranks.append((1, 0))
+    if not host_ranks or not path_ranks:
+        return None
+    return (*min(host_ranks), *min(path_ranks), -p.priority, p.id)
+
+
+_hosts = st.sampled_from(["a.example.com", "b.example.com", "x.a.example.com", "*.example.com",
+                          "*.a.example.com", "*"])
+_paths = st.sampled_from([{"prefix": "/"}, {"prefix": "/a"}, {"prefix": "/a/"}, {"exact": "/a/b"},
+                          {"exact": "/a"}, {"regex": "/a/[a-z]+"}, {"regex": ".*"}])
+
+
+@st.composite
+def _policy_sets(draw: st.DrawFn) -> list[Policy]:
+    n = draw(st.integers(1, 8))
+    return [pol(f"p{i}", hosts=draw(st.lists(_hosts, max_size=2)),
+                paths=draw(st.lists(_paths, max_size=2)),
+                methods=draw(st.sampled_from([[], ["GET"], ["POST"]])),
+                priority=draw(st.integers(0, 2))) for i in range(n)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(policies=_policy_sets(),
+       host=st.sampled_from(["a.example.com", "x.a.example.com", "other.org", "b.example.com"]),
+       path=st.sampled_from(["/", "/a", "/a/", "/a/b", "/a/bc", "/b", "/a/B"]),
+       method=st.sampled_from(["GET", "POST"]))
+def test_the_index_agrees_with_the_precedence_rules(
+    policies: list[Policy], host: str, path: str, method: str
+) -> None:
+    ranked = [(r, p.id) for p in policies if (r := _rank(p, host, path, method)) is not None]
+    expected = min(ranked)[1] if ranked else None
+    match = PolicyIndex(policies).match(view(host=host, path=path, method=method))
+    assert (match.policy.id if match else None) == expected

@@ -1,0 +1,173 @@
+"""One contract, every store: Redis (a real redis-server), a file, a directory."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from extauthz.clock import SYSTEM_CLOCK
+from extauthz.errors import ConfigError, PolicyInvalid, PolicyNotFound, StoreUnavailable
+from extauthz.policy.model import parse_policies
+from extauthz.policy.store import FilePolicyStore, PolicyStore, RedisPolicyStore, open_store, redacted_url
+from extauthz.policy.sync import PolicySnapshot, follow_file, follow_redis
+
+Factory = Callable[[], PolicyStore]
+
+
+@pytest.fixture(params=["redis", "file", "directory"])
+async def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Factory]:
+    """A factory: every call opens another client on the same underlying store."""
+    opened: list[PolicyStore] = []
+    if request.param == "redis":
+        server = request.getfixturevalue("redis_server")
+        prefix = f"t{uuid.uuid4().hex[:8]}:"
+
+        def factory() -> PolicyStore:
+            opened.append(RedisPolicyStore(server.url, prefix, 2.0))
+            return opened[-1]
+    else:
+        target = tmp_path / ("policies.yaml" if request.param == "file" else "policies/")
+
+        def factory() -> PolicyStore:
+            opened.append(FilePolicyStore(str(target) + ("/" if request.param == "directory" else "")))
+            return opened[-1]
+    yield factory
+    for s in opened:
+        await s.close()
+
+
+def docs(*ids: str, **extra: Any) -> list[Any]:
+    return parse_policies([{"id": i, "match": {"paths": [{"prefix": f"/{i}/"}]}, **extra} for i in ids])
+
+
+async def test_an_empty_store_loads_as_no_policies(make_store: Factory) -> None:
+    pset = await make_store().load()
+    assert pset.policies == ()
+
+
+async def test_applied_policies_load_back_identically(make_store: Factory) -> None:
+    store = make_store()
+    batch = docs("a", "b", priority=3)
+    await store.apply(batch)
+    loaded = {p.id: p for p in (await store.load()).policies}
+    assert set(loaded) == {"a", "b"}
+    assert loaded["a"].document == batch[0].document
+
+
+async def test_apply_replaces_by_id_and_changes_the_revision(make_store: Factory) -> None:
+    store = make_store()
+    r1 = await store.apply(docs("a", "b"))
+    r2 = await store.apply(docs("a", action="deny"))
+    assert r1 != r2
+    loaded = {p.id: p for p in (await store.load()).policies}
+    assert loaded["a"].action == "deny"
+    assert loaded["b"].action == "allow"
+
+
+async def test_delete_removes_one_and_unknown_ids_are_an_error(make_store: Factory) -> None:
+    store = make_store()
+    await store.apply(docs("a", "b"))
+    await store.delete("a")
+    assert [p.id for p in (await store.load()).policies] == ["b"]
+    with pytest.raises(PolicyNotFound, match="no policy with id 'a'"):
+        await store.delete("a")
+
+
+async def test_a_second_client_sees_the_first_ones_changes(make_store: Factory) -> None:
+    await make_store().apply(docs("shared"))
+    assert [p.id for p in (await make_store().load()).policies] == ["shared"]
+
+
+async def test_the_revision_is_stable_without_changes(make_store: Factory) -> None:
+    store = make_store()
+    await store.apply(docs("a"))
+    assert (await store.load()).revision == (await store.load()).revision
+
+
+async def test_a_snapshot_follows_changes_made_by_another_client(make_store: Factory) -> None:
+    reader, writer = make_store(), make_store()
+    snapshot = PolicySnapshot(SYSTEM_CLOCK)
+    if isinstance(reader, FilePolicyStore):
+        snapshot.install(await reader.load())
+        task = asyncio.create_task(follow_file(reader, snapshot, 0.05))
+    else:
+        assert isinstance(reader, RedisPolicyStore)
+        task = asyncio.create_task(follow_redis(reader, snapshot, 0.5))
+    try:
+        for _ in range(100):
+            if snapshot.ready:
+                break
+            await asyncio.sleep(0.02)
+        await writer.apply(docs("fresh"))
+        for _ in range(100):
+            if snapshot.index is not None and "fresh" in snapshot.index.by_id:
+                break
+            await asyncio.sleep(0.02)
+        assert snapshot.index is not None
+        assert "fresh" in snapshot.index.by_id
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_broken_file_edit_keeps_the_last_good_set(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text("id: good\n")
+    store = FilePolicyStore(str(path))
+    snapshot = PolicySnapshot(SYSTEM_CLOCK)
+    snapshot.install(await store.load())
+    task = asyncio.create_task(follow_file(store, snapshot, 0.02))
+    try:
+        path.write_text("id: good\nmatch: {methdos: [GET]}\n")
+        for _ in range(100):
+            if snapshot.error:
+                break
+            await asyncio.sleep(0.02)
+        assert snapshot.error is not None
+        assert "unknown key 'match.methdos'" in snapshot.error
+        assert snapshot.index is not None
+        assert list(snapshot.index.by_id) == ["good"]
+        path.write_text("id: better\n")
+        for _ in range(100):
+            if "better" in snapshot.index.by_id:
+                break
+            await asyncio.sleep(0.02)
+            assert snapshot.index is not None
+        assert list(snapshot.index.by_id) == ["better"]
+        assert snapshot.error is None
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_an_invalid_document_in_redis_is_refused_on_load(redis_server: Any) -> None:
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+    redis_server.client().hset(prefix + "policies", "x", json.dumps({"id": "x", "acton": "deny"}))
+    store = RedisPolicyStore(redis_server.url, prefix, 2.0)
+    with pytest.raises(PolicyInvalid, match="unknown key 'acton'"):
+        await store.load()
+    await store.close()
+
+
+async def test_an_unreachable_redis_is_store_unavailable_with_no_password_shown() -> None:
+    store = RedisPolicyStore("redis://user:s3cret@127.0.0.1:1/0", "x:", 0.5)
+    with pytest.raises(StoreUnavailable) as err:
+        await store.load()
+    assert "s3cret" not in str(err.value)
+    assert "redis redis://user:***@127.0.0.1:1/0" in str(err.value)
+    await store.close()
+
+
+def test_store_urls() -> None:
+    assert open_store(None, "p", 1) is None
+    assert isinstance(open_store("rediss://h:6380/1", "p", 1), RedisPolicyStore)
+    assert isinstance(open_store("file:///tmp/p.yaml", "p", 1), FilePolicyStore)
+    with pytest.raises(ConfigError, match=r"'store\.url' is 'mysql://u:\*\*\*@h/db'"):
+        open_store("mysql://u:pw@h/db", "p", 1)
+    assert redacted_url("redis://:pw@h:1") == "redis://:***@h:1"
