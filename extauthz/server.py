@@ -60,7 +60,11 @@ class Runtime:
         missing = [k.issuer.issuer for k in self.issuer_keys.values() if not k.loaded]
         if missing:
             return False, "no signing keys yet for: " + ", ".join(missing)
-        return True, "ready"
+        status = f"ready: policies revision {self.policies.revision}"
+        stale = self.policies.staleness()
+        if self.policies.error and stale is not None:
+            status += f", stale for {stale:.0f}s ({self.policies.error})"
+        return True, status
 
 
 def build_runtime(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> Runtime:

@@ -150,3 +150,21 @@ def test_with_the_service_stopped_envoy_fails_closed(idp: LocalIssuer, tmp_path:
         assert "x-auth-subject" not in r.body.decode()
     finally:
         gateway.stop()
+
+
+def test_a_token_in_the_configured_cookie_is_accepted_and_forwarding_is_configurable(
+    idp: LocalIssuer, tmp_path: Path
+) -> None:
+    cfg = _config(idp, token={"cookie": "session"}, headers={"forward_authorization": True})
+    service = ExtAuthz(tmp_path, cfg).start()
+    gateway = Gateway(tmp_path, service).start()
+    try:
+        token = idp.mint("ES256")
+        r = gateway.get("/", {"cookie": f"theme=dark; session={token}"})
+        assert r.status == 200
+        assert r.json()["headers"]["x-auth-subject"] == "alice"
+        r = gateway.get("/", {"authorization": f"Bearer {token}"})
+        assert r.json()["headers"]["authorization"] == f"Bearer {token}"
+    finally:
+        gateway.stop()
+        service.stop()

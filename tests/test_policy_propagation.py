@@ -107,7 +107,9 @@ def test_changes_reach_every_worker_within_a_second_and_survive_redis_outages(
         redis.kill()
         time.sleep(1.5)  # both workers notice the loss, and keep their snapshot
         assert [w.ask()[1] for w in workers] == [403, 403]
-        assert http_get(f"http://127.0.0.1:{service.http_port}/readyz").status == 200
+        ready = http_get(f"http://127.0.0.1:{service.http_port}/readyz")
+        assert ready.status == 200
+        assert b"stale for" in ready.body  # it says how stale its snapshot is
 
         redis = RedisServer(tmp_path / "redis", port=redis.port).start()  # same data dir (AOF)
         apply(config, "allow")  # made while the workers are still reconnecting

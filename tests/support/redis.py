@@ -9,11 +9,14 @@ from pathlib import Path
 
 import redis
 
-from tests.support.ports import free_port
+from tests.support.ports import free_port, wait_for_port
 
 
 class RedisServer:
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, extra: list[str] | None = None,
+                 tls: bool = False) -> None:
+        self.extra = extra or []
+        self.tls = tls
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is missing: `make test` installs it with apt")
@@ -24,25 +27,16 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        ports = ["--port", "0", "--tls-port", str(self.port)] if self.tls else ["--port", str(self.port)]
         self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir),
-             "--appendonly", "yes", "--save", "", "--protected-mode", "no"],
+            [self.binary, *ports, "--bind", "127.0.0.1", "--dir", str(self.workdir),
+             "--appendonly", "yes", "--save", "", "--protected-mode", "no", *self.extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        client = redis.Redis(port=self.port)
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        client.close()
+        wait_for_port(self.port, timeout=10)
         return self
 
     def kill(self) -> None:
