@@ -52,14 +52,21 @@ class Runtime:
     serving: bool = False
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
+    def cold(self) -> str | None:
+        """What is still missing before checks can be answered, or None."""
+        if not self.policies.ready:
+            return f"no policies loaded yet ({self.policies.error or 'connecting'})"
+        missing = [k.issuer.issuer for k in self.issuer_keys.values() if not k.loaded]
+        if missing:
+            return "no signing keys yet for: " + ", ".join(missing)
+        return None
+
     def ready(self) -> tuple[bool, str]:
         if not self.serving:
             return False, "not serving"
-        if not self.policies.ready:
-            return False, f"no policies loaded yet ({self.policies.error or 'connecting'})"
-        missing = [k.issuer.issuer for k in self.issuer_keys.values() if not k.loaded]
+        missing = self.cold()
         if missing:
-            return False, "no signing keys yet for: " + ", ".join(missing)
+            return False, missing
         status = f"ready: policies revision {self.policies.revision}"
         stale = self.policies.staleness()
         if self.policies.error and stale is not None:
@@ -138,6 +145,17 @@ async def _start_http(runtime: Runtime, reuse_port: bool) -> web.AppRunner:
     return runner
 
 
+async def _wait_warm(runtime: Runtime, limit: float) -> None:
+    """Wait (at most ``limit`` seconds) for policies and every issuer's keys; past that the
+    port opens anyway, so an unreachable Redis or IdP yields 503 denials, not silence."""
+    deadline = asyncio.get_running_loop().time() + limit
+    while asyncio.get_running_loop().time() < deadline:
+        if runtime.cold() is None:
+            return
+        await asyncio.sleep(0.02)
+    log.warning("starting cold after %.0fs: %s", limit, runtime.cold())
+
+
 async def _report_ready(runtime: Runtime, health: health_aio.HealthServicer) -> None:
     while not runtime.ready()[0]:
         await asyncio.sleep(0.05)
@@ -162,18 +180,23 @@ async def serve(
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, stop.set)
+    # HTTP first (the demo issuer's JWKS is served there), then keys and policies, and the
+    # Check port last: a worker that (re)starts takes no checks while it is still cold.
     runner = await _start_http(runtime, reuse_port)
+    runtime.tasks = [asyncio.create_task(k.run(), name=f"jwks:{k.issuer.issuer}")
+                     for k in runtime.issuer_keys.values()]
+    if sync is not None:
+        runtime.tasks.append(sync)
+    await _wait_warm(runtime, settings.jwks.fetch_timeout + settings.store.timeout + 1)
     try:
         server, health = await _start_grpc(runtime, reuse_port)
     except BaseException:
+        for task in runtime.tasks:
+            task.cancel()
         await runner.cleanup()
         raise
     runtime.serving = True
-    runtime.tasks = [asyncio.create_task(k.run(), name=f"jwks:{k.issuer.issuer}")
-                     for k in runtime.issuer_keys.values()]
     runtime.tasks.append(asyncio.create_task(_report_ready(runtime, health), name="ready"))
-    if sync is not None:
-        runtime.tasks.append(sync)
     log.info("serving gRPC on %s:%d and HTTP on %s:%d", *settings.grpc_listen,
              *settings.http_listen)
     if on_started is not None:

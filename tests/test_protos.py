@@ -18,4 +18,5 @@ def test_the_generated_stubs_are_not_stale() -> None:
 def test_the_stubs_do_not_claim_the_top_level_envoy_package() -> None:
     for path in (ROOT / "extauthz" / "pb").rglob("*.py"):
         text = path.read_text()
-        assert "\nfrom envoy." not in text and "\nimport envoy" not in text, path
+        assert "\nfrom envoy." not in text, path
+        assert "\nimport envoy" not in text, path
