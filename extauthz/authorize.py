@@ -5,22 +5,25 @@ miss with an unknown key awaits the IdP).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import os
 
 from extauthz import decision as d
+from extauthz.clock import SYSTEM_CLOCK, Clock
 from extauthz.config import Settings
 from extauthz.decision import Decision, Reason
 from extauthz.errors import KeysUnavailable, TokenError
-from extauthz.identity.extract import find_token
+from extauthz.identity.extract import cookie_value, find_token
 from extauthz.identity.model import Identity
 from extauthz.identity.verify import TokenVerifier
 from extauthz.identity_headers import HeaderNames, headers_to_remove, identity_headers
 from extauthz.policy.evaluate import render_headers, unmet
-from extauthz.policy.model import Policy, Requirements
+from extauthz.policy.model import Policy, Requirements, StepupRequirement
 from extauthz.policy.sync import PolicySnapshot
 from extauthz.request import RequestView
+from extauthz.stepup.cookie import WEBAUTHN_ACR, StepupCookies
 
 log = logging.getLogger("extauthz.authorize")
 
@@ -39,11 +42,20 @@ class DecisionIds:
         return f"{self._prefix}-{next(self._counter):x}"
 
 
+class StepupKeys:
+    """Holds the cookie verifier once its signing key is loaded (from a file or the store)."""
+
+    cookies: StepupCookies | None = None
+
+
 class Authorizer:
-    def __init__(self, settings: Settings, verifier: TokenVerifier, policies: PolicySnapshot) -> None:
+    def __init__(self, settings: Settings, verifier: TokenVerifier, policies: PolicySnapshot,
+                 stepup: StepupKeys | None = None, clock: Clock = SYSTEM_CLOCK) -> None:
         self._settings = settings
         self._verifier = verifier
         self._policies = policies
+        self._stepup = stepup or StepupKeys()
+        self._clock = clock
         self._names = HeaderNames.with_prefix(settings.headers.prefix)
         self._ids = DecisionIds()
         self._cookie = settings.token.cookie
@@ -119,8 +131,32 @@ class Authorizer:
                 return d.forbidden(decision_id, reason=problem.reason,
                                    description=problem.description, identity=identity,
                                    policy_id=policy_id, challenge=challenge, error=error)
+            if require.stepup is not None:
+                stepped = self._stepped_up(require.stepup, identity, view)
+                if stepped is None:
+                    return d.stepup_required(decision_id, view, acr_values=require.stepup.acr_values,
+                                             max_age=require.stepup.max_age, identity=identity,
+                                             policy_id=policy_id)
+                identity = stepped
         reason = Reason.ALLOWED if identity is not None else Reason.ALLOWED_PUBLIC
         return self._allow(decision_id, view, identity, reason, policy)
+
+    def _stepped_up(self, req: StepupRequirement, identity: Identity, view: RequestView
+                    ) -> Identity | None:
+        """The identity if a recent enough proof exists: the IdP's own (``acr`` and
+        ``auth_time`` in the token, RFC 9470) or our step-up cookie for this same user."""
+        now = self._clock.wall()
+        if (identity.acr in req.acr_values and identity.auth_time is not None
+                and now - identity.auth_time <= req.max_age):
+            return identity
+        cookies = self._stepup.cookies
+        if cookies is None:
+            return None  # the signing key is not loaded: no cookie can be trusted yet
+        value = cookie_value(view.headers.get("cookie"), self._settings.stepup.cookie_name)
+        proof = cookies.verify(value, identity) if value else None
+        if proof is None or now - proof.auth_time > req.max_age:
+            return None
+        return dataclasses.replace(identity, acr=WEBAUTHN_ACR, auth_time=proof.auth_time)
 
     async def _optional_identity(self, view: RequestView) -> Identity | None:
         token = find_token(view, self._cookie)

@@ -63,6 +63,19 @@ SCHEMA: Schema = {
         "prefix": Field("str", default="extauthz:"),
         "poll_interval": Field("float", default=1.0, minimum=0.05, maximum=60),
         "timeout": Field("float", default=2.0, minimum=0.1, maximum=60),
+        "state_file": Field("str", default=".extauthz/state.json",
+                            doc="passkeys, challenges and keys when the store is not Redis"),
+    }),
+    "stepup": Field("section", schema={
+        "rp_id": Field("str", nullable=True, doc="null: the host of http.public_url"),
+        "rp_name": Field("str", default="extauthz"),
+        "origins": Field("list[str]", default=[], doc="empty: the origin of http.public_url"),
+        "cookie_name": Field("str", default="__Host-extauthz-stepup"),
+        "max_age_limit": Field("int", default=43200, minimum=60, maximum=30 * 86400),
+        "signing_key_file": Field("str", nullable=True, doc="null: generated, kept in the store"),
+        "challenge_ttl": Field("int", default=300, minimum=30, maximum=3600),
+        "max_failures": Field("int", default=5, minimum=1, maximum=1000),
+        "failure_window": Field("int", default=900, minimum=10, maximum=86400),
     }),
     "default_action": Field("str", default="deny", choices=DEFAULT_ACTIONS),
     "login_url": Field("str", nullable=True),
@@ -131,6 +144,20 @@ class StoreSettings:
     prefix: str
     poll_interval: float
     timeout: float
+    state_file: str
+
+
+@dataclass(frozen=True)
+class StepupSettings:
+    rp_id: str
+    rp_name: str
+    origins: tuple[str, ...]
+    cookie_name: str
+    max_age_limit: int
+    signing_key_file: str | None
+    challenge_ttl: int
+    max_failures: int
+    failure_window: int
 
 
 @dataclass(frozen=True)
@@ -144,6 +171,7 @@ class Settings:
     token: TokenSettings
     jwks: JWKSSettings
     store: StoreSettings
+    stepup: StepupSettings
     default_action: str
     login_url: str | None
     realm: str
@@ -248,7 +276,7 @@ def settings_from_document(doc: Mapping[str, Any]) -> Settings:
     grpc_listen = parse_listen(d["grpc"]["listen"], "grpc.listen")
     http_listen = parse_listen(d["http"]["listen"], "http.listen")
     public_url = _check_url(d["http"]["public_url"], "http.public_url").rstrip("/")
-    if d["login_url"] is not None:
+    if d["login_url"] is not None and not d["login_url"].startswith("/"):
         _check_url(d["login_url"], "login_url")
     demo = d["demo_issuer"]
     demo_settings = DemoIssuerSettings(
@@ -286,6 +314,7 @@ def settings_from_document(doc: Mapping[str, Any]) -> Settings:
         token=TokenSettings(**d["token"]),
         jwks=JWKSSettings(**d["jwks"]),
         store=StoreSettings(**d["store"]),
+        stepup=_stepup(d["stepup"], public_url),
         default_action=d["default_action"],
         login_url=d["login_url"],
         realm=d["realm"],
@@ -296,6 +325,33 @@ def settings_from_document(doc: Mapping[str, Any]) -> Settings:
         ),
         demo_issuer=demo_settings,
         log_level=d["log_level"],
+    )
+
+
+def _stepup(s: Mapping[str, Any], public_url: str) -> StepupSettings:
+    parts = urlsplit(public_url)
+    origins = tuple(o.rstrip("/") for o in s["origins"]) or (f"{parts.scheme}://{parts.netloc}",)
+    for i, origin in enumerate(origins):
+        _check_url(origin, f"stepup.origins[{i}]")
+    rp_id = s["rp_id"] or (parts.hostname or "")
+    for origin in origins:
+        host = urlsplit(origin).hostname or ""
+        if host != rp_id and not host.endswith("." + rp_id):
+            raise ConfigError(f"config: 'stepup.origins' has {origin!r}, which is not on the RP ID "
+                              f"{rp_id!r}; WebAuthn needs every origin's host to be the RP ID or a "
+                              "subdomain of it")
+    name = s["cookie_name"]
+    if name.startswith("__Host-") is False and name.startswith("__Secure-") is False:
+        raise ConfigError("config: 'stepup.cookie_name' must start with __Host- (or __Secure-) so "
+                          "browsers bind it to this site; e.g. __Host-extauthz-stepup")
+    if s["signing_key_file"] is not None and not Path(s["signing_key_file"]).is_file():
+        raise ConfigError(f"config: 'stepup.signing_key_file' {s['signing_key_file']!r} does not "
+                          "exist; give a PEM EC P-256 private key, or null to generate one")
+    return StepupSettings(
+        rp_id=rp_id, rp_name=s["rp_name"], origins=origins, cookie_name=name,
+        max_age_limit=s["max_age_limit"], signing_key_file=s["signing_key_file"],
+        challenge_ttl=s["challenge_ttl"], max_failures=s["max_failures"],
+        failure_window=s["failure_window"],
     )
 
 

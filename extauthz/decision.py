@@ -33,6 +33,7 @@ class Reason(StrEnum):
     SCOPE_MISSING = "scope_missing"
     CLAIM_MISMATCH = "claim_mismatch"
     DRY_RUN = "dry_run"
+    STEPUP_REQUIRED = "stepup_required"
     KEYS_UNAVAILABLE = "keys_unavailable"
     INTERNAL_ERROR = "internal_error"
     BAD_CHECK_REQUEST = "bad_check_request"
@@ -125,6 +126,41 @@ def unauthenticated(
         decision_id=decision_id, policy_id=policy_id,
         response_headers=(("www-authenticate", challenge), _JSON),
         body=json_body(error or "unauthorized", description),
+    )
+
+
+STEPUP_PATH = "/.extauthz/stepup"
+
+
+def stepup_required(
+    decision_id: str,
+    view: RequestView,
+    *,
+    acr_values: tuple[str, ...],
+    max_age: int,
+    identity: Identity | None,
+    policy_id: str | None,
+) -> Decision:
+    """A recent WebAuthn proof is needed: browsers go to the ceremony, API clients get the
+    RFC 9470 challenge."""
+    description = "a recent hardware-backed sign-in (WebAuthn step-up) is required"
+    if view.wants_html:
+        location = f"{STEPUP_PATH}?rd={quote(view.original_url, safe='')}"
+        return Decision(
+            allowed=False, status=302, reason=Reason.STEPUP_REQUIRED, description=description,
+            decision_id=decision_id, identity=identity, policy_id=policy_id,
+            response_headers=(("location", location), ("cache-control", "no-store")),
+        )
+    acr = " ".join(acr_values)
+    challenge = (f'Bearer error="insufficient_user_authentication", '
+                 f"error_description={_quoted(description)}, acr_values={_quoted(acr)}, "
+                 f'max_age="{max_age}"')
+    body = json.dumps({"error": "insufficient_user_authentication", "error_description": description,
+                       "acr_values": acr, "max_age": max_age}, separators=(",", ":"))
+    return Decision(
+        allowed=False, status=401, reason=Reason.STEPUP_REQUIRED, description=description,
+        decision_id=decision_id, identity=identity, policy_id=policy_id,
+        response_headers=(("www-authenticate", challenge), _JSON), body=body,
     )
 
 

@@ -13,6 +13,7 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 from aiohttp import web
@@ -20,19 +21,24 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
-from extauthz.authorize import Authorizer
+from extauthz.authorize import Authorizer, StepupKeys
 from extauthz.clock import SYSTEM_CLOCK, Clock
 from extauthz.config import Settings
 from extauthz.demo.issuer import DemoIssuer, demo_issuer
-from extauthz.errors import ConfigError
+from extauthz.errors import ConfigError, StoreUnavailable
 from extauthz.http_app import http_app
 from extauthz.identity.jwks import HttpFetcher, IssuerKeys
+from extauthz.identity.model import Identity
 from extauthz.identity.verify import TokenVerifier
 from extauthz.policy.match import PolicyIndex
 from extauthz.policy.store import FilePolicyStore, PolicyStore, RedisPolicyStore, open_store
 from extauthz.policy.sync import PolicySnapshot, follow_file, follow_redis
 from extauthz.service import SERVICE_NAME as AUTH_SERVICE
 from extauthz.service import AuthorizationService
+from extauthz.stepup.ceremonies import Ceremonies
+from extauthz.stepup.cookie import StepupCookies, load_signing_key, new_signing_key_pem
+from extauthz.stepup.http import StepupHttp
+from extauthz.stepup.store import StepupStore, open_stepup_store
 
 log = logging.getLogger("extauthz.server")
 
@@ -48,6 +54,10 @@ class Runtime:
     authorizer: Authorizer
     policies: PolicySnapshot
     store: PolicyStore | None
+    stepup_store: StepupStore
+    stepup: StepupKeys
+    ceremonies: Ceremonies
+    clock: Clock
     demo: DemoIssuer | None
     serving: bool = False
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -59,7 +69,13 @@ class Runtime:
         missing = [k.issuer.issuer for k in self.issuer_keys.values() if not k.loaded]
         if missing:
             return "no signing keys yet for: " + ", ".join(missing)
+        if self.stepup.cookies is None:
+            return "the step-up cookie key is not loaded yet"
         return None
+
+    def mint_stepup_cookie(self, identity: Identity, credential_id: str) -> str | None:
+        cookies = self.stepup.cookies
+        return cookies.mint(identity, credential_id) if cookies is not None else None
 
     def ready(self) -> tuple[bool, str]:
         if not self.serving:
@@ -80,12 +96,39 @@ def build_runtime(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> Runtime:
     verifier = TokenVerifier(settings, keys, clock)
     demo = demo_issuer(settings.demo_issuer) if settings.demo_issuer.enabled else None
     policies = PolicySnapshot(clock)
-    store = open_store(settings.store.url, settings.store.prefix, settings.store.timeout)
+    s = settings.store
+    store = open_store(s.url, s.prefix, s.timeout)
     if store is None:
         policies.index = PolicyIndex([], "none")  # no store: the default action decides
+    stepup_store = open_stepup_store(s.url, s.prefix, s.timeout, s.state_file, clock)
+    stepup = StepupKeys()
+    key_file = settings.stepup.signing_key_file
+    if key_file is not None:
+        try:
+            key = load_signing_key(Path(key_file).read_bytes(), key_file)
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"config: 'stepup.signing_key_file': {e}") from e
+        stepup.cookies = StepupCookies(key, settings.stepup.max_age_limit, clock)
     return Runtime(settings=settings, fetcher=fetcher, issuer_keys=keys, verifier=verifier,
-                   authorizer=Authorizer(settings, verifier, policies), policies=policies,
-                   store=store, demo=demo)
+                   authorizer=Authorizer(settings, verifier, policies, stepup, clock),
+                   policies=policies, store=store, stepup_store=stepup_store, stepup=stepup,
+                   ceremonies=Ceremonies(settings.stepup, stepup_store, clock), clock=clock,
+                   demo=demo)
+
+
+async def _load_stepup_key(runtime: Runtime) -> None:
+    """No key file: use the key kept in the store (created once, shared by every replica)."""
+    delay = 0.2
+    while runtime.stepup.cookies is None:
+        try:
+            pem = await runtime.stepup_store.signing_key(new_signing_key_pem)
+            key = load_signing_key(pem, runtime.stepup_store.description)
+            runtime.stepup.cookies = StepupCookies(key, runtime.settings.stepup.max_age_limit,
+                                                   runtime.clock)
+        except StoreUnavailable as e:
+            log.warning("stepup: cannot load the cookie key (%s); retrying", e.message)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 async def _start_policy_sync(runtime: Runtime) -> asyncio.Task[None] | None:
@@ -131,7 +174,10 @@ async def _start_grpc(
 
 
 async def _start_http(runtime: Runtime, reuse_port: bool) -> web.AppRunner:
-    runner = web.AppRunner(http_app(runtime.ready, runtime.demo), access_log=None,
+    stepup = StepupHttp(runtime.settings, runtime.verifier, runtime.ceremonies,
+                        runtime.stepup_store, runtime.mint_stepup_cookie)
+    app = http_app(runtime.ready, runtime.demo, runtime.settings, extra=[stepup.add_routes])
+    runner = web.AppRunner(app, access_log=None,
                            handle_signals=False, shutdown_timeout=runtime.settings.shutdown_grace)
     await runner.setup()
     host, port = runtime.settings.http_listen
@@ -187,6 +233,8 @@ async def serve(
                      for k in runtime.issuer_keys.values()]
     if sync is not None:
         runtime.tasks.append(sync)
+    if runtime.stepup.cookies is None:
+        runtime.tasks.append(asyncio.create_task(_load_stepup_key(runtime), name="stepup-key"))
     await _wait_warm(runtime, settings.jwks.fetch_timeout + settings.store.timeout + 1)
     try:
         server, health = await _start_grpc(runtime, reuse_port)
@@ -215,4 +263,5 @@ async def serve(
         await runtime.fetcher.close()
         if runtime.store is not None:
             await runtime.store.close()
+        await runtime.stepup_store.close()
         log.info("stopped")

@@ -93,7 +93,7 @@ def _doc_hint(spec: Field) -> str:
 
 
 def _default(spec: Field, path: str, what: str) -> Any:
-    if spec.kind == "section":
+    if spec.kind == "section" and not spec.nullable:
         return check_document({}, spec.schema, where=path, what=what)
     if isinstance(spec.default, list | tuple):
         return list(spec.default)

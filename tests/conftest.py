@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,6 +28,7 @@ def make_settings(*issuers: LocalIssuer, **overrides: Any) -> Settings:
         ],
         "default_action": "authenticated",
         "jwks": {"fetch_timeout": 2.0},
+        "store": {"state_file": f"{tempfile.mkdtemp(prefix='extauthz-state-')}/state.json"},
     }
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(doc.get(key), dict):

@@ -55,7 +55,7 @@ def test_a_full_document_parses_with_defaults_filled_in() -> None:
         ({"id": "a", "require": {"claims": {"groups": []}}},
          "'require.claims.groups' must be a non-empty list"),
         ({"id": "a", "require": {"authenticated": False, "scopes": ["x"]}},
-         "'require' asks for issuers, audiences, scopes or claims on a public route"),
+         "'require' asks for issuers, audiences, scopes, claims or stepup on a public route"),
         ({"id": "a", "require": {"authenticated": "yes"}},
          "'require.authenticated' must be true or false"),
         ({"id": "a", "headers": {"x-auth-subject": "{claims.sub}"}}, "'headers.x-auth-subject' is reserved"),

@@ -19,6 +19,7 @@ import yaml
 from extauthz.errors import ConfigError, PolicyInvalid
 from extauthz.validation import Field, check_document
 
+WEBAUTHN_ACR = "urn:extauthz:webauthn"
 ID_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _HOST_LABELS = re.compile(r"^(\*\.)?([a-z0-9]([a-z0-9-]*[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -47,6 +48,10 @@ POLICY_SCHEMA: Mapping[str, Field] = {
         "audiences": Field("list[str]", default=[]),
         "scopes": Field("list[str]", default=[]),
         "claims": Field("any", default=None, nullable=True),
+        "stepup": Field("section", nullable=True, default=None, schema={
+            "max_age": Field("int", default=300, minimum=1, maximum=30 * 86400),
+            "acr_values": Field("list[str]", default=[WEBAUTHN_ACR]),
+        }),
     }),
     "action": Field("str", default="allow", choices=("allow", "deny")),
     "mode": Field("str", default="enforce", choices=("enforce", "dry-run")),
@@ -65,12 +70,19 @@ class PathMatch:
 
 
 @dataclass(frozen=True, slots=True)
+class StepupRequirement:
+    max_age: int
+    acr_values: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Requirements:
     authenticated: bool
     issuers: frozenset[str]
     audiences: frozenset[str]
     scopes: tuple[str, ...]
     claims: tuple[tuple[str, tuple[ClaimValue, ...]], ...]
+    stepup: StepupRequirement | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +160,14 @@ def _claims(value: object, where: str) -> tuple[tuple[str, tuple[ClaimValue, ...
     return tuple(out)
 
 
+def _stepup(value: Mapping[str, Any] | None) -> StepupRequirement | None:
+    if value is None:
+        return None
+    if not value["acr_values"]:
+        raise _fail("require.stepup.acr_values", f"is empty; list at least {WEBAUTHN_ACR}")
+    return StepupRequirement(max_age=value["max_age"], acr_values=tuple(value["acr_values"]))
+
+
 def _headers(value: object, where: str) -> tuple[HeaderTemplate, ...]:
     if value is None:
         return ()
@@ -205,14 +225,15 @@ def parse_policy(doc: object, where: str = "policy") -> Policy:
         audiences=frozenset(r["audiences"]),
         scopes=tuple(r["scopes"]),
         claims=_claims(r["claims"], "require.claims"),
+        stepup=_stepup(r["stepup"]),
     )
     if m["bound_only"] and (hosts or paths or methods):
         raise _fail("match.bound_only", "is true, so hosts, paths and methods would never be used; "
                                         "drop them or set bound_only: false")
     if not require.authenticated and (require.issuers or require.audiences or require.scopes
-                                      or require.claims):
-        raise _fail("require", "asks for issuers, audiences, scopes or claims on a public route; "
-                               "set authenticated: true or drop them")
+                                      or require.claims or require.stepup):
+        raise _fail("require", "asks for issuers, audiences, scopes, claims or stepup on a public "
+                               "route; set authenticated: true or drop them")
     headers = _headers(d["headers"], "headers")
     canonical = canonical_document(d)
     return Policy(

@@ -55,10 +55,13 @@ class ExtAuthz:
     process: Process | None = None
 
     def start(self, wait_ready: bool = True) -> ExtAuthz:
-        cfg = {**self.config, "grpc": {"listen": f"127.0.0.1:{self.grpc_port}"},
-               "http": {"listen": f"127.0.0.1:{self.http_port}",
-                        "public_url": "http://localhost:8000"},
+        store = {"state_file": str(self.workdir / f"state-{self.grpc_port}.json"),
+                 **self.config.get("store", {})}
+        cfg = {"http": {"listen": f"127.0.0.1:{self.http_port}",
+                        "public_url": "http://localhost:8000"}, **self.config,
+               "grpc": {"listen": f"127.0.0.1:{self.grpc_port}"}, "store": store,
                "shutdown_grace": self.config.get("shutdown_grace", 2)}
+        cfg["http"] = {**cfg["http"], "listen": f"127.0.0.1:{self.http_port}"}
         path = self.workdir / f"extauthz-{self.grpc_port}.yaml"
         path.write_text(yaml.safe_dump(cfg))
         self.process = Process("extauthz", [sys.executable, "-m", "extauthz", "serve",

@@ -1,0 +1,211 @@
+"""The two WebAuthn ceremonies, with py_webauthn doing the verification.
+
+Security inputs are the configured ``expected_*`` values (RP ID, origins), never taken
+from the request. Challenges are random (py_webauthn, 64 bytes), single-use (taken
+with GETDEL), bound to the user and the ceremony, and expire after
+``stepup.challenge_ttl``. User verification is required. A sign count that goes
+backwards for a counter-using authenticator is refused and logged as a possible clone.
+Failed ceremonies are counted per user; past ``max_failures`` in ``failure_window``
+seconds the user must wait.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Any
+
+from webauthn import (
+    generate_authentication_options,
+    generate_registration_options,
+    options_to_json,
+    verify_authentication_response,
+    verify_registration_response,
+)
+from webauthn.helpers import base64url_to_bytes, bytes_to_base64url
+from webauthn.helpers.exceptions import (
+    InvalidAuthenticationResponse,
+    InvalidCBORData,
+    InvalidJSONStructure,
+    InvalidRegistrationResponse,
+)
+from webauthn.helpers.structs import (
+    AuthenticatorSelectionCriteria,
+    PublicKeyCredentialDescriptor,
+    ResidentKeyRequirement,
+    UserVerificationRequirement,
+)
+
+from extauthz.clock import Clock
+from extauthz.config import StepupSettings
+from extauthz.errors import ExtAuthzError
+from extauthz.identity.model import Identity
+from extauthz.stepup.store import Passkey, StepupStore, user_key
+
+log = logging.getLogger("extauthz.stepup")
+
+REGISTER, AUTHENTICATE = "register", "authenticate"
+
+
+class CeremonyError(ExtAuthzError):
+    """A ceremony failed; the message is for the person in front of the browser."""
+
+    code = "ceremony_failed"
+    status = 400
+
+
+class ChallengeMissing(CeremonyError):
+    code = "challenge_missing"
+
+
+class UnknownPasskey(CeremonyError):
+    code = "passkey_unknown"
+
+
+class PasskeyRejected(CeremonyError):
+    code = "passkey_rejected"
+
+
+class PossibleClone(CeremonyError):
+    code = "passkey_possible_clone"
+
+
+class TooManyFailures(CeremonyError):
+    code = "too_many_failures"
+    status = 429
+
+
+def who(identity: Identity) -> str:
+    return identity.email or identity.username or identity.subject
+
+
+def _sign_count(credential: dict[str, Any]) -> int:
+    """The sign count in an assertion's authenticatorData (bytes 33-36, big-endian)."""
+    try:
+        data = base64url_to_bytes(credential["response"]["authenticatorData"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise PasskeyRejected("The passkey response is incomplete (authenticatorData).") from e
+    if len(data) < 37:
+        raise PasskeyRejected("The passkey response is incomplete (authenticatorData).")
+    return int.from_bytes(data[33:37], "big")
+
+
+class Ceremonies:
+    def __init__(self, settings: StepupSettings, store: StepupStore, clock: Clock) -> None:
+        self._s = settings
+        self._store = store
+        self._clock = clock
+
+    def _user(self, identity: Identity) -> str:
+        return user_key(identity.issuer, identity.subject)
+
+    async def _guard(self, user: str) -> None:
+        if await self._store.failures(user) >= self._s.max_failures:
+            minutes = max(1, self._s.failure_window // 60)
+            raise TooManyFailures(f"Too many failed attempts. Try again in about {minutes} "
+                                  "minutes, or ask an administrator.")
+
+    async def _failed(self, user: str, identity: Identity, error: CeremonyError) -> CeremonyError:
+        count = await self._store.add_failure(user, self._s.failure_window)
+        log.warning("stepup: ceremony failed for %s (%s), failure %d of %d", identity.subject,
+                    error.code, count, self._s.max_failures)
+        return error
+
+    async def registration_options(self, identity: Identity) -> str:
+        user = self._user(identity)
+        await self._guard(user)
+        existing = await self._store.passkeys(user)
+        options = generate_registration_options(
+            rp_id=self._s.rp_id, rp_name=self._s.rp_name, user_name=who(identity),
+            user_id=hashlib.sha256(f"{identity.issuer}\n{identity.subject}".encode()).digest(),
+            user_display_name=who(identity),
+            authenticator_selection=AuthenticatorSelectionCriteria(
+                resident_key=ResidentKeyRequirement.PREFERRED,
+                user_verification=UserVerificationRequirement.REQUIRED),
+            exclude_credentials=[PublicKeyCredentialDescriptor(id=base64url_to_bytes(p.credential_id))
+                                 for p in existing],
+            timeout=self._s.challenge_ttl * 1000,
+        )
+        await self._store.put_challenge(user, REGISTER, {"challenge": bytes_to_base64url(
+            options.challenge)}, self._s.challenge_ttl)
+        return options_to_json(options)
+
+    async def register(self, identity: Identity, credential: dict[str, Any], name: str) -> Passkey:
+        user = self._user(identity)
+        await self._guard(user)
+        stored = await self._store.take_challenge(user, REGISTER)
+        if stored is None:
+            raise await self._failed(user, identity, ChallengeMissing(
+                "This enrolment expired or was already used. Start again."))
+        try:
+            verified = verify_registration_response(
+                credential=credential, expected_challenge=base64url_to_bytes(stored["challenge"]),
+                expected_rp_id=self._s.rp_id, expected_origin=list(self._s.origins),
+                require_user_verification=True)
+        except (InvalidRegistrationResponse, InvalidJSONStructure, InvalidCBORData, KeyError,
+                TypeError, ValueError) as e:
+            raise await self._failed(user, identity, PasskeyRejected(
+                f"The new passkey could not be verified: {e}")) from e
+        transports = credential.get("response", {}).get("transports") or []
+        passkey = Passkey(
+            credential_id=bytes_to_base64url(verified.credential_id),
+            public_key=bytes_to_base64url(verified.credential_public_key),
+            sign_count=verified.sign_count, name=name, created=int(self._clock.wall()),
+            last_used=None, transports=tuple(t for t in transports if isinstance(t, str)),
+            issuer=identity.issuer, subject=identity.subject)
+        await self._store.save_passkey(user, passkey)
+        await self._store.clear_failures(user)
+        log.info("stepup: %s enrolled passkey %r", identity.subject, name)
+        return passkey
+
+    async def authentication_options(self, identity: Identity) -> str | None:
+        """Request options for the user's passkeys; None when the user has none yet."""
+        user = self._user(identity)
+        await self._guard(user)
+        passkeys = await self._store.passkeys(user)
+        if not passkeys:
+            return None
+        options = generate_authentication_options(
+            rp_id=self._s.rp_id, timeout=self._s.challenge_ttl * 1000,
+            allow_credentials=[PublicKeyCredentialDescriptor(id=base64url_to_bytes(p.credential_id))
+                               for p in passkeys],
+            user_verification=UserVerificationRequirement.REQUIRED)
+        await self._store.put_challenge(user, AUTHENTICATE, {"challenge": bytes_to_base64url(
+            options.challenge)}, self._s.challenge_ttl)
+        return options_to_json(options)
+
+    async def authenticate(self, identity: Identity, credential: dict[str, Any]) -> Passkey:
+        user = self._user(identity)
+        await self._guard(user)
+        stored = await self._store.take_challenge(user, AUTHENTICATE)
+        if stored is None:
+            raise await self._failed(user, identity, ChallengeMissing(
+                "This sign-in expired or was already used. Start again."))
+        cid = credential.get("id") if isinstance(credential, dict) else None
+        passkey = next((p for p in await self._store.passkeys(user) if p.credential_id == cid), None)
+        if passkey is None:
+            raise await self._failed(user, identity, UnknownPasskey(
+                f"This key is not registered for {who(identity)}."))
+        new_count = _sign_count(credential)
+        if (new_count or passkey.sign_count) and new_count <= passkey.sign_count:
+            log.error("stepup: POSSIBLE CLONED KEY: passkey %r of %s reported sign count %d, "
+                      "stored %d; assertion refused", passkey.name, identity.subject, new_count,
+                      passkey.sign_count)
+            raise await self._failed(user, identity, PossibleClone(
+                "This key reported an older use count than before and may have been copied. "
+                "It was refused; ask an administrator."))
+        try:
+            verified = verify_authentication_response(
+                credential=credential, expected_challenge=base64url_to_bytes(stored["challenge"]),
+                expected_rp_id=self._s.rp_id, expected_origin=list(self._s.origins),
+                credential_public_key=base64url_to_bytes(passkey.public_key),
+                credential_current_sign_count=passkey.sign_count, require_user_verification=True)
+        except (InvalidAuthenticationResponse, InvalidJSONStructure, InvalidCBORData, KeyError,
+                TypeError, ValueError) as e:
+            raise await self._failed(user, identity, PasskeyRejected(
+                f"The passkey could not be verified: {e}")) from e
+        updated = Passkey(**{**passkey.__dict__, "sign_count": verified.new_sign_count,
+                             "last_used": int(self._clock.wall())})
+        await self._store.save_passkey(user, updated)
+        await self._store.clear_failures(user)
+        return updated

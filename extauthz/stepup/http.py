@@ -1,0 +1,220 @@
+"""The step-up pages and endpoints under /.extauthz/ (Envoy routes that prefix here, so
+cookies are first-party and the RP ID is the site's own host).
+
+Every endpoint verifies the caller's token itself (the same verifier as Check) and never
+trusts identity headers. POSTs need an ``Origin`` from ``stepup.origins`` (CSRF); bodies
+are small JSON objects; errors are JSON ``{"error", "error_description"}`` a person can read.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from typing import Any
+from urllib.parse import quote
+
+from aiohttp import web
+
+from extauthz.config import Settings
+from extauthz.errors import KeysUnavailable, StoreUnavailable, TokenError
+from extauthz.identity.extract import find_token
+from extauthz.identity.model import Identity
+from extauthz.identity.verify import TokenVerifier
+from extauthz.request import RequestView
+from extauthz.stepup.ceremonies import Ceremonies, CeremonyError, who
+from extauthz.stepup.store import StepupStore, user_key
+
+log = logging.getLogger("extauthz.stepup")
+
+BASE = "/.extauthz"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_SECURITY_HEADERS = {
+    "cache-control": "no-store",
+    "content-security-policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
+                               "connect-src 'self'; img-src 'self'; frame-ancestors 'none'; "
+                               "base-uri 'none'; form-action 'self'",
+    "referrer-policy": "same-origin",
+    "x-content-type-options": "nosniff",
+}
+
+
+def safe_rd(rd: str | None) -> str:
+    """A same-site relative path (``/x?y``); anything else becomes ``/`` (no open redirect)."""
+    if not rd or not rd.startswith("/") or rd.startswith(("//", "/\\")):
+        return "/"
+    if any(c in rd for c in "\\\r\n\t\0") or any(ord(c) < 0x20 for c in rd):
+        return "/"
+    return rd
+
+
+def _asset(name: str) -> str:
+    return resources.files("extauthz.stepup").joinpath("assets", name).read_text(encoding="utf-8")
+
+
+def _json_error(status: int, error: str, description: str) -> web.Response:
+    return web.json_response({"error": error, "error_description": description}, status=status,
+                             headers={"cache-control": "no-store"})
+
+
+class StepupHttp:
+    def __init__(self, settings: Settings, verifier: TokenVerifier, ceremonies: Ceremonies,
+                 store: StepupStore, mint_cookie: Callable[[Identity, str], str | None]) -> None:
+        self._settings = settings
+        self._verifier = verifier
+        self._ceremonies = ceremonies
+        self._store = store
+        self._mint = mint_cookie
+        self._layout = _asset("layout.html")
+
+    def add_routes(self, app: web.Application) -> None:
+        r = app.router
+        r.add_get(f"{BASE}/stepup", self._page("stepup", "Confirm it's you"))
+        r.add_get(f"{BASE}/webauthn/register", self._page("register", "Add a passkey"))
+        r.add_get(f"{BASE}/account", self._page("account", "Your passkeys"))
+        r.add_post(f"{BASE}/stepup/begin", self._api(self._stepup_begin))
+        r.add_post(f"{BASE}/stepup/finish", self._api(self._stepup_finish))
+        r.add_post(f"{BASE}/webauthn/register/begin", self._api(self._register_begin))
+        r.add_post(f"{BASE}/webauthn/register/finish", self._api(self._register_finish))
+        r.add_get(f"{BASE}/webauthn/passkeys", self._api(self._list))
+        r.add_post(f"{BASE}/webauthn/passkeys/remove", self._api(self._remove))
+        r.add_get(f"{BASE}/static/webauthn.js", self._static("webauthn.js", "text/javascript"))
+        r.add_get(f"{BASE}/static/extauthz.css", self._static("extauthz.css", "text/css"))
+
+    # --- who is asking ----------------------------------------------------------------
+    async def _identity(self, request: web.Request) -> Identity | None:
+        view = RequestView(method=request.method, scheme="", host="", path=request.path, query="",
+                           headers={k.lower(): v for k, v in request.headers.items()},
+                           context_extensions={}, source_address="", request_id="")
+        token = find_token(view, self._settings.token.cookie)
+        if token is None:
+            return None
+        try:
+            return await self._verifier.verify(token)
+        except (TokenError, KeysUnavailable):
+            return None
+
+    # --- pages ------------------------------------------------------------------------
+    def _render(self, page: str, title: str, body: str, status: int = 200) -> web.Response:
+        text = (self._layout.replace("{{title}}", html.escape(title))
+                .replace("{{page}}", page).replace("{{body}}", body))
+        return web.Response(text=text, status=status, content_type="text/html",
+                            headers=_SECURITY_HEADERS)
+
+    def _page(self, page: str, title: str) -> Handler:
+        async def handler(request: web.Request) -> web.Response:
+            rd = safe_rd(request.query.get("rd"))
+            identity = await self._identity(request)
+            if identity is None:
+                login = self._settings.login_url
+                link = ""
+                if login:
+                    target = html.escape(login.replace("{rd}", quote(request.path_qs, safe="")))
+                    link = f' <a href="{target}">Sign in</a>.'
+                return self._render("signin", "Sign in first",
+                                    f"<p>You are not signed in, or your session expired.{link}</p>",
+                                    status=401)
+            body = _asset(f"{page}.html").replace("{{who}}", html.escape(who(identity))).replace(
+                "{{rd}}", html.escape(rd)).replace("{{rd_url}}", html.escape(quote(rd, safe="")))
+            return self._render(page, title, body)
+        return handler
+
+    def _static(self, name: str, content_type: str) -> Handler:
+        text = _asset(name)
+
+        async def handler(_: web.Request) -> web.Response:
+            return web.Response(text=text, content_type=content_type,
+                                headers={"cache-control": "public, max-age=300",
+                                         "x-content-type-options": "nosniff"})
+        return handler
+
+    # --- JSON API ---------------------------------------------------------------------
+    def _api(self, fn: Callable[[web.Request, Identity, dict[str, Any]], Awaitable[web.Response]]
+             ) -> Handler:
+        async def handler(request: web.Request) -> web.Response:
+            if request.method == "POST":
+                origin = request.headers.get("origin")
+                if origin not in self._settings.stepup.origins:
+                    return _json_error(403, "forbidden", "cross-site request refused: the Origin "
+                                                         "is not one of this site's origins")
+            identity = await self._identity(request)
+            if identity is None:
+                return _json_error(401, "unauthorized", "sign in first: no valid token")
+            body: dict[str, Any] = {}
+            if request.method == "POST":
+                try:
+                    parsed = await request.json(loads=json.loads)
+                except (ValueError, UnicodeDecodeError):
+                    return _json_error(400, "bad_request", "the body must be a JSON object")
+                if not isinstance(parsed, dict):
+                    return _json_error(400, "bad_request", "the body must be a JSON object")
+                body = parsed
+            try:
+                return await fn(request, identity, body)
+            except CeremonyError as e:
+                return _json_error(e.status, e.code, e.message)
+            except StoreUnavailable as e:
+                log.warning("stepup: store unavailable: %s", e.message)
+                return _json_error(503, "temporarily_unavailable",
+                                   "passkeys cannot be reached right now; try again shortly")
+        return handler
+
+    @staticmethod
+    def _credential(body: dict[str, Any]) -> dict[str, Any]:
+        credential = body.get("credential")
+        if not isinstance(credential, dict) or not isinstance(credential.get("response"), dict):
+            raise CeremonyError("The request has no passkey response ('credential').")
+        return credential
+
+    async def _register_begin(self, _: web.Request, identity: Identity, body: dict[str, Any]
+                              ) -> web.Response:
+        options = await self._ceremonies.registration_options(identity)
+        return web.json_response({"options": json.loads(options)},
+                                 headers={"cache-control": "no-store"})
+
+    async def _register_finish(self, _: web.Request, identity: Identity, body: dict[str, Any]
+                               ) -> web.Response:
+        name = body.get("name", "Passkey")
+        if not isinstance(name, str) or not name.strip() or len(name) > 64:
+            raise CeremonyError("Give the passkey a name of 1 to 64 characters.")
+        passkey = await self._ceremonies.register(identity, self._credential(body), name.strip())
+        return web.json_response({"registered": passkey.name, "id": passkey.credential_id})
+
+    async def _stepup_begin(self, _: web.Request, identity: Identity, body: dict[str, Any]
+                            ) -> web.Response:
+        options = await self._ceremonies.authentication_options(identity)
+        if options is None:
+            return web.json_response({"enroll": True, "message": f"{who(identity)} has no passkey "
+                                      "yet. Add one first."}, headers={"cache-control": "no-store"})
+        return web.json_response({"options": json.loads(options)},
+                                 headers={"cache-control": "no-store"})
+
+    async def _stepup_finish(self, _: web.Request, identity: Identity, body: dict[str, Any]
+                             ) -> web.Response:
+        rd = body.get("rd")
+        passkey = await self._ceremonies.authenticate(identity, self._credential(body))
+        cookie = self._mint(identity, passkey.credential_id)
+        if cookie is None:
+            return _json_error(503, "temporarily_unavailable", "the step-up key is not loaded yet")
+        response = web.json_response({"redirect": safe_rd(rd if isinstance(rd, str) else None)})
+        response.set_cookie(self._settings.stepup.cookie_name, cookie, path="/", secure=True,
+                            httponly=True, samesite="Lax", max_age=self._settings.stepup.max_age_limit)
+        log.info("stepup: %s confirmed with passkey %r", identity.subject, passkey.name)
+        return response
+
+    async def _list(self, _: web.Request, identity: Identity, body: dict[str, Any]) -> web.Response:
+        passkeys = await self._store.passkeys(user_key(identity.issuer, identity.subject))
+        return web.json_response({"user": who(identity), "passkeys": [
+            {"id": p.credential_id, "name": p.name, "created": p.created, "last_used": p.last_used}
+            for p in passkeys]}, headers={"cache-control": "no-store"})
+
+    async def _remove(self, _: web.Request, identity: Identity, body: dict[str, Any]) -> web.Response:
+        cid = body.get("id")
+        if not isinstance(cid, str):
+            raise CeremonyError("Say which passkey to remove ('id').")
+        if not await self._store.remove_passkey(user_key(identity.issuer, identity.subject), cid):
+            raise CeremonyError(f"No such passkey for {who(identity)}.")
+        log.info("stepup: %s removed passkey %s", identity.subject, cid)
+        return web.json_response({"removed": cid})
