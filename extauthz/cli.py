@@ -44,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     from extauthz.policy.cli import add_policy_commands
 
     add_policy_commands(sub, with_config)
+    from extauthz.stepup.cli import add_webauthn_commands
+
+    add_webauthn_commands(sub, with_config)
     return parser
 
 
@@ -106,6 +109,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from extauthz.policy.cli import run_policy_command
 
             return asyncio.run(run_policy_command(args, _settings(args, {})))
+        if args.command == "webauthn":
+            from extauthz.stepup.cli import run_webauthn_command
+
+            return asyncio.run(run_webauthn_command(args, _settings(args, {})))
     except ExtAuthzError as e:
         print(f"extauthz: {e.message}", file=sys.stderr)
         return 2

@@ -50,7 +50,8 @@ def _self_check(gateway: str, token: str) -> list[str]:
         problems.append(f"bad token: expected 401, got {status}")
     auth = {"authorization": f"Bearer {token}"}
     for path, headers, want in (("/docs/intro", {}, 200), ("/admin/stats", auth, 200),
-                                ("/internal/x", auth, 403), ("/billing/x", auth, 403)):
+                                ("/internal/x", auth, 403), ("/billing/x", auth, 403),
+                                ("/payments/send", auth, 401)):
         status, _, _ = _request(f"{gateway}{path}", headers)
         if status != want:
             problems.append(f"{path}: expected {want}, got {status}")
@@ -78,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(exist_ok=True)
     issuer_url = f"http://localhost:{args.http_port}"
     env = {"EXTAUTHZ_DEMO_ISSUER_ISSUER": issuer_url,
+           "EXTAUTHZ_HTTP_PUBLIC_URL": f"http://localhost:{args.gateway_port}",
            "EXTAUTHZ_STORE_URL": f"file://{REPO / 'demo' / 'policies.yaml'}"}
     settings = load_settings(str(CONFIG), {**env, "EXTAUTHZ_HTTP_LISTEN": f"127.0.0.1:{args.http_port}"})
     token = demo_issuer(settings.demo_issuer).mint(
@@ -128,6 +130,11 @@ Policies (demo/policies.yaml, reloaded on save; .venv/bin/extauthz policy list -
   curl -i {gateway}/internal/x -H "Authorization: Bearer $TOKEN"    # action: deny -> 403
   curl -i {gateway}/billing/x -H "Authorization: Bearer $TOKEN"     # route-bound, needs scope -> 403
   .venv/bin/extauthz policy explain --config demo/config.yaml --host localhost --path /admin/x
+
+WebAuthn step-up: open {gateway}/payments/send in a browser. You are signed in as alice
+by the demo issuer, asked to add a passkey (a security key or the device's screen lock),
+then to confirm with it, and land back on the page. API clients get the RFC 9470 challenge:
+  curl -i {gateway}/payments/send -H "Authorization: Bearer $TOKEN"  # 401 insufficient_user_authentication
 
 Ctrl-C stops everything.""", flush=True)
         while not stop.is_set():

@@ -1,0 +1,141 @@
+"""Bad input to every ceremony endpoint: a clear 4xx, and nothing stored."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from extauthz.stepup.http import safe_rd
+from tests.conftest import make_settings
+from tests.support.inproc import ServerThread
+from tests.support.issuer import LocalIssuer
+from tests.support.ports import free_port
+
+ORIGIN = "http://localhost:8000"  # the default public_url's origin
+
+
+@pytest.fixture(scope="module")
+def idp() -> Iterator[LocalIssuer]:
+    issuer = LocalIssuer()
+    yield issuer
+    issuer.close()
+
+
+@pytest.fixture(scope="module")
+def server(idp: LocalIssuer) -> Iterator[ServerThread]:
+    s = make_settings(idp, grpc={"listen": f"127.0.0.1:{free_port()}"},
+                      http={"listen": f"127.0.0.1:{free_port()}"})
+    thread = ServerThread(s).start()
+    yield thread
+    thread.stop()
+
+
+def post(server: ServerThread, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, Any]:
+    url = f"http://127.0.0.1:{server.settings.http_listen[1]}{path}"
+    req = urllib.request.Request(url, data=body, method="POST",
+                                 headers={"content-type": "application/json", **headers})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as e:
+        text = e.read()
+        try:
+            return e.code, json.loads(text)
+        except ValueError:
+            return e.code, text
+
+
+ENDPOINTS = ["/.extauthz/stepup/begin", "/.extauthz/stepup/finish",
+             "/.extauthz/webauthn/register/begin", "/.extauthz/webauthn/register/finish",
+             "/.extauthz/webauthn/passkeys/remove"]
+
+
+@pytest.mark.parametrize("path", ENDPOINTS)
+def test_a_post_without_a_site_origin_is_refused(server: ServerThread, idp: LocalIssuer, path: str) -> None:
+    auth = {"authorization": f"Bearer {idp.mint('ES256')}"}
+    for headers in (auth, {**auth, "origin": "https://evil.example"}):
+        status, body = post(server, path, b"{}", headers)
+        assert status == 403
+        assert body["error_description"].startswith("cross-site request refused")
+
+
+@pytest.mark.parametrize("path", ENDPOINTS)
+def test_a_post_without_a_valid_token_is_401(server: ServerThread, path: str) -> None:
+    status, body = post(server, path, b"{}", {"origin": ORIGIN, "authorization": "Bearer x.y.z"})
+    assert (status, body["error"]) == (401, "unauthorized")
+
+
+@pytest.mark.parametrize("path", ENDPOINTS)
+@pytest.mark.parametrize("payload", [b"not json", b"[1, 2]", b'"text"', b"\xff\xfe", b""])
+def test_garbage_bodies_are_400_with_a_message(
+    server: ServerThread, idp: LocalIssuer, path: str, payload: bytes
+) -> None:
+    status, body = post(server, path, payload, {"origin": ORIGIN,
+                                                "authorization": f"Bearer {idp.mint('ES256')}"})
+    assert status == 400
+    assert body["error_description"] == "the body must be a JSON object"
+
+
+@pytest.mark.parametrize("path", ENDPOINTS)
+def test_a_huge_body_is_refused(server: ServerThread, idp: LocalIssuer, path: str) -> None:
+    big = json.dumps({"credential": {"response": {"x": "a" * 200_000}}}).encode()
+    status, _ = post(server, path, big, {"origin": ORIGIN,
+                                         "authorization": f"Bearer {idp.mint('ES256')}"})
+    assert status == 413
+
+
+@pytest.mark.parametrize(("path", "body", "message"), [
+    ("/.extauthz/webauthn/register/finish", {}, "The request has no passkey response"),
+    ("/.extauthz/webauthn/register/finish", {"credential": {"id": "x", "response": {}}},
+     "This enrolment expired or was already used"),
+    ("/.extauthz/webauthn/register/finish", {"name": "x" * 65, "credential": {"response": {}}},
+     "Give the passkey a name of 1 to 64 characters"),
+    ("/.extauthz/stepup/finish", {"credential": "nope"}, "The request has no passkey response"),
+    ("/.extauthz/stepup/finish", {"credential": {"id": "x", "response": {}}},
+     "This sign-in expired or was already used"),
+    ("/.extauthz/webauthn/passkeys/remove", {}, "Say which passkey to remove"),
+    ("/.extauthz/webauthn/passkeys/remove", {"id": "nope"}, "No such passkey for"),
+])
+def test_missing_or_wrong_fields_are_400_and_store_nothing(
+    server: ServerThread, idp: LocalIssuer, path: str, body: dict[str, Any], message: str
+) -> None:
+    token = idp.mint("ES256", sub="mallory")
+    headers = {"origin": ORIGIN, "authorization": f"Bearer {token}"}
+    status, answer = post(server, path, json.dumps(body).encode(), headers)
+    assert status == 400
+    assert message in answer["error_description"]
+    url = f"http://127.0.0.1:{server.settings.http_listen[1]}/.extauthz/webauthn/passkeys"
+    req = urllib.request.Request(url, headers={"authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310
+        assert json.loads(resp.read())["passkeys"] == []
+
+
+def test_a_registration_on_a_real_begin_with_a_fake_credential_is_refused(
+    server: ServerThread, idp: LocalIssuer
+) -> None:
+    headers = {"origin": ORIGIN, "authorization": f"Bearer {idp.mint('ES256', sub='eve')}"}
+    status, begun = post(server, "/.extauthz/webauthn/register/begin", b"{}", headers)
+    assert status == 200
+    assert begun["options"]["rp"]["id"] == "localhost"
+    assert begun["options"]["authenticatorSelection"]["userVerification"] == "required"
+    assert {p["alg"] for p in begun["options"]["pubKeyCredParams"]} == {-8, -7, -257}
+    fake = {"credential": {"id": "AAAA", "rawId": "AAAA", "type": "public-key",
+                           "response": {"clientDataJSON": "e30", "attestationObject": "oA"}}}
+    status, body = post(server, "/.extauthz/webauthn/register/finish", json.dumps(fake).encode(),
+                        headers)
+    assert status == 400
+    assert body["error_description"].startswith("The new passkey could not be verified")
+
+
+@pytest.mark.parametrize(("rd", "expected"), [
+    ("/payments/x?y=1", "/payments/x?y=1"), ("/", "/"), (None, "/"), ("", "/"),
+    ("https://evil.example/", "/"), ("//evil.example/x", "/"), ("/\\evil.example", "/"),
+    ("javascript:alert(1)", "/"), ("/ok\r\nset-cookie: x", "/"), ("evil.example", "/"),
+])
+def test_rd_is_a_same_site_path_or_the_root(rd: str | None, expected: str) -> None:
+    assert safe_rd(rd) == expected
