@@ -23,6 +23,7 @@ from extauthz.policy.evaluate import render_headers, unmet
 from extauthz.policy.model import Policy, Requirements, StepupRequirement
 from extauthz.policy.sync import PolicySnapshot
 from extauthz.request import RequestView
+from extauthz.revocation.sync import RevocationSnapshot
 from extauthz.stepup.cookie import WEBAUTHN_ACR, StepupCookies
 
 log = logging.getLogger("extauthz.authorize")
@@ -50,10 +51,12 @@ class StepupKeys:
 
 class Authorizer:
     def __init__(self, settings: Settings, verifier: TokenVerifier, policies: PolicySnapshot,
-                 stepup: StepupKeys | None = None, clock: Clock = SYSTEM_CLOCK) -> None:
+                 stepup: StepupKeys | None = None, clock: Clock = SYSTEM_CLOCK,
+                 revocations: RevocationSnapshot | None = None) -> None:
         self._settings = settings
         self._verifier = verifier
         self._policies = policies
+        self._revocations = revocations
         self._stepup = stepup or StepupKeys()
         self._clock = clock
         self._names = HeaderNames.with_prefix(settings.headers.prefix)
@@ -66,6 +69,9 @@ class Authorizer:
         if index is None:
             return d.unavailable(decision_id, reason=Reason.POLICIES_UNAVAILABLE,
                                  description="policies are not loaded yet")
+        if self._revocations is not None and not self._revocations.ready:
+            return d.unavailable(decision_id, reason=Reason.REVOCATIONS_UNAVAILABLE,
+                                 description="revocations are not loaded yet")
         try:
             match = index.match(view)
         except KeyError:
@@ -155,6 +161,10 @@ class Authorizer:
         value = cookie_value(view.headers.get("cookie"), self._settings.stepup.cookie_name)
         proof = cookies.verify(value, identity) if value else None
         if proof is None or now - proof.auth_time > req.max_age:
+            return None
+        revoked = self._revocations.current if self._revocations is not None else None
+        if revoked is not None and revoked.stepup_revoked(identity.issuer, identity.subject,
+                                                          proof.auth_time):
             return None
         return dataclasses.replace(identity, acr=WEBAUTHN_ACR, auth_time=proof.auth_time)
 

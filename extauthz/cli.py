@@ -47,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     from extauthz.stepup.cli import add_webauthn_commands
 
     add_webauthn_commands(sub, with_config)
+    from extauthz.revocation.cli import add_revoke_commands
+
+    add_revoke_commands(sub, with_config)
     return parser
 
 
@@ -113,6 +116,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from extauthz.stepup.cli import run_webauthn_command
 
             return asyncio.run(run_webauthn_command(args, _settings(args, {})))
+        if args.command == "revoke":
+            from extauthz.revocation.cli import run_revoke_command
+
+            return asyncio.run(run_revoke_command(args, _settings(args, {})))
     except ExtAuthzError as e:
         print(f"extauthz: {e.message}", file=sys.stderr)
         return 2

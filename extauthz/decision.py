@@ -28,6 +28,7 @@ class Reason(StrEnum):
     POLICY_DENIED = "policy_denied"
     POLICY_UNKNOWN = "policy_unknown"
     POLICIES_UNAVAILABLE = "policies_unavailable"
+    REVOCATIONS_UNAVAILABLE = "revocations_unavailable"
     ISSUER_NOT_ALLOWED = "issuer_not_allowed"
     AUDIENCE_NOT_ALLOWED = "audience_not_allowed"
     SCOPE_MISSING = "scope_missing"

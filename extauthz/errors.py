@@ -70,6 +70,10 @@ class TokenClaimsInvalid(TokenError):
     code = "token_claims_invalid"
 
 
+class TokenRevoked(TokenError):
+    code = "token_revoked"
+
+
 class KeysUnavailable(ExtAuthzError):
     """No signing keys could be obtained for a trusted issuer (IdP unreachable)."""
 

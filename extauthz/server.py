@@ -26,13 +26,23 @@ from extauthz.clock import SYSTEM_CLOCK, Clock
 from extauthz.config import Settings
 from extauthz.demo.issuer import DemoIssuer, demo_issuer
 from extauthz.errors import ConfigError, StoreUnavailable
+from extauthz.follow import follow_file, follow_redis
 from extauthz.http_app import http_app
 from extauthz.identity.jwks import HttpFetcher, IssuerKeys
 from extauthz.identity.model import Identity
 from extauthz.identity.verify import TokenVerifier
 from extauthz.policy.match import PolicyIndex
 from extauthz.policy.store import FilePolicyStore, PolicyStore, RedisPolicyStore, open_store
-from extauthz.policy.sync import PolicySnapshot, follow_file, follow_redis
+from extauthz.policy.sync import PolicySnapshot
+from extauthz.policy.sync import followed as followed_policies
+from extauthz.revocation.store import (
+    FileRevocationStore,
+    RedisRevocationStore,
+    RevocationStore,
+    open_revocation_store,
+)
+from extauthz.revocation.sync import RevocationSnapshot
+from extauthz.revocation.sync import followed as followed_revocations
 from extauthz.service import SERVICE_NAME as AUTH_SERVICE
 from extauthz.service import AuthorizationService
 from extauthz.stepup.ceremonies import Ceremonies
@@ -54,6 +64,8 @@ class Runtime:
     authorizer: Authorizer
     policies: PolicySnapshot
     store: PolicyStore | None
+    revocations: RevocationSnapshot
+    revocation_store: RevocationStore
     stepup_store: StepupStore
     stepup: StepupKeys
     ceremonies: Ceremonies
@@ -66,6 +78,8 @@ class Runtime:
         """What is still missing before checks can be answered, or None."""
         if not self.policies.ready:
             return f"no policies loaded yet ({self.policies.error or 'connecting'})"
+        if not self.revocations.ready:
+            return f"no revocations loaded yet ({self.revocations.error or 'connecting'})"
         missing = [k.issuer.issuer for k in self.issuer_keys.values() if not k.loaded]
         if missing:
             return "no signing keys yet for: " + ", ".join(missing)
@@ -91,16 +105,18 @@ class Runtime:
 
 
 def build_runtime(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> Runtime:
+    s = settings.store
+    stepup_store = open_stepup_store(s.url, s.prefix, s.timeout, s.state_file, clock)
+    revocation_store = open_revocation_store(s.url, s.prefix, s.timeout, stepup_store, clock)
+    revocations = RevocationSnapshot(clock)
     fetcher = HttpFetcher(settings.jwks.fetch_timeout)
     keys = {i.issuer: IssuerKeys(i, settings.jwks, fetcher, clock) for i in settings.issuers}
-    verifier = TokenVerifier(settings, keys, clock)
+    verifier = TokenVerifier(settings, keys, clock, revocations)
     demo = demo_issuer(settings.demo_issuer) if settings.demo_issuer.enabled else None
     policies = PolicySnapshot(clock)
-    s = settings.store
     store = open_store(s.url, s.prefix, s.timeout)
     if store is None:
         policies.index = PolicyIndex([], "none")  # no store: the default action decides
-    stepup_store = open_stepup_store(s.url, s.prefix, s.timeout, s.state_file, clock)
     stepup = StepupKeys()
     key_file = settings.stepup.signing_key_file
     if key_file is not None:
@@ -110,8 +126,9 @@ def build_runtime(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> Runtime:
             raise ConfigError(f"config: 'stepup.signing_key_file': {e}") from e
         stepup.cookies = StepupCookies(key, settings.stepup.max_age_limit, clock)
     return Runtime(settings=settings, fetcher=fetcher, issuer_keys=keys, verifier=verifier,
-                   authorizer=Authorizer(settings, verifier, policies, stepup, clock),
-                   policies=policies, store=store, stepup_store=stepup_store, stepup=stepup,
+                   authorizer=Authorizer(settings, verifier, policies, stepup, clock, revocations),
+                   policies=policies, store=store, revocations=revocations,
+                   revocation_store=revocation_store, stepup_store=stepup_store, stepup=stepup,
                    ceremonies=Ceremonies(settings.stepup, stepup_store, clock), clock=clock,
                    demo=demo)
 
@@ -131,20 +148,30 @@ async def _load_stepup_key(runtime: Runtime) -> None:
             delay = min(delay * 2, 5.0)
 
 
-async def _start_policy_sync(runtime: Runtime) -> asyncio.Task[None] | None:
-    """A file store is read before serving (a broken file stops the start); Redis is
-    followed in the background and the worker is not ready until it loaded once."""
-    store, interval = runtime.store, runtime.settings.store.poll_interval
+async def _start_sync(runtime: Runtime) -> list[asyncio.Task[None]]:
+    """Files are read before serving (a broken policy file stops the start); Redis is
+    followed in the background (policies and revocations on one subscription) and the
+    worker is not ready until both loaded once."""
+    store, revs, interval = runtime.store, runtime.revocation_store, runtime.settings.store.poll_interval
+    if isinstance(store, RedisPolicyStore):
+        assert isinstance(revs, RedisRevocationStore)
+        watched = [followed_policies(store, runtime.policies),
+                   followed_revocations(revs, runtime.revocations)]
+        return [asyncio.create_task(follow_redis(store.client, store.channel, watched, interval),
+                                    name="redis-sync")]
+    assert isinstance(revs, FileRevocationStore)
+    runtime.revocations.install(await revs.load())
+    tasks = [asyncio.create_task(follow_file(revs.signature, followed_revocations(
+        revs, runtime.revocations), interval), name="revocations")]
     if isinstance(store, FilePolicyStore):
         if not store.path.exists():
             raise ConfigError(f"config: 'store.url' names {store.path}, which does not exist; "
                               "create it (`extauthz policy apply` does) or fix the path "
                               "(relative paths start at the working directory)")
         runtime.policies.install(await store.load())
-        return asyncio.create_task(follow_file(store, runtime.policies, interval), name="policies")
-    if isinstance(store, RedisPolicyStore):
-        return asyncio.create_task(follow_redis(store, runtime.policies, interval), name="policies")
-    return None
+        tasks.append(asyncio.create_task(follow_file(
+            store.signature, followed_policies(store, runtime.policies), interval), name="policies"))
+    return tasks
 
 
 async def _start_grpc(
@@ -219,7 +246,7 @@ async def serve(
 ) -> None:
     """Run one worker until ``stop`` is set or SIGTERM/SIGINT arrives."""
     runtime = build_runtime(settings)
-    sync = await _start_policy_sync(runtime)
+    sync = await _start_sync(runtime)
     if stop is None:  # a real process: the signals stop it (tests pass their own event)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -231,8 +258,7 @@ async def serve(
     runner = await _start_http(runtime, reuse_port)
     runtime.tasks = [asyncio.create_task(k.run(), name=f"jwks:{k.issuer.issuer}")
                      for k in runtime.issuer_keys.values()]
-    if sync is not None:
-        runtime.tasks.append(sync)
+    runtime.tasks += sync
     if runtime.stepup.cookies is None:
         runtime.tasks.append(asyncio.create_task(_load_stepup_key(runtime), name="stepup-key"))
     await _wait_warm(runtime, settings.jwks.fetch_timeout + settings.store.timeout + 1)
@@ -264,4 +290,5 @@ async def serve(
         if runtime.store is not None:
             await runtime.store.close()
         await runtime.stepup_store.close()
+        await runtime.revocation_store.close()
         log.info("stopped")

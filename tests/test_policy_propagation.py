@@ -42,20 +42,22 @@ class Worker:
                                              options=[("grpc.use_local_subchannel_pool", 1)])
         self.check = self.channel.unary_unary(CHECK)
 
-    def ask(self) -> tuple[str, int]:
-        resp = CheckResponse.parse(self.check(_request({}), timeout=5))
+    def ask(self, token: str | None = None) -> tuple[str, int]:
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        resp = CheckResponse.parse(self.check(_request(headers), timeout=5))
         if resp.status.code == 0:
             ids = {h.header.key: h.header.value for h in resp.ok_response.headers}
             return ids["x-auth-decision-id"].split("-")[0], 200
         return "", int(resp.denied_response.status.code)
 
 
-def one_per_worker(port: int, count: int = 2, deadline: float = 20.0) -> list[Worker]:
+def one_per_worker(port: int, count: int = 2, deadline: float = 20.0,
+                   token: str | None = None) -> list[Worker]:
     found: dict[str, Worker] = {}
     end = time.monotonic() + deadline
     while len(found) < count and time.monotonic() < end:
         w = Worker(port)
-        prefix, status = w.ask()
+        prefix, status = w.ask(token)
         assert status == 200
         if prefix in found:
             w.channel.close()

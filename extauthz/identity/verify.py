@@ -29,11 +29,13 @@ from extauthz.errors import (
     TokenIssuerUnknown,
     TokenMalformed,
     TokenNotYetValid,
+    TokenRevoked,
     TokenSignatureInvalid,
     TokenTooLarge,
 )
 from extauthz.identity.jwks import KEY_TYPE_FOR_ALG, IssuerKeys
 from extauthz.identity.model import Identity
+from extauthz.revocation.sync import RevocationSnapshot
 
 _DEFAULTS = get_default_algorithms()
 _ALGORITHMS: Mapping[str, Algorithm] = {
@@ -137,7 +139,9 @@ def identity_from_claims(claims: Mapping[str, Any], issuer: IssuerSettings) -> I
 class TokenVerifier:
     """Verifies bearer tokens for the configured issuers; caches what it verified."""
 
-    def __init__(self, settings: Settings, keys: Mapping[str, IssuerKeys], clock: Clock) -> None:
+    def __init__(self, settings: Settings, keys: Mapping[str, IssuerKeys], clock: Clock,
+                 revocations: RevocationSnapshot | None = None) -> None:
+        self._revocations = revocations
         self._issuers = {i.issuer: i for i in settings.issuers}
         self._keys = keys
         self._clock = clock
@@ -159,6 +163,7 @@ class TokenVerifier:
                 del self._cache[digest]
                 raise TokenExpired("token expired")
             self.cache_hits += 1
+            self._check_revoked(cached)
             return cached
         self.cache_misses += 1
         identity = await self._verify_uncached(token)
@@ -166,7 +171,14 @@ class TokenVerifier:
             self._cache[digest] = identity
             if len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
+        self._check_revoked(identity)
         return identity
+
+    def _check_revoked(self, identity: Identity) -> None:
+        """Revocations apply to every request, cached token or not (an in-memory lookup)."""
+        revoked = self._revocations.current if self._revocations is not None else None
+        if revoked is not None and len(revoked) and revoked.token_revoked(identity):
+            raise TokenRevoked("token revoked")
 
     async def _verify_uncached(self, token: str) -> Identity:
         parts = token.split(".")

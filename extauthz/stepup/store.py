@@ -181,6 +181,12 @@ class FileStepupStore:
         self._clock = clock
 
     @contextlib.contextmanager
+    def locked(self, write: bool = True) -> Iterator[dict[str, Any]]:
+        """The whole state, read under the lock (and written back when ``write``)."""
+        with self._state(write) as state:
+            yield state
+
+    @contextlib.contextmanager
     def _state(self, write: bool = True) -> Iterator[dict[str, Any]]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         lock_path = self.path.with_name(self.path.name + ".lock")
