@@ -18,7 +18,12 @@ from extauthz.errors import KeysUnavailable, TokenError
 from extauthz.identity.extract import cookie_value, find_token
 from extauthz.identity.model import Identity
 from extauthz.identity.verify import TokenVerifier
-from extauthz.identity_headers import HeaderNames, headers_to_remove, identity_headers
+from extauthz.identity_headers import (
+    HeaderNames,
+    headers_to_remove,
+    identity_headers,
+    without_cookies,
+)
 from extauthz.policy.evaluate import render_headers, unmet
 from extauthz.policy.model import Policy, Requirements, StepupRequirement
 from extauthz.policy.sync import PolicySnapshot
@@ -62,6 +67,11 @@ class Authorizer:
         self._names = HeaderNames.with_prefix(settings.headers.prefix)
         self._ids = DecisionIds()
         self._cookie = settings.token.cookie
+        # Our credentials ride in cookies too: never pass them to the upstream.
+        names = {settings.stepup.cookie_name}
+        if settings.token.cookie and not settings.headers.forward_authorization:
+            names.add(settings.token.cookie)
+        self._credential_cookies = frozenset(names)
 
     async def check(self, view: RequestView) -> Decision:
         decision_id = self._ids.next()
@@ -194,14 +204,24 @@ class Authorizer:
         policy_id = policy.id if policy else None
         added = identity_headers(identity, self._names, hs, decision_id=decision_id,
                                  policy_id=policy_id)
-        managed: frozenset[str] = frozenset()
         if policy is not None and policy.headers:
             added += render_headers(policy.headers, identity)
-            managed = frozenset(t.name for t in policy.headers)
+        drop_cookie = False
+        cookie = view.headers.get("cookie")
+        if cookie:
+            rest = without_cookies(cookie, self._credential_cookies)
+            if rest != cookie:  # it carried our credentials: pass only the other cookies
+                if rest:
+                    added += (("cookie", rest),)
+                else:
+                    drop_cookie = True
+        index = self._policies.index
+        managed = index.managed_headers if index is not None else frozenset()
+        remove = headers_to_remove(view, self._names, hs, added, managed)
         return d.allow(
             decision_id, identity, reason=reason,
             description="allowed (dry-run)" if would_deny else "allowed",
             upstream_headers=added,
-            remove_headers=headers_to_remove(view, self._names, hs, added, managed),
+            remove_headers=(*remove, "cookie") if drop_cookie else remove,
             policy_id=policy_id, would_deny=would_deny,
         )

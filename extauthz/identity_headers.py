@@ -80,18 +80,28 @@ def identity_headers(
     return tuple(out)
 
 
+def without_cookies(cookie_header: str, names: frozenset[str]) -> str:
+    """The Cookie header less the named cookies (credentials the upstream must not see)."""
+    kept = [part.strip() for part in cookie_header.split(";")
+            if part.strip() and part.strip().partition("=")[0].strip() not in names]
+    return "; ".join(kept)
+
+
 def headers_to_remove(
     view: RequestView, names: HeaderNames, settings: HeaderSettings, added: Headers,
     managed: frozenset[str] = frozenset(),
 ) -> tuple[str, ...]:
-    """Incoming headers that look like ours (identity names, a policy's own ``managed``
-    headers) and that we do not overwrite, plus credentials that are not forwarded."""
+    """Incoming headers that look like ours (identity names, any policy's template headers)
+    and that we do not overwrite, plus credentials that are not forwarded. Names are
+    compared with '_' read as '-': many upstreams (CGI, WSGI, Rack, PHP) treat both alike."""
     ours = {k for k, _ in added}
-    remove = [
-        k for k in view.headers
-        if (k.startswith(names.prefix) or k.startswith(IMPERSONATE_PREFIX) or k in managed)
-        and k not in ours
-    ]
+    remove = []
+    for k in view.headers:
+        if k in ours:
+            continue
+        canon = k.replace("_", "-")
+        if canon.startswith((names.prefix, IMPERSONATE_PREFIX)) or canon in managed:
+            remove.append(k)
     if not settings.forward_authorization and "authorization" in view.headers:
         remove.append("authorization")
     return tuple(remove)

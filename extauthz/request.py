@@ -49,9 +49,9 @@ def split_host(authority: str) -> str:
         end = host.find("]")
         return host[: end + 1] if end != -1 else host
     colon = host.rfind(":")
-    if colon != -1 and host[colon + 1 :].isdigit():
-        return host[:colon]
-    return host
+    if colon != -1:  # outside brackets a ':' can only start the port, even an empty or odd one
+        host = host[:colon]
+    return host.rstrip(".")
 
 
 def view_from_check_request(request: Any) -> RequestView:

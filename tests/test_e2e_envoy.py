@@ -75,6 +75,19 @@ def test_client_sent_identity_headers_never_reach_the_upstream(
         assert name not in seen, name
 
 
+@pytest.mark.parametrize("spoof", ["x_auth_subject", "X_Auth_Subject", "impersonate_user",
+                                   "x-auth_email"])
+def test_underscore_spellings_of_identity_headers_never_reach_the_upstream(
+    stack: Gateway, idp: LocalIssuer, spoof: str
+) -> None:
+    r = stack.get("/", {"authorization": f"Bearer {idp.mint('RS256')}", spoof: "admin"})
+    assert r.status == 200
+    seen = r.json()["headers"]
+    assert "admin" not in [v for k, v in seen.items() if k.replace("_", "-").startswith(
+        ("x-auth-", "impersonate-"))]
+    assert spoof.lower() not in seen
+
+
 def test_a_missing_token_gets_401_with_a_bearer_challenge(stack: Gateway) -> None:
     r = stack.get("/hello", {"accept": "application/json"})
     assert r.status == 401

@@ -189,6 +189,49 @@ async def test_a_missing_claim_leaves_the_header_out_and_removes_a_spoofed_copy(
     assert "x-tenant" in public.remove_headers
 
 
+async def test_a_policy_header_sent_by_the_client_is_removed_on_every_route(
+    authorizer: Authorizer, issuer: LocalIssuer
+) -> None:
+    # x-tenant belongs to the "public" and "tenant" policies; /app/ matches neither
+    d = await authorizer.check(req("/app/x", issuer.mint("RS256"), x_tenant="victim", x_org="v"))
+    assert d.allowed
+    assert {"x-tenant", "x-org"} <= set(d.remove_headers)
+
+
+async def test_underscore_spellings_are_removed_by_extauthz_itself(
+    authorizer: Authorizer, issuer: LocalIssuer
+) -> None:
+    view = req("/app/x", issuer.mint("RS256"))
+    view = RequestView(**{**{f: getattr(view, f) for f in view.__slots__},  # type: ignore[attr-defined]
+                          "headers": {**view.headers, "x_auth_subject": "admin",
+                                      "impersonate_user": "root", "x_tenant": "evil"}})
+    d = await authorizer.check(view)
+    assert {"x_auth_subject", "impersonate_user", "x_tenant"} <= set(d.remove_headers)
+
+
+async def test_credential_cookies_are_not_passed_to_the_upstream(issuer: LocalIssuer) -> None:
+    settings = make_settings(issuer, token={"cookie": "session"}, default_action="authenticated")
+    clock = FakeClock(now_wall=time.time())
+    fetcher = HttpFetcher(2.0)
+    keys = {issuer.issuer: IssuerKeys(settings.issuers[0], settings.jwks, fetcher, clock)}
+    await keys[issuer.issuer].refresh()
+    snapshot = PolicySnapshot(clock)
+    snapshot.install(PolicySet("1", ()))
+    a = Authorizer(settings, TokenVerifier(settings, keys, clock), snapshot)
+    token = issuer.mint("RS256")
+    mixed = await a.check(req("/x", None, cookie=f"theme=dark; session={token}; "
+                                               "__Host-extauthz-stepup=abc; lang=en"))
+    assert mixed.allowed
+    assert hdrs(mixed)["cookie"] == "theme=dark; lang=en"
+    only = await a.check(req("/x", None, cookie=f"session={token}"))
+    assert "cookie" in only.remove_headers
+    assert "cookie" not in hdrs(only)
+    plain = await a.check(req("/x", token, cookie="theme=dark"))
+    assert "cookie" not in plain.remove_headers
+    assert "cookie" not in hdrs(plain)
+    await fetcher.close()
+
+
 async def test_policies_not_loaded_is_a_503_deny(issuer: LocalIssuer) -> None:
     settings = make_settings(issuer, default_action="allow")
     clock = FakeClock()

@@ -62,6 +62,10 @@ def test_a_full_document_parses_with_defaults_filled_in() -> None:
         ({"id": "a", "headers": {"x-t": "{tenant}"}}, "'headers.x-t' uses {tenant}; write {claims.NAME}"),
         ({"id": "a", "match": {"bound_only": True, "paths": [{"prefix": "/"}]}},
          "'match.bound_only' is true, so hosts, paths and methods would never be used"),
+        ({"id": "a", "match": {"paths": [{"prefix": "/%7Euser/"}]}},
+         "'match.paths[0].prefix' is '/%7Euser/', which requests are compared as '/~user/'"),
+        ({"id": "a", "match": {"paths": [{"exact": "/a/../b"}]}},
+         "which requests are compared as '/b'"),
         ({"id": "a", "headers": {"bad name": "x"}}, "'headers' has an invalid header name 'bad name'"),
     ],
 )

@@ -88,6 +88,17 @@ def test_a_bound_only_policy_never_matches_by_host_or_path() -> None:
     assert dict(explain(index, view()))["billing"].startswith("bound_only")
 
 
+@pytest.mark.parametrize("host", ["api.example.com:", "api.example.com:8443", "api.example.com.:443",
+                                  "api.example.com:x"])
+def test_ports_even_odd_ones_never_hide_a_host(host: str) -> None:
+    from extauthz.request import split_host
+
+    index = PolicyIndex([pol("exact", hosts=["api.example.com"]), pol("catch-all")])
+    match = index.match(view(host=split_host(host)))
+    assert match is not None
+    assert match.policy.id == "exact"
+
+
 def test_no_match_returns_none_so_the_default_applies() -> None:
     index = PolicyIndex([pol("only", hosts=["a.example.com"])])
     assert index.match(view(host="b.example.com")) is None
@@ -101,6 +112,8 @@ def test_a_route_bound_to_a_missing_policy_is_an_error_not_a_fallback() -> None:
 @pytest.mark.parametrize("path", [
     "/admin/../admin/x", "/%61dmin/x", "//admin/x", "/./admin/x", "/public/../admin/x",
     "/%2e%2e/admin/x", "/admin/./x", "/x/%2E%2E/admin/x",
+    "/public/..;/admin/x", "/public/..;jsessionid=1/admin/x", "/public/..\\admin/x",
+    "/public%2F..%2Fadmin/x", "/public%5c..%5cadmin/x", "/admin;x=1/y",
 ])
 def test_path_tricks_cannot_slip_past_an_admin_policy(path: str) -> None:
     index = PolicyIndex([pol("admin", paths=[{"prefix": "/admin/"}]),

@@ -112,6 +112,9 @@ class PolicyIndex:
                     self._exact.setdefault(host, _PathTable()).add(p)
         for table in (*self._exact.values(), *self._wildcard.values(), self._any):
             table.freeze()
+        # Every header any policy sets: a client-sent copy is removed on every request, not
+        # only where that policy matched (else a public route would pass a forged x-tenant).
+        self.managed_headers = frozenset(t.name for p in self.by_id.values() for t in p.headers)
 
     def __len__(self) -> int:
         return len(self.by_id)

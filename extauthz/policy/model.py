@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from extauthz.errors import ConfigError, PolicyInvalid
+from extauthz.policy.paths import normalize_path
 from extauthz.validation import Field, check_document
 
 WEBAUTHN_ACR = "urn:extauthz:webauthn"
@@ -139,6 +140,10 @@ def _path(entry: Mapping[str, Any], where: str) -> PathMatch:
         return PathMatch(kind, value, pattern)
     if not value.startswith("/"):
         raise _fail(f"{where}.{kind}", f"is {value!r}: a path starts with '/'")
+    normal = normalize_path(value)
+    if normal != value:
+        raise _fail(f"{where}.{kind}", f"is {value!r}, which requests are compared as {normal!r} "
+                                       "(decoded, dot-segments resolved); write that instead")
     return PathMatch(kind, value)
 
 
