@@ -166,8 +166,8 @@ class Authorizer:
                 and now - identity.auth_time <= req.max_age):
             return identity
         cookies = self._stepup.cookies
-        if cookies is None:
-            return None  # the signing key is not loaded: no cookie can be trusted yet
+        if cookies is None or WEBAUTHN_ACR not in req.acr_values:
+            return None  # no key loaded yet, or the policy accepts only IdP-asserted ACRs
         value = cookie_value(view.headers.get("cookie"), self._settings.stepup.cookie_name)
         proof = cookies.verify(value, identity) if value else None
         if proof is None or now - proof.auth_time > req.max_age:

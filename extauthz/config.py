@@ -74,6 +74,8 @@ SCHEMA: Schema = {
         "max_age_limit": Field("int", default=43200, minimum=60, maximum=30 * 86400),
         "signing_key_file": Field("str", nullable=True, doc="null: generated, kept in the store"),
         "challenge_ttl": Field("int", default=300, minimum=30, maximum=3600),
+        "enrol_max_age": Field("int", default=300, minimum=30, maximum=86400,
+                               doc="adding or removing a passkey needs a step-up this recent"),
         "max_failures": Field("int", default=5, minimum=1, maximum=1000),
         "failure_window": Field("int", default=900, minimum=10, maximum=86400),
     }),
@@ -156,6 +158,7 @@ class StepupSettings:
     max_age_limit: int
     signing_key_file: str | None
     challenge_ttl: int
+    enrol_max_age: int
     max_failures: int
     failure_window: int
 
@@ -350,7 +353,8 @@ def _stepup(s: Mapping[str, Any], public_url: str) -> StepupSettings:
     return StepupSettings(
         rp_id=rp_id, rp_name=s["rp_name"], origins=origins, cookie_name=name,
         max_age_limit=s["max_age_limit"], signing_key_file=s["signing_key_file"],
-        challenge_ttl=s["challenge_ttl"], max_failures=s["max_failures"],
+        challenge_ttl=s["challenge_ttl"], enrol_max_age=s["enrol_max_age"],
+        max_failures=s["max_failures"],
         failure_window=s["failure_window"],
     )
 

@@ -131,6 +131,7 @@ def unauthenticated(
 
 
 STEPUP_PATH = "/.extauthz/stepup"
+WEBAUTHN_ACR = "urn:extauthz:webauthn"
 
 
 def stepup_required(
@@ -145,7 +146,7 @@ def stepup_required(
     """A recent WebAuthn proof is needed: browsers go to the ceremony, API clients get the
     RFC 9470 challenge."""
     description = "a recent hardware-backed sign-in (WebAuthn step-up) is required"
-    if view.wants_html:
+    if view.wants_html and WEBAUTHN_ACR in acr_values:  # our ceremony can satisfy it
         location = f"{STEPUP_PATH}?rd={quote(view.original_url, safe='')}"
         return Decision(
             allowed=False, status=302, reason=Reason.STEPUP_REQUIRED, description=description,

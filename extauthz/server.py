@@ -91,6 +91,18 @@ class Runtime:
         cookies = self.stepup.cookies
         return cookies.mint(identity, credential_id) if cookies is not None else None
 
+    def stepped_up_at(self, cookie: str | None, identity: Identity) -> int | None:
+        """When this user last confirmed with a passkey, per a valid step-up cookie."""
+        cookies = self.stepup.cookies
+        proof = cookies.verify(cookie, identity) if cookies is not None and cookie else None
+        if proof is None:
+            return None
+        revoked = self.revocations.current
+        if revoked is not None and revoked.stepup_revoked(identity.issuer, identity.subject,
+                                                          proof.auth_time):
+            return None
+        return proof.auth_time
+
     def ready(self) -> tuple[bool, str]:
         if not self.serving:
             return False, "not serving"
@@ -202,7 +214,7 @@ async def _start_grpc(
 
 async def _start_http(runtime: Runtime, reuse_port: bool) -> web.AppRunner:
     stepup = StepupHttp(runtime.settings, runtime.verifier, runtime.ceremonies,
-                        runtime.stepup_store, runtime.mint_stepup_cookie)
+                        runtime.stepup_store, runtime.mint_stepup_cookie, runtime.stepped_up_at)
     app = http_app(runtime.ready, runtime.demo, runtime.settings, extra=[stepup.add_routes])
     runner = web.AppRunner(app, access_log=None,
                            handle_signals=False, shutdown_timeout=runtime.settings.shutdown_grace)

@@ -157,12 +157,39 @@ def test_a_passkey_removed_on_the_account_page_is_gone(site: Site, browser: Brow
     expect(page.locator("#message")).to_have_text("Passkey added.")
     page.goto("/.extauthz/account")
     expect(page.locator("#passkeys tbody tr")).to_have_count(1)
+    page.click("button.remove")  # changing passkeys needs a fresh confirmation with one
+    expect(page).to_have_url(f"{site.base}/.extauthz/stepup?rd=%2F.extauthz%2Faccount")
+    page.click("#stepup")
+    expect(page).to_have_url(f"{site.base}/.extauthz/account")
+    expect(page.locator("#passkeys tbody tr")).to_have_count(1)
     page.click("button.remove")
     expect(page.locator("#passkeys tbody tr")).to_have_count(0)
     page.goto("/.extauthz/stepup?rd=/payments/x")
     page.click("#stepup")
     expect(page.locator("#enroll")).to_be_visible()
     dave.context.close()
+
+
+def test_a_second_passkey_needs_a_fresh_confirmation_with_the_first(site: Site, browser: Browser) -> None:
+    frank = person(browser, site.base, {"session": site.idp.mint("ES256", sub="frank")})
+    page = frank.page
+    page.goto("/.extauthz/webauthn/register")
+    page.click("#enrol")
+    expect(page.locator("#message")).to_have_text("Passkey added.")
+    frank.cdp.send("WebAuthn.removeVirtualAuthenticator", {"authenticatorId": frank.authenticator_id})
+    second = frank.cdp.send("WebAuthn.addVirtualAuthenticator", {"options": {
+        "protocol": "ctap2", "transport": "usb", "hasResidentKey": True,
+        "hasUserVerification": True, "isUserVerified": True, "automaticPresenceSimulation": True}})
+    page.goto("/.extauthz/webauthn/register")  # a thief with frank's token and their own key
+    page.click("#enrol")
+    expect(page).to_have_url(f"{site.base}/.extauthz/stepup?rd=%2F.extauthz%2Fwebauthn%2Fregister")
+    page.click("#stepup")  # the thief's key holds none of frank's passkeys: no assertion at all
+    expect(page.locator("#message")).to_have_text(
+        "The passkey request was cancelled or timed out. Try again.", timeout=10000)
+    expect(page).to_have_url(f"{site.base}/.extauthz/stepup?rd=%2F.extauthz%2Fwebauthn%2Fregister")
+    result = frank.cdp.send("WebAuthn.getCredentials", {"authenticatorId": second["authenticatorId"]})
+    assert result["credentials"] == []
+    frank.context.close()
 
 
 def test_api_clients_get_the_rfc9470_challenge(site: Site) -> None:

@@ -139,3 +139,22 @@ def test_a_registration_on_a_real_begin_with_a_fake_credential_is_refused(
 ])
 def test_rd_is_a_same_site_path_or_the_root(rd: str | None, expected: str) -> None:
     assert safe_rd(rd) == expected
+
+
+async def test_adding_a_second_passkey_or_removing_one_needs_a_fresh_step_up(
+    server: ServerThread, idp: LocalIssuer
+) -> None:
+    from extauthz.clock import SYSTEM_CLOCK
+    from extauthz.stepup.store import FileStepupStore, Passkey, user_key
+
+    store = FileStepupStore(server.settings.store.state_file, SYSTEM_CLOCK)
+    await store.save_passkey(user_key(idp.issuer, "gina"),
+                             Passkey("c1", "pk", 0, "first", 1, None, (), idp.issuer, "gina"))
+    headers = {"origin": ORIGIN, "authorization": f"Bearer {idp.mint('ES256', sub='gina')}"}
+    for path, body in (("/.extauthz/webauthn/register/begin", b"{}"),
+                       ("/.extauthz/webauthn/register/finish", b'{"credential": {"response": {}}}'),
+                       ("/.extauthz/webauthn/passkeys/remove", b'{"id": "c1"}')):
+        status, answer = post(server, path, body, headers)
+        assert (status, answer["error"]) == (403, "stepup_required"), path
+        assert answer["stepup_url"].startswith("/.extauthz/stepup?rd=%2F.extauthz%2F")
+    assert [p.name for p in await store.passkeys(user_key(idp.issuer, "gina"))] == ["first"]

@@ -126,13 +126,16 @@ class HttpFetcher:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
         try:
             async with self._session.get(
-                url, ssl=self._ssl_for(ca_file), headers={"accept": "application/json"}
+                url, ssl=self._ssl_for(ca_file), headers={"accept": "application/json"},
+                allow_redirects=False,  # a redirect could downgrade to http or leave the IdP
             ) as resp:
                 if resp.status != 200:
                     raise JWKSFetchError(f"{url} answered HTTP {resp.status}")
-                body = await resp.content.read(MAX_DOCUMENT_BYTES + 1)
-                if len(body) > MAX_DOCUMENT_BYTES:
-                    raise JWKSFetchError(f"{url} sent more than {MAX_DOCUMENT_BYTES} bytes")
+                body = bytearray()
+                async for chunk in resp.content.iter_chunked(65536):
+                    body += chunk
+                    if len(body) > MAX_DOCUMENT_BYTES:
+                        raise JWKSFetchError(f"{url} sent more than {MAX_DOCUMENT_BYTES} bytes")
                 cache_control = resp.headers.get("cache-control")
         except (aiohttp.ClientError, TimeoutError, OSError, ssl.SSLError) as e:
             raise JWKSFetchError(f"cannot fetch {url}: {e.__class__.__name__}: {e}") from e
@@ -155,6 +158,9 @@ class IssuerKeys:
         self._by_kid: dict[str, SigningKey] = {}
         self._all: tuple[SigningKey, ...] = ()
         self._jwks_uri = issuer.jwks_uri
+        # Keys of an https issuer come over https only (http is for local/demo issuers).
+        self._schemes: tuple[str, ...] = (("https://",) if issuer.issuer.startswith("https://")
+                                          else ("https://", "http://"))
         self._inflight: asyncio.Future[bool] | None = None
         self._last_attempt = float("-inf")
         # Without any keys, requests may start a fetch, but not more often than this.
@@ -230,8 +236,9 @@ class IssuerKeys:
                 f"not the configured {self.issuer.issuer!r}; they must match exactly"
             )
         uri = doc.get("jwks_uri")
-        if not isinstance(uri, str) or not uri.startswith(("https://", "http://")):
-            raise JWKSFetchError(f"discovery at {url} has no usable jwks_uri")
+        if not isinstance(uri, str) or not uri.startswith(self._schemes):
+            raise JWKSFetchError(f"discovery at {url} has no usable jwks_uri (an https issuer "
+                                 "must publish its keys over https)")
         return uri
 
     async def run(self) -> None:

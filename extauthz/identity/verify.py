@@ -114,6 +114,8 @@ def identity_from_claims(claims: Mapping[str, Any], issuer: IssuerSettings) -> I
     if issuer.username_claim == "email" and claims.get("email_verified") is False:
         raise TokenClaimsInvalid("token email is not verified ('email_verified' is false)")
     groups = _strings(claims.get(issuer.groups_claim), issuer.groups_claim)
+    if any("," in g for g in groups):  # x-auth-groups is comma-joined: "a,sre" would forge sre
+        raise TokenClaimsInvalid(f"token claim '{issuer.groups_claim}' has a group with a comma")
     auth_time = _number(claims, "auth_time")
     client_id = _optional_str(claims, "azp") or _optional_str(claims, "client_id")
     exp = _number(claims, "exp")
@@ -122,7 +124,7 @@ def identity_from_claims(claims: Mapping[str, Any], issuer: IssuerSettings) -> I
         issuer=issuer.issuer,
         subject=subject,
         username=issuer.username_prefix + raw_username,
-        email=_optional_str(claims, "email"),
+        email=_optional_str(claims, "email") if claims.get("email_verified") is not False else None,
         audiences=_strings(claims.get("aud"), "aud"),
         groups=tuple(issuer.groups_prefix + g for g in groups),
         scopes=scopes_of(claims),

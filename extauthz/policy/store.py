@@ -50,13 +50,17 @@ class PolicyStore(Protocol):
 
 
 def redacted_url(url: str) -> str:
-    """The URL without its password, fit for logs and errors."""
+    """The URL without its password (in the userinfo or a ``password=`` query), for logs."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[-1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+    if parts.password is not None:
+        host = parts.netloc.rsplit("@", 1)[-1]
+        parts = parts._replace(netloc=f"{parts.username or ''}:***@{host}")
+    if parts.query:
+        query = "&".join(
+            f"{k}=***" if k.lower() in ("password", "pass", "pwd") else f"{k}{sep}{v}"
+            for k, sep, v in (item.partition("=") for item in parts.query.split("&")))
+        parts = parts._replace(query=query)
+    return urlunsplit(parts)
 
 
 _APPLY = """

@@ -96,6 +96,9 @@ class Ceremonies:
         self._store = store
         self._clock = clock
 
+    def now(self) -> float:
+        return self._clock.wall()
+
     def _user(self, identity: Identity) -> str:
         return user_key(identity.issuer, identity.subject)
 

@@ -59,14 +59,21 @@ def _json_error(status: int, error: str, description: str) -> web.Response:
                              headers={"cache-control": "no-store"})
 
 
+class StepupNeeded(CeremonyError):
+    code = "stepup_required"
+    status = 403
+
+
 class StepupHttp:
     def __init__(self, settings: Settings, verifier: TokenVerifier, ceremonies: Ceremonies,
-                 store: StepupStore, mint_cookie: Callable[[Identity, str], str | None]) -> None:
+                 store: StepupStore, mint_cookie: Callable[[Identity, str], str | None],
+                 stepped_up_at: Callable[[str | None, Identity], int | None]) -> None:
         self._settings = settings
         self._verifier = verifier
         self._ceremonies = ceremonies
         self._store = store
         self._mint = mint_cookie
+        self._stepped_up_at = stepped_up_at
         self._layout = _asset("layout.html")
 
     def add_routes(self, app: web.Application) -> None:
@@ -153,6 +160,13 @@ class StepupHttp:
                 body = parsed
             try:
                 return await fn(request, identity, body)
+            except StepupNeeded as e:
+                back = "/.extauthz/account" if request.path.endswith("/remove") else (
+                    "/.extauthz/webauthn/register")
+                return web.json_response(
+                    {"error": e.code, "error_description": e.message,
+                     "stepup_url": f"{BASE}/stepup?rd={quote(back, safe='')}"},
+                    status=e.status, headers={"cache-control": "no-store"})
             except CeremonyError as e:
                 return _json_error(e.status, e.code, e.message)
             except StoreUnavailable as e:
@@ -168,14 +182,27 @@ class StepupHttp:
             raise CeremonyError("The request has no passkey response ('credential').")
         return credential
 
-    async def _register_begin(self, _: web.Request, identity: Identity, body: dict[str, Any]
+    async def _require_recent_stepup(self, request: web.Request, identity: Identity) -> None:
+        """A user who has passkeys changes them only right after confirming with one, so a
+        stolen token alone cannot enrol the thief's authenticator. The first enrolment
+        needs only the token."""
+        if not await self._store.passkeys(user_key(identity.issuer, identity.subject)):
+            return
+        cookie = request.cookies.get(self._settings.stepup.cookie_name)
+        at = self._stepped_up_at(cookie, identity)
+        if at is None or self._ceremonies.now() - at > self._settings.stepup.enrol_max_age:
+            raise StepupNeeded("Confirm with one of your passkeys first, then try again.")
+
+    async def _register_begin(self, request: web.Request, identity: Identity, body: dict[str, Any]
                               ) -> web.Response:
+        await self._require_recent_stepup(request, identity)
         options = await self._ceremonies.registration_options(identity)
         return web.json_response({"options": json.loads(options)},
                                  headers={"cache-control": "no-store"})
 
-    async def _register_finish(self, _: web.Request, identity: Identity, body: dict[str, Any]
+    async def _register_finish(self, request: web.Request, identity: Identity, body: dict[str, Any]
                                ) -> web.Response:
+        await self._require_recent_stepup(request, identity)
         name = body.get("name", "Passkey")
         if not isinstance(name, str) or not name.strip() or len(name) > 64:
             raise CeremonyError("Give the passkey a name of 1 to 64 characters.")
@@ -210,7 +237,9 @@ class StepupHttp:
             {"id": p.credential_id, "name": p.name, "created": p.created, "last_used": p.last_used}
             for p in passkeys]}, headers={"cache-control": "no-store"})
 
-    async def _remove(self, _: web.Request, identity: Identity, body: dict[str, Any]) -> web.Response:
+    async def _remove(self, request: web.Request, identity: Identity, body: dict[str, Any]
+                      ) -> web.Response:
+        await self._require_recent_stepup(request, identity)
         cid = body.get("id")
         if not isinstance(cid, str):
             raise CeremonyError("Say which passkey to remove ('id').")

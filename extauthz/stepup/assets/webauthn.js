@@ -52,7 +52,11 @@
       headers: { "content-type": "application/json" }, body: JSON.stringify(body || {}),
     });
     const data = await resp.json().catch(() => ({}));
-    if (!resp.ok) { throw new Error(data.error_description || ("The server answered " + resp.status)); }
+    if (!resp.ok) {
+      const err = new Error(data.error_description || ("The server answered " + resp.status));
+      err.stepupUrl = data.stepup_url;
+      throw err;
+    }
     return data;
   }
   function say(text, kind) {
@@ -113,7 +117,10 @@
     if (!(data.passkeys || []).length) { say("No passkeys yet."); }
   }
   function run(fn) {
-    return fn().catch((err) => say(explain(err), "error"));
+    return fn().catch((err) => {
+      say(explain(err), "error");
+      if (err && err.stepupUrl) { window.location.assign(err.stepupUrl); }
+    });
   }
   document.addEventListener("DOMContentLoaded", () => {
     const page = document.querySelector("main").dataset.page;
