@@ -88,6 +88,9 @@ class Snapshot(Protocol):
 
     def install(self, loaded: Any) -> None: ...
 
+    @property
+    def error(self) -> str | None: ...
+
     def failed(self, message: str) -> None: ...
 
     def touch(self) -> None: ...
@@ -148,6 +151,10 @@ async def follow_redis(client: Any, channel: str, followed: Sequence[Followed],
         except (StoreUnavailable, RedisError, OSError) as e:
             for f in followed:
                 f.snapshot.failed(f"{f.description} unreachable: {e}")
+        except Exception as e:
+            log.exception("sync: unexpected error; keeping the last snapshots and retrying")
+            for f in followed:
+                f.snapshot.failed(f"{f.description}: internal error {e.__class__.__name__}")
         finally:
             with contextlib.suppress(RedisError, OSError):
                 await pubsub.aclose()
@@ -158,11 +165,16 @@ async def follow_redis(client: Any, channel: str, followed: Sequence[Followed],
 async def follow_file(signature: Callable[[], object], f: Followed, poll_interval: float) -> None:
     seen: object = None
     while True:
-        current = signature()
-        if current != seen:
-            seen = current
-            try:
+        try:
+            current = signature()
+            if current != seen:
                 await _reload(f)
-            except StoreUnavailable as e:
-                f.snapshot.failed(f"{f.description}: {e.message}")
+                seen = current  # only now: a read that failed is tried again next time
+            elif f.snapshot.error is None:
+                f.snapshot.touch()
+        except StoreUnavailable as e:
+            f.snapshot.failed(f"{f.description}: {e.message}")
+        except Exception as e:
+            log.exception("sync: unexpected error reading %s; retrying", f.description)
+            f.snapshot.failed(f"{f.description}: internal error {e.__class__.__name__}")
         await asyncio.sleep(poll_interval)

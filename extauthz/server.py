@@ -156,8 +156,13 @@ async def _load_stepup_key(runtime: Runtime) -> None:
                                                    runtime.clock)
         except StoreUnavailable as e:
             log.warning("stepup: cannot load the cookie key (%s); retrying", e.message)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+        except ValueError as e:
+            log.error("stepup: the stored cookie key is unusable (%s); step-up cannot be met "
+                      "until it is replaced (set stepup.signing_key_file)", e)
+        else:
+            return
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 30.0)
 
 
 async def _start_sync(runtime: Runtime) -> list[asyncio.Task[None]]:

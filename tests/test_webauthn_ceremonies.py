@@ -42,7 +42,8 @@ def ident(sub: str = "alice") -> Identity:
 def settings(**overrides: Any) -> StepupSettings:
     base: dict[str, Any] = dict(rp_id=VECTORS["rp_id"], rp_name="t", origins=(VECTORS["origin"],),
                                 cookie_name="__Host-s", max_age_limit=3600, signing_key_file=None,
-                                challenge_ttl=300, max_failures=5, failure_window=900)
+                                challenge_ttl=300, enrol_max_age=300, max_failures=5,
+                                failure_window=900)
     return StepupSettings(**{**base, **overrides})
 
 
@@ -180,4 +181,26 @@ async def test_redis_challenges_expire_and_are_taken_once(redis_server: Any) -> 
     assert 0 < redis_server.client().ttl(key) <= 300
     assert await store.take_challenge("u", REGISTER) == {"challenge": "abc"}
     assert await store.take_challenge("u", REGISTER) is None
+    await store.close()
+
+
+@pytest.mark.parametrize("kind", ["file", "redis"])
+async def test_a_removed_passkey_is_not_written_back_by_a_late_use(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    from dataclasses import replace
+
+    from extauthz.stepup.store import Passkey
+
+    if kind == "redis":
+        server = request.getfixturevalue("redis_server")
+        store: StepupStore = RedisStepupStore(server.url, f"r{uuid.uuid4().hex[:6]}:", 2.0)
+    else:
+        store = FileStepupStore(str(tmp_path / "s.json"), FakeClock())
+    pk = Passkey("c1", "pk", 1, "key", 1, None, (), "https://idp", "alice")
+    await store.save_passkey("u", pk)
+    assert await store.update_passkey("u", replace(pk, sign_count=2))
+    await store.remove_passkey("u", "c1")
+    assert not await store.update_passkey("u", replace(pk, sign_count=3))
+    assert await store.passkeys("u") == []
     await store.close()

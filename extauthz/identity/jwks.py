@@ -245,7 +245,12 @@ class IssuerKeys:
         """Background loop: refresh at 3/4 of the TTL; on failure retry with backoff."""
         backoff = 1.0
         while True:
-            if await self.refresh():
+            try:
+                ok = await self.refresh()
+            except Exception:
+                log.exception("jwks: %s: unexpected error; retrying", self.issuer.issuer)
+                ok = False
+            if ok:
                 backoff = 1.0
                 delay = self.ttl * 0.75
             else:

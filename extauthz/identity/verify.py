@@ -165,6 +165,7 @@ class TokenVerifier:
                 del self._cache[digest]
                 raise TokenExpired("token expired")
             self.cache_hits += 1
+            self._cache.move_to_end(digest)
             self._check_revoked(cached)
             return cached
         self.cache_misses += 1

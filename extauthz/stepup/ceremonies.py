@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from dataclasses import replace
 from typing import Any
 
 from webauthn import (
@@ -189,7 +190,20 @@ class Ceremonies:
         if passkey is None:
             raise await self._failed(user, identity, UnknownPasskey(
                 f"This key is not registered for {who(identity)}."))
-        new_count = _sign_count(credential)
+        _sign_count(credential)  # a clear message for a truncated authenticatorData
+        try:
+            # The count is compared below, only once the signature is known good (py_webauthn
+            # compares it first, so forged authenticator data could raise false clone alarms).
+            verified = verify_authentication_response(
+                credential=credential, expected_challenge=base64url_to_bytes(stored["challenge"]),
+                expected_rp_id=self._s.rp_id, expected_origin=list(self._s.origins),
+                credential_public_key=base64url_to_bytes(passkey.public_key),
+                credential_current_sign_count=0, require_user_verification=True)
+        except (InvalidAuthenticationResponse, InvalidJSONStructure, InvalidCBORData, KeyError,
+                TypeError, ValueError) as e:
+            raise await self._failed(user, identity, PasskeyRejected(
+                f"The passkey could not be verified: {e}")) from e
+        new_count = verified.new_sign_count
         if (new_count or passkey.sign_count) and new_count <= passkey.sign_count:
             log.error("stepup: POSSIBLE CLONED KEY: passkey %r of %s reported sign count %d, "
                       "stored %d; assertion refused", passkey.name, identity.subject, new_count,
@@ -197,18 +211,9 @@ class Ceremonies:
             raise await self._failed(user, identity, PossibleClone(
                 "This key reported an older use count than before and may have been copied. "
                 "It was refused; ask an administrator."))
-        try:
-            verified = verify_authentication_response(
-                credential=credential, expected_challenge=base64url_to_bytes(stored["challenge"]),
-                expected_rp_id=self._s.rp_id, expected_origin=list(self._s.origins),
-                credential_public_key=base64url_to_bytes(passkey.public_key),
-                credential_current_sign_count=passkey.sign_count, require_user_verification=True)
-        except (InvalidAuthenticationResponse, InvalidJSONStructure, InvalidCBORData, KeyError,
-                TypeError, ValueError) as e:
-            raise await self._failed(user, identity, PasskeyRejected(
-                f"The passkey could not be verified: {e}")) from e
-        updated = Passkey(**{**passkey.__dict__, "sign_count": verified.new_sign_count,
-                             "last_used": int(self._clock.wall())})
-        await self._store.save_passkey(user, updated)
+        updated = replace(passkey, sign_count=new_count, last_used=int(self._clock.wall()))
+        if not await self._store.update_passkey(user, updated):  # removed meanwhile: stays removed
+            raise await self._failed(user, identity, UnknownPasskey(
+                f"This key is not registered for {who(identity)}."))
         await self._store.clear_failures(user)
         return updated

@@ -86,6 +86,7 @@ class StepupCookies:
         digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).digest()
         if digest in self._cache:
             proof = self._cache[digest]
+            self._cache.move_to_end(digest)
         else:
             proof = self._parse(value)
             self._cache[digest] = proof

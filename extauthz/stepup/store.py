@@ -14,6 +14,7 @@ advisory lock and replaced atomically, so several worker processes can share it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import hashlib
@@ -22,7 +23,7 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -30,6 +31,8 @@ from redis.exceptions import RedisError
 from extauthz.clock import Clock
 from extauthz.errors import StoreUnavailable
 from extauthz.policy.store import redacted_url
+
+_T = TypeVar("_T")
 
 
 def user_key(issuer: str, subject: str) -> str:
@@ -69,6 +72,8 @@ class StepupStore(Protocol):
 
     async def save_passkey(self, user: str, passkey: Passkey) -> None: ...
 
+    async def update_passkey(self, user: str, passkey: Passkey) -> bool: ...
+
     async def remove_passkey(self, user: str, credential_id: str) -> bool: ...
 
     async def remove_all(self, user: str) -> int: ...
@@ -92,6 +97,9 @@ class RedisStepupStore:
         self._r: Any = aioredis.from_url(url, socket_timeout=timeout,
                                          socket_connect_timeout=timeout, decode_responses=True)
         self._p = prefix
+        self._update = self._r.register_script(
+            "if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then "
+            "redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) return 1 end return 0")
 
     def _k(self, *parts: str) -> str:
         return self._p + ":".join(parts)
@@ -123,6 +131,12 @@ class RedisStepupStore:
             pipe.hset(self._k("webauthn", "users"), user,
                       json.dumps({"iss": passkey.issuer, "sub": passkey.subject}))
             await pipe.execute()
+
+    async def update_passkey(self, user: str, passkey: Passkey) -> bool:
+        """Write back a used passkey only if it still exists (a removal wins a race)."""
+        async with self._io():
+            return bool(await self._update(keys=[self._k("webauthn", "passkeys", user)],
+                                           args=[passkey.credential_id, passkey.to_json()]))
 
     async def remove_passkey(self, user: str, credential_id: str) -> bool:
         async with self._io() as r:
@@ -218,58 +232,95 @@ class FileStepupStore:
             for k in [k for k, v in state[section].items() if v["expires"] <= now]:
                 del state[section][k]
 
+    async def _run(self, fn: Callable[[], _T]) -> _T:
+        """File locks and I/O happen in a thread: the event loop serving Check never waits."""
+        return await asyncio.to_thread(fn)
+
     async def put_challenge(self, user: str, ceremony: str, data: dict[str, Any], ttl: int) -> None:
-        with self._state() as s:
-            s["challenges"][f"{ceremony}:{user}"] = {"data": data, "expires": self._clock.wall() + ttl}
+        def work() -> None:
+            with self._state() as s:
+                s["challenges"][f"{ceremony}:{user}"] = {"data": data,
+                                                         "expires": self._clock.wall() + ttl}
+        await self._run(work)
 
     async def take_challenge(self, user: str, ceremony: str) -> dict[str, Any] | None:
-        with self._state() as s:
-            entry = s["challenges"].pop(f"{ceremony}:{user}", None)
-        return entry["data"] if entry else None
+        def work() -> dict[str, Any] | None:
+            with self._state() as s:
+                entry = s["challenges"].pop(f"{ceremony}:{user}", None)
+            return entry["data"] if entry else None
+        return await self._run(work)
 
     async def passkeys(self, user: str) -> list[Passkey]:
-        with self._state(write=False) as s:
-            raw = s["passkeys"].get(user, {})
-        return sorted((Passkey.from_json(v) for v in raw.values()), key=lambda p: p.created)
+        def work() -> list[Passkey]:
+            with self._state(write=False) as s:
+                raw = s["passkeys"].get(user, {})
+            return sorted((Passkey.from_json(v) for v in raw.values()), key=lambda p: p.created)
+        return await self._run(work)
 
     async def save_passkey(self, user: str, passkey: Passkey) -> None:
-        with self._state() as s:
-            s["passkeys"].setdefault(user, {})[passkey.credential_id] = passkey.to_json()
-            s["users"][user] = {"iss": passkey.issuer, "sub": passkey.subject}
+        def work() -> None:
+            with self._state() as s:
+                s["passkeys"].setdefault(user, {})[passkey.credential_id] = passkey.to_json()
+                s["users"][user] = {"iss": passkey.issuer, "sub": passkey.subject}
+        await self._run(work)
+
+    async def update_passkey(self, user: str, passkey: Passkey) -> bool:
+        def work() -> bool:
+            with self._state() as s:
+                mine = s["passkeys"].get(user, {})
+                if passkey.credential_id not in mine:
+                    return False
+                mine[passkey.credential_id] = passkey.to_json()
+                return True
+        return await self._run(work)
 
     async def remove_passkey(self, user: str, credential_id: str) -> bool:
-        with self._state() as s:
-            return s["passkeys"].get(user, {}).pop(credential_id, None) is not None
+        def work() -> bool:
+            with self._state() as s:
+                return s["passkeys"].get(user, {}).pop(credential_id, None) is not None
+        return await self._run(work)
 
     async def remove_all(self, user: str) -> int:
-        with self._state() as s:
-            return len(s["passkeys"].pop(user, {}))
+        def work() -> int:
+            with self._state() as s:
+                return len(s["passkeys"].pop(user, {}))
+        return await self._run(work)
 
     async def users_for_subject(self, subject: str) -> list[tuple[str, str, str]]:
-        with self._state(write=False) as s:
-            return sorted(((u, d["iss"], d["sub"]) for u, d in s["users"].items()
-                           if d["sub"] == subject), key=lambda t: t[1])
+        def work() -> list[tuple[str, str, str]]:
+            with self._state(write=False) as s:
+                return sorted(((u, d["iss"], d["sub"]) for u, d in s["users"].items()
+                               if d["sub"] == subject), key=lambda t: t[1])
+        return await self._run(work)
 
     async def add_failure(self, user: str, window: int) -> int:
-        with self._state() as s:
-            entry = s["failures"].setdefault(user, {"count": 0,
-                                                    "expires": self._clock.wall() + window})
-            entry["count"] += 1
-            return int(entry["count"])
+        def work() -> int:
+            with self._state() as s:
+                entry = s["failures"].setdefault(user, {"count": 0,
+                                                        "expires": self._clock.wall() + window})
+                entry["count"] += 1
+                return int(entry["count"])
+        return await self._run(work)
 
     async def failures(self, user: str) -> int:
-        with self._state(write=False) as s:
-            return int(s["failures"].get(user, {}).get("count", 0))
+        def work() -> int:
+            with self._state(write=False) as s:
+                return int(s["failures"].get(user, {}).get("count", 0))
+        return await self._run(work)
 
     async def clear_failures(self, user: str) -> None:
-        with self._state() as s:
-            s["failures"].pop(user, None)
+        def work() -> None:
+            with self._state() as s:
+                s["failures"].pop(user, None)
+        await self._run(work)
 
     async def signing_key(self, generate: Callable[[], bytes]) -> bytes:
-        with self._state() as s:
-            if "signing_key" not in s:
-                s["signing_key"] = generate().decode()
-            return str(s["signing_key"]).encode()
+        def work() -> bytes:
+            with self._state() as s:
+                if "signing_key" not in s:
+                    s["signing_key"] = generate().decode()
+                return str(s["signing_key"]).encode()
+        return await self._run(work)
 
     async def close(self) -> None:
         return None
