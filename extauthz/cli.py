@@ -50,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     from extauthz.revocation.cli import add_revoke_commands
 
     add_revoke_commands(sub, with_config)
+    from extauthz.audit_cli import add_audit_commands
+
+    add_audit_commands(sub, with_config)
     return parser
 
 
@@ -116,6 +119,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from extauthz.stepup.cli import run_webauthn_command
 
             return asyncio.run(run_webauthn_command(args, _settings(args, {})))
+        if args.command == "audit":
+            from extauthz.audit_cli import run_audit_command
+
+            return asyncio.run(run_audit_command(args, _settings(args, {})))
         if args.command == "revoke":
             from extauthz.revocation.cli import run_revoke_command
 

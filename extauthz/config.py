@@ -79,6 +79,12 @@ SCHEMA: Schema = {
         "max_failures": Field("int", default=5, minimum=1, maximum=1000),
         "failure_window": Field("int", default=900, minimum=10, maximum=86400),
     }),
+    "audit": Field("section", schema={
+        "stdout": Field("bool", default=True),
+        "redis_stream": Field("bool", default=False, doc="also XADD to <prefix>audit (Redis store)"),
+        "stream_maxlen": Field("int", default=100_000, minimum=1000, maximum=100_000_000),
+        "flush_interval": Field("float", default=0.2, minimum=0.01, maximum=10),
+    }),
     "default_action": Field("str", default="deny", choices=DEFAULT_ACTIONS),
     "login_url": Field("str", nullable=True),
     "realm": Field("str", default="extauthz"),
@@ -164,6 +170,14 @@ class StepupSettings:
 
 
 @dataclass(frozen=True)
+class AuditSettings:
+    stdout: bool
+    redis_stream: bool
+    stream_maxlen: int
+    flush_interval: float
+
+
+@dataclass(frozen=True)
 class Settings:
     grpc_listen: tuple[str, int]
     http_listen: tuple[str, int]
@@ -175,6 +189,7 @@ class Settings:
     jwks: JWKSSettings
     store: StoreSettings
     stepup: StepupSettings
+    audit: AuditSettings
     default_action: str
     login_url: str | None
     realm: str
@@ -301,6 +316,10 @@ def settings_from_document(doc: Mapping[str, Any]) -> Settings:
             raise ConfigError(f"config: 'issuers[{i}].issuer' {iss.issuer!r} is listed twice; "
                               "merge the two entries")
         seen.add(iss.issuer)
+    redis_url = d["store"]["url"] or ""
+    if d["audit"]["redis_stream"] and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError("config: 'audit.redis_stream' needs a Redis store; set store.url to "
+                          "redis://… or turn audit.redis_stream off")
     cookie = d["token"]["cookie"]
     if cookie is not None and not cookie.strip():
         raise ConfigError("config: 'token.cookie' is empty; give a cookie name or null")
@@ -318,6 +337,7 @@ def settings_from_document(doc: Mapping[str, Any]) -> Settings:
         jwks=JWKSSettings(**d["jwks"]),
         store=StoreSettings(**d["store"]),
         stepup=_stepup(d["stepup"], public_url),
+        audit=AuditSettings(**d["audit"]),
         default_action=d["default_action"],
         login_url=d["login_url"],
         realm=d["realm"],

@@ -21,6 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
+from extauthz.audit import AuditLog
 from extauthz.authorize import Authorizer, StepupKeys
 from extauthz.clock import SYSTEM_CLOCK, Clock
 from extauthz.config import Settings
@@ -66,6 +67,7 @@ class Runtime:
     store: PolicyStore | None
     revocations: RevocationSnapshot
     revocation_store: RevocationStore
+    audit: AuditLog
     stepup_store: StepupStore
     stepup: StepupKeys
     ceremonies: Ceremonies
@@ -137,7 +139,12 @@ def build_runtime(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> Runtime:
         except (OSError, ValueError) as e:
             raise ConfigError(f"config: 'stepup.signing_key_file': {e}") from e
         stepup.cookies = StepupCookies(key, settings.stepup.max_age_limit, clock)
+    a = settings.audit
+    audit = AuditLog(clock, stdout=a.stdout, flush_interval=a.flush_interval,
+                     redis=store.client if a.redis_stream and isinstance(store, RedisPolicyStore)
+                     else None, stream=s.prefix + "audit", maxlen=a.stream_maxlen)
     return Runtime(settings=settings, fetcher=fetcher, issuer_keys=keys, verifier=verifier,
+                   audit=audit,
                    authorizer=Authorizer(settings, verifier, policies, stepup, clock, revocations),
                    policies=policies, store=store, revocations=revocations,
                    revocation_store=revocation_store, stepup_store=stepup_store, stepup=stepup,
@@ -198,7 +205,7 @@ async def _start_grpc(
         ("grpc.so_reuseport", 1 if reuse_port else 0),
         ("grpc.max_receive_message_length", 4 * 1024 * 1024),
     ])
-    AuthorizationService(runtime.authorizer).add_to_server(server)
+    AuthorizationService(runtime.authorizer, runtime.audit).add_to_server(server)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
@@ -276,6 +283,8 @@ async def serve(
     runtime.tasks = [asyncio.create_task(k.run(), name=f"jwks:{k.issuer.issuer}")
                      for k in runtime.issuer_keys.values()]
     runtime.tasks += sync
+    if runtime.audit.enabled:
+        runtime.tasks.append(asyncio.create_task(runtime.audit.run(), name="audit"))
     if runtime.stepup.cookies is None:
         runtime.tasks.append(asyncio.create_task(_load_stepup_key(runtime), name="stepup-key"))
     await _wait_warm(runtime, settings.jwks.fetch_timeout + settings.store.timeout + 1)

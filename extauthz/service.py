@@ -15,6 +15,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from extauthz import decision as d
+from extauthz.audit import AuditLog
 from extauthz.authorize import Authorizer
 from extauthz.decision import Reason
 from extauthz.pb.envoy.service.auth.v3 import external_auth_pb2 as ext
@@ -25,32 +26,41 @@ log = logging.getLogger("extauthz.service")
 
 SERVICE_NAME = ext.DESCRIPTOR.services_by_name["Authorization"].full_name
 
-INTERNAL_ERROR: bytes = build_response(d.unavailable(
-    "internal", reason=Reason.INTERNAL_ERROR,
-    description="the authorization service failed; the request is denied")).SerializeToString()
-BAD_REQUEST: bytes = build_response(d.unavailable(
-    "bad-request", reason=Reason.BAD_CHECK_REQUEST,
-    description="the check request could not be decoded; the request is denied",
-)).SerializeToString()
+INTERNAL = d.unavailable("internal", reason=Reason.INTERNAL_ERROR,
+                         description="the authorization service failed; the request is denied")
+INTERNAL_ERROR: bytes = build_response(INTERNAL).SerializeToString()
+UNDECODABLE = d.unavailable("bad-request", reason=Reason.BAD_CHECK_REQUEST,
+                            description="the check request could not be decoded; the request is denied")
+BAD_REQUEST: bytes = build_response(UNDECODABLE).SerializeToString()
 
 
 class AuthorizationService:
-    def __init__(self, authorizer: Authorizer) -> None:
+    def __init__(self, authorizer: Authorizer, audit: AuditLog | None = None) -> None:
         self._authorizer = authorizer
+        self._audit = audit
 
     async def check(self, data: bytes, context: Any) -> bytes:
         try:
             request = ext.CheckRequest.FromString(data)
         except DecodeError:
             log.warning("undecodable CheckRequest (%d bytes); answering 503 deny", len(data))
+            self._record(UNDECODABLE, None)
             return BAD_REQUEST
+        view = None
         try:
             view = view_from_check_request(request)
             decision = await self._authorizer.check(view)
-            return cast(bytes, build_response(decision).SerializeToString())
+            answer = cast(bytes, build_response(decision).SerializeToString())
         except Exception:  # fail closed: a bug is a logged 503 deny, never an allow
             log.exception("check failed; answering 503 deny")
+            self._record(INTERNAL, view)
             return INTERNAL_ERROR
+        self._record(decision, view)
+        return answer
+
+    def _record(self, decision: d.Decision, view: Any) -> None:
+        if self._audit is not None:
+            self._audit.record(decision, view)
 
     def add_to_server(self, server: Any) -> None:
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, {

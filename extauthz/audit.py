@@ -1,0 +1,118 @@
+"""The audit trail: one JSON line per decision, who did what, when, under which policy.
+
+The hot path only appends a small dict to a queue; a background task turns batches into
+JSON lines on stdout (in a thread, so a slow stdout never blocks the event loop) and,
+when configured, into a Redis Stream (``XADD … MAXLEN ~``) so ``extauthz audit tail`` and
+``audit export`` see every replica. Records carry no headers and no query strings: tokens,
+cookies and other secrets never enter them (``safe_path`` is the one place paths are cut).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import logging
+import sys
+from collections import deque
+from typing import IO, Any
+
+from redis.exceptions import RedisError
+
+from extauthz.clock import Clock
+from extauthz.decision import Decision
+from extauthz.request import RequestView
+
+log = logging.getLogger("extauthz.audit")
+
+FIELDS = ("time", "decision_id", "decision", "status", "reason", "policy", "dry_run",
+          "would_deny", "subject", "username", "issuer", "client_id", "acr", "stepup_auth_time",
+          "method", "host", "path", "source", "request_id")
+MAX_QUEUE = 100_000
+
+
+def safe_path(path: str) -> str:
+    """The path without query or fragment (which may carry tokens or personal data)."""
+    return path.split("?", 1)[0].split("#", 1)[0]
+
+
+def audit_record(decision: Decision, view: RequestView | None, now: float) -> dict[str, Any]:
+    ident = decision.identity
+    stamp = datetime.datetime.fromtimestamp(now, datetime.UTC)
+    return {
+        "time": stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "decision_id": decision.decision_id,
+        "decision": "allow" if decision.allowed else "deny",
+        "status": decision.status,
+        "reason": str(decision.reason),
+        "policy": decision.policy_id,
+        "dry_run": decision.dry_run,
+        "would_deny": decision.would_deny,
+        "subject": ident.subject if ident else None,
+        "username": ident.username if ident else None,
+        "issuer": ident.issuer if ident else None,
+        "client_id": ident.client_id if ident else None,
+        "acr": ident.acr if ident else None,
+        "stepup_auth_time": ident.auth_time if ident and ident.acr else None,
+        "method": view.method if view else None,
+        "host": view.host if view else None,
+        "path": safe_path(view.path) if view else None,
+        "source": view.source_address if view else None,
+        "request_id": view.request_id if view else None,
+    }
+
+
+class AuditLog:
+    def __init__(self, clock: Clock, *, stdout: bool, redis: Any = None, stream: str = "",
+                 maxlen: int = 100_000, flush_interval: float = 0.2,
+                 out: IO[str] | None = None) -> None:
+        self._clock = clock
+        self._stdout = stdout
+        self._redis = redis
+        self._stream = stream
+        self._maxlen = maxlen
+        self._interval = flush_interval
+        self._out = out or sys.stdout
+        self._queue: deque[dict[str, Any]] = deque(maxlen=MAX_QUEUE)
+        self.dropped = 0
+        self.enabled = stdout or redis is not None
+
+    def record(self, decision: Decision, view: RequestView | None) -> None:
+        """Hot path: O(1), no I/O, no formatting."""
+        if self.enabled:
+            if len(self._queue) == MAX_QUEUE:
+                self.dropped += 1
+            self._queue.append(audit_record(decision, view, self._clock.wall()))
+
+    def _take(self) -> list[dict[str, Any]]:
+        batch = list(self._queue)
+        self._queue.clear()
+        return batch
+
+    def _write(self, batch: list[dict[str, Any]]) -> None:
+        self._out.write("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in batch))
+        self._out.flush()
+
+    async def flush(self) -> None:
+        batch = self._take()
+        if not batch:
+            return
+        if self._stdout:
+            await asyncio.to_thread(self._write, batch)
+        if self._redis is not None:
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for r in batch:
+                        pipe.xadd(self._stream, {"record": json.dumps(r, separators=(",", ":"))},
+                                  maxlen=self._maxlen, approximate=True)
+                    await pipe.execute()
+            except (RedisError, OSError) as e:
+                log.warning("audit: %d records not written to the Redis stream: %s", len(batch), e)
+
+    async def run(self) -> None:
+        try:
+            while True:
+                await asyncio.sleep(self._interval)
+                await self.flush()
+        finally:
+            await self.flush()  # on shutdown: what was decided is written
