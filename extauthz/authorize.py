@@ -9,6 +9,7 @@ import dataclasses
 import itertools
 import logging
 import os
+from collections.abc import Callable
 
 from extauthz import decision as d
 from extauthz.clock import SYSTEM_CLOCK, Clock
@@ -57,7 +58,9 @@ class StepupKeys:
 class Authorizer:
     def __init__(self, settings: Settings, verifier: TokenVerifier, policies: PolicySnapshot,
                  stepup: StepupKeys | None = None, clock: Clock = SYSTEM_CLOCK,
-                 revocations: RevocationSnapshot | None = None) -> None:
+                 revocations: RevocationSnapshot | None = None,
+                 on_dry_run: Callable[[str], None] | None = None) -> None:
+        self._on_dry_run = on_dry_run
         self._settings = settings
         self._verifier = verifier
         self._policies = policies
@@ -95,6 +98,8 @@ class Authorizer:
             return decision
         log.info("dry-run policy %s would deny (%s): decision %s", policy.id, decision.reason,
                  decision_id)
+        if self._on_dry_run is not None:
+            self._on_dry_run(policy.id)
         identity = decision.identity
         if identity is None and policy.action == "deny":
             identity = await self._optional_identity(view)

@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 
 from extauthz.clock import Clock
 from extauthz.errors import ConfigError, StoreUnavailable
+from extauthz.telemetry import tracing
 
 log = logging.getLogger("extauthz.follow")
 
@@ -40,6 +41,7 @@ class TrackedSnapshot:
         self.last_contact: float | None = None
         self.error: str | None = None
         self.reloads = 0
+        self.errors = 0
 
     def build(self, loaded: Any) -> Any:
         raise NotImplementedError
@@ -76,6 +78,7 @@ class TrackedSnapshot:
         self.error = None
 
     def failed(self, message: str) -> None:
+        self.errors += 1
         if message != self.error:
             kept = f"keeping revision {self.revision}" if self.ready else "nothing loaded yet"
             log.warning("%s: %s (%s)", self.what, message, kept)
@@ -107,7 +110,8 @@ class Followed:
 
 async def _reload(f: Followed) -> None:
     try:
-        loaded = await f.load()
+        with tracing.span("extauthz.store.load", {"extauthz.data": f.kind}):
+            loaded = await f.load()
     except ConfigError as e:  # an invalid document in the store: keep the last good one
         f.snapshot.failed(f"{f.description} holds invalid data: {e.message}")
         return

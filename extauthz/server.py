@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -50,6 +51,8 @@ from extauthz.stepup.ceremonies import Ceremonies
 from extauthz.stepup.cookie import StepupCookies, load_signing_key, new_signing_key_pem
 from extauthz.stepup.http import StepupHttp
 from extauthz.stepup.store import StepupStore, open_stepup_store
+from extauthz.telemetry import tracing
+from extauthz.telemetry.metrics import Metrics, SharedMetrics
 
 log = logging.getLogger("extauthz.server")
 
@@ -68,6 +71,8 @@ class Runtime:
     revocations: RevocationSnapshot
     revocation_store: RevocationStore
     audit: AuditLog
+    metrics: Metrics
+    shared_metrics: SharedMetrics
     stepup_store: StepupStore
     stepup: StepupKeys
     ceremonies: Ceremonies
@@ -139,17 +144,53 @@ def build_runtime(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> Runtime:
         except (OSError, ValueError) as e:
             raise ConfigError(f"config: 'stepup.signing_key_file': {e}") from e
         stepup.cookies = StepupCookies(key, settings.stepup.max_age_limit, clock)
+    metrics = Metrics(worker=os.environ.get("EXTAUTHZ_WORKER_ID", "0"))
     a = settings.audit
     audit = AuditLog(clock, stdout=a.stdout, flush_interval=a.flush_interval,
                      redis=store.client if a.redis_stream and isinstance(store, RedisPolicyStore)
                      else None, stream=s.prefix + "audit", maxlen=a.stream_maxlen)
-    return Runtime(settings=settings, fetcher=fetcher, issuer_keys=keys, verifier=verifier,
-                   audit=audit,
-                   authorizer=Authorizer(settings, verifier, policies, stepup, clock, revocations),
+    runtime = Runtime(settings=settings, fetcher=fetcher, issuer_keys=keys, verifier=verifier,
+                   audit=audit, metrics=metrics,
+                   shared_metrics=SharedMetrics(metrics, os.environ.get("EXTAUTHZ_METRICS_DIR")),
+                   authorizer=Authorizer(settings, verifier, policies, stepup, clock, revocations,
+                                         lambda pid: metrics.dry_run.add(1, {"policy": pid})),
                    policies=policies, store=store, revocations=revocations,
                    revocation_store=revocation_store, stepup_store=stepup_store, stepup=stepup,
                    ceremonies=Ceremonies(settings.stepup, stepup_store, clock), clock=clock,
                    demo=demo)
+    _observe(runtime)
+    return runtime
+
+
+def _observe(rt: Runtime) -> None:
+    """Read at scrape time: the per-request path pays nothing for these."""
+    m = rt.metrics
+    m.observe("extauthz.token_cache.lookups", "Verified-token cache lookups by result",
+              lambda: [(rt.verifier.cache_hits, {"result": "hit"}),
+                       (rt.verifier.cache_misses, {"result": "miss"})], counter=True)
+    m.observe("extauthz.jwks.fetches", "JWKS and discovery fetches per issuer by result",
+              lambda: [v for k in rt.issuer_keys.values() for v in (
+                  (k.fetches - k.failures, {"issuer": k.issuer.issuer, "result": "ok"}),
+                  (k.failures, {"issuer": k.issuer.issuer, "result": "error"}))], counter=True)
+    m.observe("extauthz.store.errors", "Failed loads from the store (Redis or files)",
+              lambda: [(rt.policies.errors, {"data": "policies"}),
+                       (rt.revocations.errors, {"data": "revocations"})], counter=True)
+    m.observe("extauthz.policy.snapshot.age", "Seconds since the store last confirmed the "
+              "policies (grows while Redis is unreachable)",
+              lambda: [(rt.policies.staleness() or 0.0, {})], counter=False, unit="s")
+    m.observe("extauthz.policy.snapshot.revision", "Policy revision in force (value 1)",
+              lambda: [(1, {"revision": rt.policies.revision or "none"})], counter=False)
+    m.observe("extauthz.policies", "Policies in force",
+              lambda: [(len(rt.policies.index) if rt.policies.index else 0, {})], counter=False)
+    m.observe("extauthz.revocations", "Revocations in force",
+              lambda: [(len(rt.revocations.current) if rt.revocations.current else 0, {})],
+              counter=False)
+
+
+async def _write_metrics(runtime: Runtime) -> None:
+    while True:
+        await asyncio.to_thread(runtime.shared_metrics.write)
+        await asyncio.sleep(1.0)
 
 
 async def _load_stepup_key(runtime: Runtime) -> None:
@@ -205,7 +246,7 @@ async def _start_grpc(
         ("grpc.so_reuseport", 1 if reuse_port else 0),
         ("grpc.max_receive_message_length", 4 * 1024 * 1024),
     ])
-    AuthorizationService(runtime.authorizer, runtime.audit).add_to_server(server)
+    AuthorizationService(runtime.authorizer, runtime.audit, runtime.metrics).add_to_server(server)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
@@ -224,10 +265,24 @@ async def _start_grpc(
     return server, health
 
 
+def _metrics_route(runtime: Runtime) -> Callable[[web.Application], None]:
+    async def metrics(_: web.Request) -> web.Response:
+        text = await asyncio.to_thread(runtime.shared_metrics.text)
+        return web.Response(text=text, content_type="text/plain",
+                            headers={"cache-control": "no-store"}, charset="utf-8")
+
+    def add(app: web.Application) -> None:
+        app.router.add_get("/metrics", metrics)
+    return add
+
+
 async def _start_http(runtime: Runtime, reuse_port: bool) -> web.AppRunner:
     stepup = StepupHttp(runtime.settings, runtime.verifier, runtime.ceremonies,
-                        runtime.stepup_store, runtime.mint_stepup_cookie, runtime.stepped_up_at)
-    app = http_app(runtime.ready, runtime.demo, runtime.settings, extra=[stepup.add_routes])
+                        runtime.stepup_store, runtime.mint_stepup_cookie, runtime.stepped_up_at,
+                        lambda ceremony, outcome: runtime.metrics.stepup.add(
+                            1, {"ceremony": ceremony, "outcome": outcome}))
+    app = http_app(runtime.ready, runtime.demo, runtime.settings,
+                   extra=[stepup.add_routes, _metrics_route(runtime)])
     runner = web.AppRunner(app, access_log=None,
                            handle_signals=False, shutdown_timeout=runtime.settings.shutdown_grace)
     await runner.setup()
@@ -269,6 +324,7 @@ async def serve(
     on_started: Callable[[Runtime], Awaitable[None]] | None = None,
 ) -> None:
     """Run one worker until ``stop`` is set or SIGTERM/SIGINT arrives."""
+    tracing.configure()  # only when the OTEL_* variables ask for it
     runtime = build_runtime(settings)
     sync = await _start_sync(runtime)
     if stop is None:  # a real process: the signals stop it (tests pass their own event)
@@ -285,6 +341,8 @@ async def serve(
     runtime.tasks += sync
     if runtime.audit.enabled:
         runtime.tasks.append(asyncio.create_task(runtime.audit.run(), name="audit"))
+    if runtime.shared_metrics.dir is not None:
+        runtime.tasks.append(asyncio.create_task(_write_metrics(runtime), name="metrics"))
     if runtime.stepup.cookies is None:
         runtime.tasks.append(asyncio.create_task(_load_stepup_key(runtime), name="stepup-key"))
     await _wait_warm(runtime, settings.jwks.fetch_timeout + settings.store.timeout + 1)
@@ -317,4 +375,5 @@ async def serve(
             await runtime.store.close()
         await runtime.stepup_store.close()
         await runtime.revocation_store.close()
+        runtime.metrics.shutdown()
         log.info("stopped")

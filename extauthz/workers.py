@@ -9,9 +9,12 @@ one fails while starting, and forwards SIGTERM/SIGINT for a graceful drain.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from types import FrameType
 
@@ -26,12 +29,15 @@ class Supervisor:
         self._count = count
         self._grace = grace
         self._stopping = False
+        # Each worker leaves its metrics here; the one a scrape reaches serves them all.
+        self._metrics = tempfile.mkdtemp(prefix="extauthz-metrics-")
         self._procs: list[tuple[subprocess.Popen[bytes], float]] = []
 
-    def _spawn(self) -> tuple[subprocess.Popen[bytes], float]:
+    def _spawn(self, index: int) -> tuple[subprocess.Popen[bytes], float]:
         cmd = [sys.executable, "-m", "extauthz", "serve", *self._argv, "--workers", "1",
                "--reuse-port"]
-        return subprocess.Popen(cmd), time.monotonic()
+        env = {**os.environ, "EXTAUTHZ_WORKER_ID": str(index), "EXTAUTHZ_METRICS_DIR": self._metrics}
+        return subprocess.Popen(cmd, env=env), time.monotonic()
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         self._stopping = True
@@ -39,7 +45,7 @@ class Supervisor:
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
-        self._procs = [self._spawn() for _ in range(self._count)]
+        self._procs = [self._spawn(i) for i in range(self._count)]
         log.info("started %d workers: %s", self._count, [p.pid for p, _ in self._procs])
         status = 0
         while not self._stopping:
@@ -53,8 +59,9 @@ class Supervisor:
                     self._stopping, status = True, 1
                     break
                 log.warning("worker %d exited with %d; starting a new one", proc.pid, code)
-                self._procs[i] = self._spawn()
+                self._procs[i] = self._spawn(i)
         self._stop_all()
+        shutil.rmtree(self._metrics, ignore_errors=True)
         return status
 
     def _stop_all(self) -> None:

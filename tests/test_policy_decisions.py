@@ -232,6 +232,20 @@ async def test_credential_cookies_are_not_passed_to_the_upstream(issuer: LocalIs
     await fetcher.close()
 
 
+async def test_each_dry_run_denial_is_counted_by_policy(issuer: LocalIssuer) -> None:
+    settings = make_settings(issuer, default_action="deny")
+    clock = FakeClock(now_wall=time.time())
+    snapshot = PolicySnapshot(clock)
+    snapshot.install(PolicySet("1", tuple(parse_policies(DOCS))))
+    counted: list[str] = []
+    a = Authorizer(settings, TokenVerifier(settings, {}, clock), snapshot,
+                   on_dry_run=counted.append)
+    assert (await a.check(req("/trial/x"))).allowed
+    assert (await a.check(req("/trial-deny/x"))).allowed
+    assert (await a.check(req("/public/x"))).allowed
+    assert counted == ["trial", "trial-deny"]
+
+
 async def test_policies_not_loaded_is_a_503_deny(issuer: LocalIssuer) -> None:
     settings = make_settings(issuer, default_action="allow")
     clock = FakeClock()

@@ -25,6 +25,7 @@ import jwt
 from extauthz.clock import Clock
 from extauthz.config import IssuerSettings, JWKSSettings
 from extauthz.errors import JWKSFetchError, KeysUnavailable, TokenKeyUnknown
+from extauthz.telemetry import tracing
 
 log = logging.getLogger("extauthz.jwks")
 
@@ -207,9 +208,10 @@ class IssuerKeys:
         self._last_attempt = self._clock.monotonic()
         self.fetches += 1
         try:
-            uri = self._jwks_uri or await self._discover()
-            doc, cache_control = await self._fetcher.get_json(uri, self.issuer.ca_file)
-            keys = parse_jwks(doc)
+            with tracing.span("extauthz.jwks.fetch", {"extauthz.issuer": self.issuer.issuer}):
+                uri = self._jwks_uri or await self._discover()
+                doc, cache_control = await self._fetcher.get_json(uri, self.issuer.ca_file)
+                keys = parse_jwks(doc)
         except JWKSFetchError as e:
             self.failures += 1
             self.last_error = e.message

@@ -26,6 +26,7 @@ from extauthz.identity.verify import TokenVerifier
 from extauthz.request import RequestView
 from extauthz.stepup.ceremonies import Ceremonies, CeremonyError, who
 from extauthz.stepup.store import StepupStore, user_key
+from extauthz.telemetry import tracing
 
 log = logging.getLogger("extauthz.stepup")
 
@@ -67,7 +68,9 @@ class StepupNeeded(CeremonyError):
 class StepupHttp:
     def __init__(self, settings: Settings, verifier: TokenVerifier, ceremonies: Ceremonies,
                  store: StepupStore, mint_cookie: Callable[[Identity, str], str | None],
-                 stepped_up_at: Callable[[str | None, Identity], int | None]) -> None:
+                 stepped_up_at: Callable[[str | None, Identity], int | None],
+                 on_ceremony: Callable[[str, str], None] | None = None) -> None:
+        self._on_ceremony = on_ceremony
         self._settings = settings
         self._verifier = verifier
         self._ceremonies = ceremonies
@@ -158,22 +161,35 @@ class StepupHttp:
                 if not isinstance(parsed, dict):
                     return _json_error(400, "bad_request", "the body must be a JSON object")
                 body = parsed
+            ceremony = ("register" if "/register/" in request.path else "stepup"
+                        if "/stepup/" in request.path else "")
+            step = request.path.rsplit("/", 1)[-1]
             try:
-                return await fn(request, identity, body)
-            except StepupNeeded as e:
-                back = "/.extauthz/account" if request.path.endswith("/remove") else (
-                    "/.extauthz/webauthn/register")
-                return web.json_response(
-                    {"error": e.code, "error_description": e.message,
-                     "stepup_url": f"{BASE}/stepup?rd={quote(back, safe='')}"},
-                    status=e.status, headers={"cache-control": "no-store"})
+                with tracing.span(f"extauthz.stepup.{ceremony or 'passkeys'}.{step}"):
+                    response = await fn(request, identity, body)
+                if ceremony and step == "finish" and self._on_ceremony is not None:
+                    self._on_ceremony(ceremony, "ok")
+                return response
             except CeremonyError as e:
-                return _json_error(e.status, e.code, e.message)
+                if ceremony and self._on_ceremony is not None:
+                    self._on_ceremony(ceremony, e.code)
+                return self._ceremony_error(request, e)
             except StoreUnavailable as e:
                 log.warning("stepup: store unavailable: %s", e.message)
                 return _json_error(503, "temporarily_unavailable",
                                    "passkeys cannot be reached right now; try again shortly")
         return handler
+
+    @staticmethod
+    def _ceremony_error(request: web.Request, e: CeremonyError) -> web.Response:
+        if isinstance(e, StepupNeeded):
+            back = "/.extauthz/account" if request.path.endswith("/remove") else (
+                "/.extauthz/webauthn/register")
+            return web.json_response(
+                {"error": e.code, "error_description": e.message,
+                 "stepup_url": f"{BASE}/stepup?rd={quote(back, safe='')}"},
+                status=e.status, headers={"cache-control": "no-store"})
+        return _json_error(e.status, e.code, e.message)
 
     @staticmethod
     def _credential(body: dict[str, Any]) -> dict[str, Any]:

@@ -50,6 +50,7 @@ class ExtAuthz:
     workdir: Path
     config: dict[str, Any]
     args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
     grpc_port: int = field(default_factory=free_port)
     http_port: int = field(default_factory=free_port)
     process: Process | None = None
@@ -66,7 +67,8 @@ class ExtAuthz:
         path.write_text(yaml.safe_dump(cfg))
         self.process = Process("extauthz", [sys.executable, "-m", "extauthz", "serve",
                                             "--config", str(path), *self.args],
-                               self.workdir / f"extauthz-{self.grpc_port}.log").start()
+                               self.workdir / f"extauthz-{self.grpc_port}.log",
+                               env=self.env).start()
         if wait_ready:
             self.process.wait_http(f"http://127.0.0.1:{self.http_port}/readyz")
         return self

@@ -1,0 +1,149 @@
+"""Metrics at /metrics across workers, and traces that continue the caller's trace."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from envoy_data_plane.envoy.service.auth.v3 import CheckResponse
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client.parser import text_string_to_metric_families
+
+from extauthz.telemetry import tracing
+from tests.conftest import make_settings
+from tests.support.inproc import ServerThread
+from tests.support.issuer import AUDIENCE, LocalIssuer
+from tests.support.ports import free_port
+from tests.support.stack import ExtAuthz, Gateway, http_get
+from tests.test_check_service import CHECK, _request
+from tests.test_policy_propagation import one_per_worker
+
+TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+PARENT = "00f067aa0ba902b7"
+
+
+def scrape(port: int) -> dict[str, list[Any]]:
+    text = http_get(f"http://127.0.0.1:{port}/metrics").body.decode()
+    return {f.name: f.samples for f in text_string_to_metric_families(text)}
+
+
+def total(samples: list[Any], name: str, **labels: str) -> float:
+    return sum(s.value for s in samples if s.name == name
+               and all(s.labels.get(k) == v for k, v in labels.items()))
+
+
+def test_metrics_count_decisions_in_every_worker_and_parse_as_prometheus(tmp_path: Path) -> None:
+    idp = LocalIssuer()
+    service = ExtAuthz(tmp_path, {"issuers": [{"issuer": idp.issuer, "audiences": [AUDIENCE]}],
+                                  "default_action": "authenticated"},
+                       args=["--workers", "2"]).start()
+    try:
+        token = idp.mint("ES256")
+        workers = one_per_worker(service.grpc_port, token=token)
+        for w in workers:
+            for _ in range(3):
+                assert w.ask(token)[1] == 200
+            assert w.ask()[1] == 401
+        time.sleep(2.2)  # each worker writes its snapshot every second
+        for _ in range(4):  # whichever worker answers, the picture is whole
+            fams = scrape(service.http_port)
+            checks = fams["extauthz_checks"]
+            assert {s.labels["worker"] for s in checks} == {"0", "1"}
+            assert total(checks, "extauthz_checks_total", decision="allow", reason="allowed") >= 8
+            assert total(checks, "extauthz_checks_total", decision="deny", reason="token_missing") == 2
+            duration = fams["extauthz_check_duration_seconds"]
+            assert total(duration, "extauthz_check_duration_seconds_count") >= 10
+            assert any(s.labels.get("le") == "0.0005" for s in duration)
+            assert total(fams["extauthz_token_cache_lookups"], "extauthz_token_cache_lookups_total",
+                         result="hit") >= 6
+            assert total(fams["extauthz_jwks_fetches"], "extauthz_jwks_fetches_total", result="ok") >= 2
+            assert "extauthz_policy_snapshot_age_seconds" in fams
+        for w in workers:
+            w.channel.close()
+    finally:
+        service.stop()
+        idp.close()
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    tracing.configure(exporter=exporter)
+    yield exporter
+    tracing.reset()
+
+
+@pytest.mark.parametrize("headers", [
+    {"traceparent": f"00-{TRACE}-{PARENT}-01", "tracestate": "vendor=1"},
+    {"x-b3-traceid": TRACE, "x-b3-spanid": PARENT, "x-b3-sampled": "1"},
+    {"b3": f"{TRACE}-{PARENT}-1"},
+])
+def test_a_check_span_continues_the_callers_trace_and_holds_no_secret(
+    spans: InMemorySpanExporter, issuer: LocalIssuer, headers: dict[str, str]
+) -> None:
+    settings = make_settings(issuer, grpc={"listen": f"127.0.0.1:{free_port()}"},
+                             http={"listen": f"127.0.0.1:{free_port()}"})
+    server = ServerThread(settings).start()
+    token = issuer.mint("ES256")
+    try:
+        with grpc.insecure_channel(server.target) as channel:
+            raw = channel.unary_unary(CHECK)(_request(
+                {**headers, "authorization": f"Bearer {token}", "cookie": "session=s3cr3t"},
+                path="/orders?card=4111"), timeout=5)
+        assert CheckResponse.parse(raw).status.code == 0
+    finally:
+        server.stop()
+    finished = spans.get_finished_spans()
+    check = next(s for s in finished if s.name == "extauthz.check")
+    assert f"{check.context.trace_id:032x}" == TRACE
+    assert check.parent is not None
+    assert f"{check.parent.span_id:016x}" == PARENT
+    attrs = dict(check.attributes or {})
+    assert attrs["extauthz.decision"] == "allow"
+    assert attrs["extauthz.reason"] == "allowed"
+    assert attrs["url.path"] == "/orders"
+    assert attrs["extauthz.issuer"] == issuer.issuer
+    fetch = [s for s in finished if s.name == "extauthz.jwks.fetch"]
+    assert fetch  # the key fetch at start is traced too
+    everything = json.dumps([dict(s.attributes or {}) for s in finished])
+    for secret in (token, "s3cr3t", "4111"):
+        assert secret not in everything
+
+
+def test_without_otel_settings_tracing_stays_off() -> None:
+    assert not tracing.tracing_enabled({})
+    assert not tracing.tracing_enabled({"OTEL_TRACES_EXPORTER": "none"})
+    assert not tracing.tracing_enabled({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_SDK_DISABLED": "true"})
+    assert tracing.tracing_enabled({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"})
+    assert not tracing.active()
+
+
+def test_through_a_real_envoy_the_span_has_the_clients_trace(tmp_path: Path) -> None:
+    idp = LocalIssuer()
+    service = ExtAuthz(tmp_path, {"issuers": [{"issuer": idp.issuer, "audiences": [AUDIENCE]}],
+                                  "default_action": "authenticated"},
+                       env={"OTEL_TRACES_EXPORTER": "console"}).start()
+    gateway = Gateway(tmp_path, service).start()
+    try:
+        r = gateway.get("/hello", {"authorization": f"Bearer {idp.mint('ES256')}",
+                                   "traceparent": f"00-{TRACE}-{PARENT}-01"})
+        assert r.status == 200
+        deadline = time.monotonic() + 5
+        assert service.process is not None
+        while f'"trace_id": "0x{TRACE}"' not in service.process.output():
+            assert time.monotonic() < deadline, service.process.output()[-2000:]
+            time.sleep(0.1)
+        out = service.process.output()
+        block = out[out.index('"name": "extauthz.check"'):]
+        assert f'"trace_id": "0x{TRACE}"' in block[:600]
+        assert re.search(rf'"parent_id": "0x{PARENT}"', block[:900])
+    finally:
+        gateway.stop()
+        service.stop()
+        idp.close()
