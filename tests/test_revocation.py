@@ -177,3 +177,53 @@ def test_the_embedded_store_revokes_in_a_running_service(tmp_path: Path) -> None
     finally:
         service.stop()
         idp.close()
+
+
+async def test_a_step_up_cookie_from_before_a_subject_revocation_stops_working(
+    issuer: LocalIssuer,
+) -> None:
+    from extauthz.authorize import Authorizer, StepupKeys
+    from extauthz.clock import FakeClock
+    from extauthz.identity.jwks import HttpFetcher, IssuerKeys
+    from extauthz.identity.verify import TokenVerifier
+    from extauthz.policy.model import parse_policies
+    from extauthz.policy.store import PolicySet
+    from extauthz.policy.sync import PolicySnapshot
+    from extauthz.request import RequestView
+    from extauthz.revocation.model import RevocationList
+    from extauthz.revocation.sync import RevocationSnapshot
+    from extauthz.stepup.cookie import StepupCookies, load_signing_key, new_signing_key_pem
+    from tests.conftest import make_settings
+
+    clock = FakeClock(now_wall=time.time())
+    settings = make_settings(issuer)
+    fetcher = HttpFetcher(2.0)
+    keys = {issuer.issuer: IssuerKeys(settings.issuers[0], settings.jwks, fetcher, clock)}
+    await keys[issuer.issuer].refresh()
+    revocations = RevocationSnapshot(clock)
+    revocations.install(RevocationList("0", ()))
+    verifier = TokenVerifier(settings, keys, clock, revocations)
+    policies = PolicySnapshot(clock)
+    policies.install(PolicySet("1", tuple(parse_policies([{"id": "pay", "require": {"stepup": {}}}]))))
+    stepup = StepupKeys()
+    stepup.cookies = StepupCookies(load_signing_key(new_signing_key_pem(), "k"), 3600, clock)
+    authorizer = Authorizer(settings, verifier, policies, stepup, clock, revocations)
+
+    old_token = issuer.mint("ES256", iat=int(clock.wall()) - 60)
+    cookie = stepup.cookies.mint(await verifier.verify(old_token), "cred")
+
+    def view(token: str) -> RequestView:
+        return RequestView(method="GET", scheme="https", host="h", path="/x", query="",
+                           headers={"authorization": f"Bearer {token}",
+                                    "cookie": f"__Host-extauthz-stepup={cookie}"},
+                           context_extensions={}, source_address="", request_id="")
+
+    assert (await authorizer.check(view(old_token))).allowed
+    clock.advance(10)
+    revocations.install(RevocationList("1", (Revocation("subject", "alice", "", int(clock.wall()), None),)))
+    clock.advance(5)
+    fresh = issuer.mint("ES256", iat=int(clock.wall()))
+    assert (await authorizer.check(view(old_token))).reason == "token_revoked"
+    decision = await authorizer.check(view(fresh))  # a new sign-in, but the old step-up
+    assert (decision.allowed, decision.reason) == (False, "stepup_required")
+    await fetcher.close()

@@ -147,3 +147,74 @@ def test_through_a_real_envoy_the_span_has_the_clients_trace(tmp_path: Path) -> 
         gateway.stop()
         service.stop()
         idp.close()
+
+
+class _Collector:
+    """An OTLP/HTTP receiver on loopback that keeps what it is sent."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.received: list[tuple[str, bytes]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                outer.received.append((self.path, body))
+                self.send_response(200)
+                self.send_header("content-type", "application/x-protobuf")
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+        self.port = free_port()
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True).start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def test_otlp_export_sends_the_check_span_and_the_metrics(tmp_path: Path) -> None:
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+        ExportMetricsServiceRequest,
+    )
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    collector = _Collector()
+    idp = LocalIssuer()
+    service = ExtAuthz(tmp_path, {"issuers": [{"issuer": idp.issuer, "audiences": [AUDIENCE]}],
+                                  "default_action": "authenticated"},
+                       env={"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{collector.port}",
+                            "OTEL_BSP_SCHEDULE_DELAY": "100", "OTEL_METRIC_EXPORT_INTERVAL": "300"})
+    service.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{service.grpc_port}") as channel:
+            channel.unary_unary(CHECK)(_request({"authorization": f"Bearer {idp.mint('ES256')}",
+                                                 "traceparent": f"00-{TRACE}-{PARENT}-01"}), timeout=5)
+        deadline = time.monotonic() + 10
+        spans: list[Any] = []
+        metric_names: set[str] = set()
+        while time.monotonic() < deadline and not (spans and "extauthz.checks" in metric_names):
+            time.sleep(0.2)
+            for path, body in list(collector.received):
+                if path == "/v1/traces":
+                    req = ExportTraceServiceRequest.FromString(body)
+                    spans += [s for rs in req.resource_spans for ss in rs.scope_spans for s in ss.spans]
+                elif path == "/v1/metrics":
+                    req = ExportMetricsServiceRequest.FromString(body)
+                    metric_names |= {m.name for rm in req.resource_metrics
+                                     for sm in rm.scope_metrics for m in sm.metrics}
+        check = next(s for s in spans if s.name == "extauthz.check")
+        assert check.trace_id.hex() == TRACE
+        assert check.parent_span_id.hex() == PARENT
+        assert "extauthz.checks" in metric_names
+    finally:
+        service.stop()
+        idp.close()
+        collector.close()
