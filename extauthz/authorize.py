@@ -102,7 +102,7 @@ class Authorizer:
             self._on_dry_run(policy.id)
         identity = decision.identity
         if identity is None and policy.action == "deny":
-            identity = await self._optional_identity(view)
+            identity = await self._verifier.identity_of(view, self._cookie)
         return self._allow(decision_id, view, identity, Reason.DRY_RUN, policy,
                            would_deny=decision.reason)
 
@@ -182,15 +182,6 @@ class Authorizer:
                                                           proof.auth_time):
             return None
         return dataclasses.replace(identity, acr=WEBAUTHN_ACR, auth_time=proof.auth_time)
-
-    async def _optional_identity(self, view: RequestView) -> Identity | None:
-        token = find_token(view, self._cookie)
-        if token is None:
-            return None
-        try:
-            return await self._verifier.verify(token)
-        except (TokenError, KeysUnavailable):
-            return None
 
     def _unauthenticated(
         self, decision_id: str, view: RequestView, reason: str, description: str, token_sent: bool,

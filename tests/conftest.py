@@ -19,6 +19,14 @@ def issuer() -> Iterator[LocalIssuer]:
         idp.close()
 
 
+@pytest.fixture(scope="module")
+def idp() -> Iterator[LocalIssuer]:
+    """One issuer for a whole test module (tests that rotate or stop it use ``issuer``)."""
+    issuer = LocalIssuer()
+    yield issuer
+    issuer.close()
+
+
 def make_settings(*issuers: LocalIssuer, **overrides: Any) -> Settings:
     doc: dict[str, Any] = {
         "issuers": [

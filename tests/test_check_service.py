@@ -32,13 +32,6 @@ CHECK = "/envoy.service.auth.v3.Authorization/Check"
 
 
 @pytest.fixture(scope="module")
-def idp() -> Iterator[LocalIssuer]:
-    issuer = LocalIssuer()
-    yield issuer
-    issuer.close()
-
-
-@pytest.fixture(scope="module")
 def server(idp: LocalIssuer) -> Iterator[ServerThread]:
     s = make_settings(idp, grpc={"listen": f"127.0.0.1:{free_port()}"},
                       http={"listen": f"127.0.0.1:{free_port()}"}, login_url=None)

@@ -27,13 +27,6 @@ def _config(idp: LocalIssuer, **extra: Any) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def idp() -> Iterator[LocalIssuer]:
-    issuer = LocalIssuer()
-    yield issuer
-    issuer.close()
-
-
-@pytest.fixture(scope="module")
 def stack(idp: LocalIssuer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     work = tmp_path_factory.mktemp("e2e")
     service = ExtAuthz(work, _config(idp)).start()

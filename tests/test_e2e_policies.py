@@ -35,13 +35,6 @@ require: {scopes: [billing:read]}
 
 
 @pytest.fixture(scope="module")
-def idp() -> Iterator[LocalIssuer]:
-    issuer = LocalIssuer()
-    yield issuer
-    issuer.close()
-
-
-@pytest.fixture(scope="module")
 def gw(idp: LocalIssuer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     work = tmp_path_factory.mktemp("policies")
     (work / "policies.yaml").write_text(POLICIES)

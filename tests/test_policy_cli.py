@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +29,6 @@ require: {authenticated: false}
 def run(config: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "extauthz", "policy", *args, "--config", str(config)],
                           input=stdin, capture_output=True, text=True, timeout=60, check=False)
-
-
-@pytest.fixture(scope="module")
-def idp() -> Iterator[LocalIssuer]:
-    issuer = LocalIssuer()
-    yield issuer
-    issuer.close()
 
 
 @pytest.fixture(params=["file", "redis"])

@@ -14,8 +14,9 @@ import pytest
 from extauthz.clock import SYSTEM_CLOCK
 from extauthz.errors import ConfigError, PolicyInvalid, PolicyNotFound, StoreUnavailable
 from extauthz.policy.model import parse_policies
-from extauthz.policy.store import FilePolicyStore, PolicyStore, RedisPolicyStore, open_store, redacted_url
+from extauthz.policy.store import FilePolicyStore, PolicyStore, RedisPolicyStore, open_store
 from extauthz.policy.sync import PolicySnapshot, follow_file, follow_redis
+from extauthz.redis_hash import redacted_url
 
 Factory = Callable[[], PolicyStore]
 

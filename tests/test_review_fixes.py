@@ -15,7 +15,7 @@ from extauthz import errors
 from extauthz.clock import FakeClock
 from extauthz.identity.jwks import HttpFetcher, IssuerKeys
 from extauthz.identity.verify import TokenVerifier
-from extauthz.policy.store import redacted_url
+from extauthz.redis_hash import redacted_url
 from tests.conftest import make_settings
 from tests.support.issuer import LocalIssuer
 from tests.support.ports import free_port

@@ -20,13 +20,6 @@ ORIGIN = "http://localhost:8000"  # the default public_url's origin
 
 
 @pytest.fixture(scope="module")
-def idp() -> Iterator[LocalIssuer]:
-    issuer = LocalIssuer()
-    yield issuer
-    issuer.close()
-
-
-@pytest.fixture(scope="module")
 def server(idp: LocalIssuer) -> Iterator[ServerThread]:
     s = make_settings(idp, grpc={"listen": f"127.0.0.1:{free_port()}"},
                       http={"listen": f"127.0.0.1:{free_port()}"})

@@ -163,7 +163,7 @@ class _Collector:
             def log_message(self, *args: Any) -> None:
                 pass
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
                 outer.received.append((self.path, body))
                 self.send_response(200)

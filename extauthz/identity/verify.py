@@ -22,9 +22,11 @@ from jwt.algorithms import Algorithm, get_default_algorithms
 from extauthz.clock import Clock
 from extauthz.config import IssuerSettings, Settings
 from extauthz.errors import (
+    KeysUnavailable,
     TokenAlgorithmRejected,
     TokenAudienceInvalid,
     TokenClaimsInvalid,
+    TokenError,
     TokenExpired,
     TokenIssuerUnknown,
     TokenMalformed,
@@ -33,8 +35,10 @@ from extauthz.errors import (
     TokenSignatureInvalid,
     TokenTooLarge,
 )
+from extauthz.identity.extract import find_token
 from extauthz.identity.jwks import KEY_TYPE_FOR_ALG, IssuerKeys
 from extauthz.identity.model import Identity
+from extauthz.request import RequestView
 from extauthz.revocation.sync import RevocationSnapshot
 
 _DEFAULTS = get_default_algorithms()
@@ -176,6 +180,16 @@ class TokenVerifier:
                 self._cache.popitem(last=False)
         self._check_revoked(identity)
         return identity
+
+    async def identity_of(self, view: RequestView, cookie: str | None) -> Identity | None:
+        """The caller's identity if it presents a valid token (bearer or cookie), else None."""
+        token = find_token(view, cookie)
+        if token is None:
+            return None
+        try:
+            return await self.verify(token)
+        except (TokenError, KeysUnavailable):
+            return None
 
     def _check_revoked(self, identity: Identity) -> None:
         """Revocations apply to every request, cached token or not (an in-memory lookup)."""

@@ -21,14 +21,11 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
-from urllib.parse import urlsplit, urlunsplit
-
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from typing import Protocol
 
 from extauthz.errors import ConfigError, PolicyInvalid, PolicyNotFound, StoreUnavailable
 from extauthz.policy.model import Policy, documents_from_text, parse_policies, policies_to_yaml
+from extauthz.redis_hash import RedisHash, redacted_url
 
 
 @dataclass(frozen=True)
@@ -49,20 +46,6 @@ class PolicyStore(Protocol):
     async def close(self) -> None: ...
 
 
-def redacted_url(url: str) -> str:
-    """The URL without its password (in the userinfo or a ``password=`` query), for logs."""
-    parts = urlsplit(url)
-    if parts.password is not None:
-        host = parts.netloc.rsplit("@", 1)[-1]
-        parts = parts._replace(netloc=f"{parts.username or ''}:***@{host}")
-    if parts.query:
-        query = "&".join(
-            f"{k}=***" if k.lower() in ("password", "pass", "pwd") else f"{k}{sep}{v}"
-            for k, sep, v in (item.partition("=") for item in parts.query.split("&")))
-        parts = parts._replace(query=query)
-    return urlunsplit(parts)
-
-
 _APPLY = """
 for i = 1, #ARGV - 1, 2 do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
@@ -79,64 +62,35 @@ return rev
 """
 
 
-class RedisPolicyStore:
+class RedisPolicyStore(RedisHash):
     def __init__(self, url: str, prefix: str, timeout: float) -> None:
-        self.description = f"redis {redacted_url(url)}"
-        self.client: Any = aioredis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=True)
-        self.policies_key = prefix + "policies"
-        self.revision_key = prefix + "policies:revision"
-        self.channel = prefix + "events"
+        super().__init__(url, timeout, prefix + "policies", prefix + "policies:revision",
+                         prefix + "events")
+        self.policies_key = self.key
         self._apply = self.client.register_script(_APPLY)
         self._delete = self.client.register_script(_DELETE)
 
-    def _unavailable(self, e: Exception) -> StoreUnavailable:
-        return StoreUnavailable(f"{self.description}: {e.__class__.__name__}: {e}")
-
-    async def revision(self) -> str:
-        try:
-            return str(await self.client.get(self.revision_key) or "0")
-        except (RedisError, OSError) as e:
-            raise self._unavailable(e) from e
-
     async def load(self) -> PolicySet:
-        try:
-            async with self.client.pipeline(transaction=True) as pipe:
-                rev, raw = await pipe.get(self.revision_key).hgetall(self.policies_key).execute()
-        except (RedisError, OSError) as e:
-            raise self._unavailable(e) from e
+        rev, raw = await self.read()
         docs = []
         for pid, text in sorted(raw.items()):
             try:
                 docs.append(json.loads(text))
             except ValueError as e:
                 raise PolicyInvalid(f"{self.description}: stored policy {pid!r} is not JSON") from e
-        return PolicySet(str(rev or "0"), tuple(parse_policies(docs, self.description)))
+        return PolicySet(rev, tuple(parse_policies(docs, self.description)))
 
     async def apply(self, policies: Sequence[Policy]) -> str:
         args: list[str] = []
         for p in policies:
             args += [p.id, json.dumps(p.document, separators=(",", ":"), sort_keys=True)]
-        try:
-            rev = await self._apply(keys=[self.policies_key, self.revision_key, self.channel],
-                                    args=args)
-        except (RedisError, OSError) as e:
-            raise self._unavailable(e) from e
-        return str(rev)
+        return str(await self.run(self._apply, args))
 
     async def delete(self, policy_id: str) -> str:
-        try:
-            rev = await self._delete(keys=[self.policies_key, self.revision_key, self.channel],
-                                     args=[policy_id])
-        except (RedisError, OSError) as e:
-            raise self._unavailable(e) from e
+        rev = await self.run(self._delete, [policy_id])
         if int(rev) < 0:
             raise PolicyNotFound(f"no policy with id {policy_id!r} in {self.description}")
         return str(rev)
-
-    async def close(self) -> None:
-        with contextlib.suppress(RedisError, OSError):
-            await self.client.aclose()
 
 
 _SUFFIXES = (".yaml", ".yml", ".json")

@@ -7,16 +7,11 @@ is one Lua script that also drops expired records, bumps the revision and publis
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-from typing import Any, Protocol
-
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from typing import Protocol
 
 from extauthz.clock import Clock
-from extauthz.errors import StoreUnavailable
-from extauthz.policy.store import redacted_url
+from extauthz.redis_hash import RedisHash
 from extauthz.revocation.model import Revocation, RevocationList
 from extauthz.stepup.store import FileStepupStore
 
@@ -55,57 +50,26 @@ return rev
 """
 
 
-class RedisRevocationStore:
+class RedisRevocationStore(RedisHash):
     def __init__(self, url: str, prefix: str, timeout: float, clock: Clock) -> None:
-        self.description = f"redis {redacted_url(url)}"
-        self.client: Any = aioredis.from_url(url, socket_timeout=timeout,
-                                             socket_connect_timeout=timeout, decode_responses=True)
+        super().__init__(url, timeout, prefix + "revocations", prefix + "revocations:revision",
+                         prefix + "events")
         self._clock = clock
-        self.key = prefix + "revocations"
-        self.revision_key = prefix + "revocations:revision"
-        self.channel = prefix + "events"
         self._add = self.client.register_script(_ADD)
         self._remove = self.client.register_script(_REMOVE)
 
-    def _keys(self) -> list[str]:
-        return [self.key, self.revision_key, self.channel]
-
-    def _unavailable(self, e: Exception) -> StoreUnavailable:
-        return StoreUnavailable(f"{self.description}: {e.__class__.__name__}: {e}")
-
-    async def revision(self) -> str:
-        try:
-            return str(await self.client.get(self.revision_key) or "0")
-        except (RedisError, OSError) as e:
-            raise self._unavailable(e) from e
-
     async def load(self) -> RevocationList:
-        try:
-            async with self.client.pipeline(transaction=True) as pipe:
-                rev, raw = await pipe.get(self.revision_key).hgetall(self.key).execute()
-        except (RedisError, OSError) as e:
-            raise self._unavailable(e) from e
+        rev, raw = await self.read()
         now = self._clock.wall()
         records = [Revocation.from_json(v) for v in raw.values()]
-        return RevocationList(str(rev or "0"), tuple(
-            r for r in records if r.expires is None or r.expires > now))
+        return RevocationList(rev, tuple(r for r in records if r.expires is None or r.expires > now))
 
     async def add(self, revocation: Revocation) -> str:
-        try:
-            return str(await self._add(keys=self._keys(), args=[
-                revocation.key, revocation.to_json(), int(self._clock.wall())]))
-        except (RedisError, OSError) as e:
-            raise self._unavailable(e) from e
+        return str(await self.run(self._add, [revocation.key, revocation.to_json(),
+                                              int(self._clock.wall())]))
 
     async def remove(self, key: str) -> bool:
-        try:
-            return int(await self._remove(keys=self._keys(), args=[key])) >= 0
-        except (RedisError, OSError) as e:
-            raise self._unavailable(e) from e
-
-    async def close(self) -> None:
-        with contextlib.suppress(RedisError, OSError):
-            await self.client.aclose()
+        return int(await self.run(self._remove, [key])) >= 0
 
 
 class FileRevocationStore:

@@ -19,8 +19,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from extauthz.config import Settings
-from extauthz.errors import KeysUnavailable, StoreUnavailable, TokenError
-from extauthz.identity.extract import find_token
+from extauthz.errors import StoreUnavailable
 from extauthz.identity.model import Identity
 from extauthz.identity.verify import TokenVerifier
 from extauthz.request import RequestView
@@ -98,13 +97,7 @@ class StepupHttp:
         view = RequestView(method=request.method, scheme="", host="", path=request.path, query="",
                            headers={k.lower(): v for k, v in request.headers.items()},
                            context_extensions={}, source_address="", request_id="")
-        token = find_token(view, self._settings.token.cookie)
-        if token is None:
-            return None
-        try:
-            return await self._verifier.verify(token)
-        except (TokenError, KeysUnavailable):
-            return None
+        return await self._verifier.identity_of(view, self._settings.token.cookie)
 
     # --- pages ------------------------------------------------------------------------
     def _render(self, page: str, title: str, body: str, status: int = 200) -> web.Response:
