@@ -73,7 +73,8 @@ class AuditLog:
         self._maxlen = maxlen
         self._interval = flush_interval
         self._out = out or sys.stdout
-        self._queue: deque[dict[str, Any]] = deque(maxlen=MAX_QUEUE)
+        # (decision, view, time): both frozen, so the record is built off the Check path
+        self._queue: deque[tuple[Decision, RequestView | None, float]] = deque(maxlen=MAX_QUEUE)
         self.dropped = 0
         self.enabled = stdout or redis is not None
 
@@ -82,32 +83,34 @@ class AuditLog:
         if self.enabled:
             if len(self._queue) == MAX_QUEUE:
                 self.dropped += 1
-            self._queue.append(audit_record(decision, view, self._clock.wall()))
+            self._queue.append((decision, view, self._clock.wall()))
 
-    def _take(self) -> list[dict[str, Any]]:
-        batch = list(self._queue)
-        self._queue.clear()
-        return batch
+    @staticmethod
+    def _lines(batch: list[tuple[Decision, RequestView | None, float]]) -> list[str]:
+        return [json.dumps(audit_record(*item), separators=(",", ":")) for item in batch]
 
-    def _write(self, batch: list[dict[str, Any]]) -> None:
-        self._out.write("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in batch))
+    def _write(self, lines: list[str]) -> None:
+        self._out.write("".join(line + "\n" for line in lines))
         self._out.flush()
 
     async def flush(self) -> None:
-        batch = self._take()
+        batch = []
+        while self._queue:  # popleft on the loop's thread: nothing appended meanwhile is lost
+            batch.append(self._queue.popleft())
         if not batch:
             return
+        lines = await asyncio.to_thread(self._lines, batch)
         if self._stdout:
-            await asyncio.to_thread(self._write, batch)
+            await asyncio.to_thread(self._write, lines)
         if self._redis is not None:
             try:
                 async with self._redis.pipeline(transaction=False) as pipe:
-                    for r in batch:
-                        pipe.xadd(self._stream, {"record": json.dumps(r, separators=(",", ":"))},
-                                  maxlen=self._maxlen, approximate=True)
+                    for line in lines:
+                        pipe.xadd(self._stream, {"record": line}, maxlen=self._maxlen,
+                                  approximate=True)
                     await pipe.execute()
             except (RedisError, OSError) as e:
-                log.warning("audit: %d records not written to the Redis stream: %s", len(batch), e)
+                log.warning("audit: %d records not written to the Redis stream: %s", len(lines), e)
 
     async def run(self) -> None:
         try:

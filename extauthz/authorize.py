@@ -204,7 +204,7 @@ class Authorizer:
             added += render_headers(policy.headers, identity)
         drop_cookie = False
         cookie = view.headers.get("cookie")
-        if cookie:
+        if cookie and any(name in cookie for name in self._credential_cookies):
             rest = without_cookies(cookie, self._credential_cookies)
             if rest != cookie:  # it carried our credentials: pass only the other cookies
                 if rest:

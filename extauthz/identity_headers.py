@@ -99,7 +99,7 @@ def headers_to_remove(
     for k in view.headers:
         if k in ours:
             continue
-        canon = k.replace("_", "-")
+        canon = k.replace("_", "-") if "_" in k else k
         if canon.startswith((names.prefix, IMPERSONATE_PREFIX)) or canon in managed:
             remove.append(k)
     if not settings.forward_authorization and "authorization" in view.headers:
