@@ -34,28 +34,37 @@ class RedisHash:
             url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=True)
         self.key = key
         self.revision_key = revision_key
+        # Set when the counter starts: after a flush and a re-seed the counter repeats, the
+        # epoch does not, so no worker mistakes new content for what it already has.
+        self.epoch_key = revision_key + ":epoch"
         self.channel = channel
 
     def unavailable(self, e: Exception) -> StoreUnavailable:
         return StoreUnavailable(f"{self.description}: {e.__class__.__name__}: {e}")
 
     def keys(self) -> list[str]:
-        return [self.key, self.revision_key, self.channel]
+        return [self.key, self.revision_key, self.channel, self.epoch_key]
+
+    @staticmethod
+    def _revision(counter: str | None, epoch: str | None) -> str:
+        return f"{epoch or '-'}:{counter or 0}"
 
     async def revision(self) -> str:
         try:
-            return str(await self.client.get(self.revision_key) or "0")
+            counter, epoch = await self.client.mget(self.revision_key, self.epoch_key)
         except (RedisError, OSError) as e:
             raise self.unavailable(e) from e
+        return self._revision(counter, epoch)
 
     async def read(self) -> tuple[str, dict[str, str]]:
         """The revision and every record, read together (MULTI/EXEC)."""
         try:
             async with self.client.pipeline(transaction=True) as pipe:
-                rev, raw = await pipe.get(self.revision_key).hgetall(self.key).execute()
+                counter, epoch, raw = await (pipe.get(self.revision_key).get(self.epoch_key)
+                                             .hgetall(self.key).execute())
         except (RedisError, OSError) as e:
             raise self.unavailable(e) from e
-        return str(rev or "0"), raw
+        return self._revision(counter, epoch), raw
 
     async def run(self, script: Any, args: list[Any]) -> Any:
         try:

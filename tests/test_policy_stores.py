@@ -172,3 +172,19 @@ def test_store_urls() -> None:
     with pytest.raises(ConfigError, match=r"'store\.url' is 'mysql://u:\*\*\*@h/db'"):
         open_store("mysql://u:pw@h/db", "p", 1)
     assert redacted_url("redis://:pw@h:1") == "redis://:***@h:1"
+
+
+async def test_a_flushed_and_reseeded_redis_never_repeats_a_revision(redis_server: Any) -> None:
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+    store = RedisPolicyStore(redis_server.url, prefix, 2.0)
+    await store.apply(docs("old"))
+    first = (await store.load()).revision
+    client = redis_server.client()
+    for key in client.keys(prefix + "*"):
+        client.delete(key)  # what FLUSHALL and a restore from an old backup look like to us
+    await store.apply(docs("new"))
+    second = await store.revision()
+    assert first.endswith(":1")
+    assert second.endswith(":1")
+    assert first != second  # same counter, new epoch: every worker reloads
+    await store.close()

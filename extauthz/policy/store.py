@@ -51,12 +51,14 @@ for i = 1, #ARGV - 1, 2 do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
 end
 local rev = redis.call('INCR', KEYS[2])
+if rev == 1 then local t = redis.call('TIME'); redis.call('SET', KEYS[4], t[1] .. '.' .. t[2]) end
 redis.call('PUBLISH', KEYS[3], cjson.encode({kind = 'policies', revision = rev}))
 return rev
 """
 _DELETE = """
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return -1 end
 local rev = redis.call('INCR', KEYS[2])
+if rev == 1 then local t = redis.call('TIME'); redis.call('SET', KEYS[4], t[1] .. '.' .. t[2]) end
 redis.call('PUBLISH', KEYS[3], cjson.encode({kind = 'policies', revision = rev}))
 return rev
 """

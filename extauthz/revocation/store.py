@@ -39,12 +39,14 @@ for i = 1, #all, 2 do
 end
 if ARGV[1] ~= '' then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
 local rev = redis.call('INCR', KEYS[2])
+if rev == 1 then local t = redis.call('TIME'); redis.call('SET', KEYS[4], t[1] .. '.' .. t[2]) end
 redis.call('PUBLISH', KEYS[3], cjson.encode({kind = 'revocations', revision = rev}))
 return rev
 """
 _REMOVE = """
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return -1 end
 local rev = redis.call('INCR', KEYS[2])
+if rev == 1 then local t = redis.call('TIME'); redis.call('SET', KEYS[4], t[1] .. '.' .. t[2]) end
 redis.call('PUBLISH', KEYS[3], cjson.encode({kind = 'revocations', revision = rev}))
 return rev
 """
