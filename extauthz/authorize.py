@@ -26,11 +26,11 @@ from extauthz.identity_headers import (
     without_cookies,
 )
 from extauthz.policy.evaluate import render_headers, unmet
-from extauthz.policy.model import Policy, Requirements, StepupRequirement
+from extauthz.policy.model import WEBAUTHN_ACR, Policy, Requirements, StepupRequirement
 from extauthz.policy.sync import PolicySnapshot
 from extauthz.request import RequestView
 from extauthz.revocation.sync import RevocationSnapshot
-from extauthz.stepup.cookie import WEBAUTHN_ACR, StepupCookies
+from extauthz.stepup.cookie import StepupCookies
 
 log = logging.getLogger("extauthz.authorize")
 

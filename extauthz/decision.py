@@ -13,6 +13,7 @@ from enum import StrEnum
 from urllib.parse import quote
 
 from extauthz.identity.model import Identity
+from extauthz.policy.model import WEBAUTHN_ACR
 from extauthz.request import RequestView
 
 Headers = tuple[tuple[str, str], ...]
@@ -131,7 +132,6 @@ def unauthenticated(
 
 
 STEPUP_PATH = "/.extauthz/stepup"
-WEBAUTHN_ACR = "urn:extauthz:webauthn"
 
 
 def stepup_required(

@@ -13,9 +13,10 @@ import pytest
 
 from extauthz.clock import SYSTEM_CLOCK
 from extauthz.errors import ConfigError, PolicyInvalid, PolicyNotFound, StoreUnavailable
+from extauthz.follow import follow_file, follow_redis
 from extauthz.policy.model import parse_policies
 from extauthz.policy.store import FilePolicyStore, PolicyStore, RedisPolicyStore, open_store
-from extauthz.policy.sync import PolicySnapshot, follow_file, follow_redis
+from extauthz.policy.sync import PolicySnapshot, followed
 from extauthz.redis_hash import redacted_url
 
 Factory = Callable[[], PolicyStore]
@@ -96,10 +97,11 @@ async def test_a_snapshot_follows_changes_made_by_another_client(make_store: Fac
     snapshot = PolicySnapshot(SYSTEM_CLOCK)
     if isinstance(reader, FilePolicyStore):
         snapshot.install(await reader.load())
-        task = asyncio.create_task(follow_file(reader, snapshot, 0.05))
+        task = asyncio.create_task(follow_file(reader.signature, followed(reader, snapshot), 0.05))
     else:
         assert isinstance(reader, RedisPolicyStore)
-        task = asyncio.create_task(follow_redis(reader, snapshot, 0.5))
+        task = asyncio.create_task(follow_redis(reader.client, reader.channel,
+                                                [followed(reader, snapshot)], 0.5))
     try:
         for _ in range(100):
             if snapshot.ready:
@@ -123,7 +125,7 @@ async def test_a_broken_file_edit_keeps_the_last_good_set(tmp_path: Path) -> Non
     store = FilePolicyStore(str(path))
     snapshot = PolicySnapshot(SYSTEM_CLOCK)
     snapshot.install(await store.load())
-    task = asyncio.create_task(follow_file(store, snapshot, 0.02))
+    task = asyncio.create_task(follow_file(store.signature, followed(store, snapshot), 0.02))
     try:
         path.write_text("id: good\nmatch: {methdos: [GET]}\n")
         for _ in range(100):

@@ -8,8 +8,6 @@ snapshot (and says so); a worker that never loaded one is not ready: its checks 
 from __future__ import annotations
 
 from extauthz.follow import Followed, TrackedSnapshot
-from extauthz.follow import follow_file as generic_follow_file
-from extauthz.follow import follow_redis as generic_follow_redis
 from extauthz.policy.match import PolicyIndex
 from extauthz.policy.store import FilePolicyStore, PolicySet, RedisPolicyStore
 
@@ -40,11 +38,3 @@ def followed(store: RedisPolicyStore | FilePolicyStore, snapshot: PolicySnapshot
         return await store.revision()
 
     return Followed("policies", store.description, store.load, remote_revision, snapshot)
-
-
-async def follow_redis(store: RedisPolicyStore, snapshot: PolicySnapshot, poll_interval: float) -> None:
-    await generic_follow_redis(store.client, store.channel, [followed(store, snapshot)], poll_interval)
-
-
-async def follow_file(store: FilePolicyStore, snapshot: PolicySnapshot, poll_interval: float) -> None:
-    await generic_follow_file(store.signature, followed(store, snapshot), poll_interval)

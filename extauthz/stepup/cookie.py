@@ -20,10 +20,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from extauthz.clock import Clock
 from extauthz.identity.model import Identity
+from extauthz.policy.model import WEBAUTHN_ACR
 
 log = logging.getLogger("extauthz.stepup")
 
-WEBAUTHN_ACR = "urn:extauthz:webauthn"
 AMR = ["hwk", "user"]
 TYP = "extauthz-stepup+jwt"
 
