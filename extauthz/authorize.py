@@ -14,7 +14,7 @@ from collections.abc import Callable
 from extauthz import decision as d
 from extauthz.clock import SYSTEM_CLOCK, Clock
 from extauthz.config import Settings
-from extauthz.decision import Decision, Reason
+from extauthz.decision import Decision, Headers, Reason
 from extauthz.errors import KeysUnavailable, TokenError
 from extauthz.identity.extract import cookie_value, find_token
 from extauthz.identity.model import Identity
@@ -36,6 +36,7 @@ log = logging.getLogger("extauthz.authorize")
 
 _PUBLIC = Requirements(False, frozenset(), frozenset(), (), ())
 _SIGNED_IN = Requirements(True, frozenset(), frozenset(), (), ())
+_RENDERED_LIMIT = 8192
 
 
 class DecisionIds:
@@ -69,12 +70,18 @@ class Authorizer:
         self._clock = clock
         self._names = HeaderNames.with_prefix(settings.headers.prefix)
         self._ids = DecisionIds()
+        self._rendered: dict[tuple[int, int], tuple[Identity | None, Policy | None, Headers]] = {}
         self._cookie = settings.token.cookie
         # Our credentials ride in cookies too: never pass them to the upstream.
         names = {settings.stepup.cookie_name}
         if settings.token.cookie and not settings.headers.forward_authorization:
             names.add(settings.token.cookie)
         self._credential_cookies = frozenset(names)
+
+    @property
+    def decision_id_header(self) -> str:
+        """Where the upstream finds the decision id (the audit record's key)."""
+        return self._names.decision_id
 
     async def check(self, view: RequestView) -> Decision:
         decision_id = self._ids.next()
@@ -192,16 +199,30 @@ class Authorizer:
             reason=reason, description=description, token_sent=token_sent, policy_id=policy_id,
         )
 
+    def _upstream_headers(self, identity: Identity | None, policy: Policy | None) -> Headers:
+        """The identity and policy headers, kept per (identity, policy): a cached token
+        yields the same Identity object on every check, so they are rendered once."""
+        key = (id(identity), id(policy))
+        kept = self._rendered.get(key)
+        if kept is not None and kept[0] is identity and kept[1] is policy:
+            return kept[2]
+        added = identity_headers(identity, self._names, self._settings.headers,
+                                 policy_id=policy.id if policy else None)
+        if policy is not None and policy.headers:
+            added += render_headers(policy.headers, identity)
+        if len(self._rendered) >= _RENDERED_LIMIT:
+            self._rendered.clear()
+        # The entry holds identity and policy, so their ids cannot be reused while it lives.
+        self._rendered[key] = (identity, policy, added)
+        return added
+
     def _allow(
         self, decision_id: str, view: RequestView, identity: Identity | None, reason: str,
         policy: Policy | None, would_deny: str | None = None,
     ) -> Decision:
         hs = self._settings.headers
         policy_id = policy.id if policy else None
-        added = identity_headers(identity, self._names, hs, decision_id=decision_id,
-                                 policy_id=policy_id)
-        if policy is not None and policy.headers:
-            added += render_headers(policy.headers, identity)
+        added = self._upstream_headers(identity, policy)
         drop_cookie = False
         cookie = view.headers.get("cookie")
         if cookie and any(name in cookie for name in self._credential_cookies):

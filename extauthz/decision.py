@@ -8,8 +8,8 @@ and the body. ``response.py`` turns it into Envoy's CheckResponse; nothing else 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from enum import StrEnum
+from typing import NamedTuple
 from urllib.parse import quote
 
 from extauthz.identity.model import Identity
@@ -41,8 +41,10 @@ class Reason(StrEnum):
     BAD_CHECK_REQUEST = "bad_check_request"
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
+    """Immutable, and made on every check: a NamedTuple, not a frozen dataclass, for the
+    microseconds (benchmarks/NOTES.md)."""
+
     allowed: bool
     status: int
     reason: str

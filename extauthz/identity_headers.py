@@ -8,6 +8,7 @@ in which case our value overwrites it. Either way no client-sent value survives.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from extauthz.config import HeaderSettings
 from extauthz.identity.model import Identity
@@ -52,10 +53,11 @@ def identity_headers(
     names: HeaderNames,
     settings: HeaderSettings,
     *,
-    decision_id: str,
     policy_id: str | None,
 ) -> Headers:
-    out: list[tuple[str, str]] = [(names.decision_id, decision_id)]
+    """Who the caller is, for the upstream. The decision id header is added by the
+    response encoder (it is the one value that differs on every check)."""
+    out: list[tuple[str, str]] = []
     if policy_id:
         out.append((names.policy, policy_id))
     if identity is None:
@@ -87,6 +89,30 @@ def without_cookies(cookie_header: str, names: frozenset[str]) -> str:
     return "; ".join(kept)
 
 
+def lookalikes(header_names: tuple[str, ...], prefix: str, managed: frozenset[str]) -> tuple[str, ...]:
+    """The incoming header names that look like ours: the identity prefix, ``impersonate-``,
+    or a policy's template header, with '_' read as '-'. Clients send the same few sets
+    of names over and over, so the answer is kept per set (sets of ordinary size only)."""
+    if len(header_names) <= _MEMO_NAMES and sum(map(len, header_names)) <= _MEMO_NAME_BYTES:
+        return _lookalikes_kept(header_names, prefix, managed)
+    return _lookalikes(header_names, prefix, managed)
+
+
+_MEMO_NAMES, _MEMO_NAME_BYTES = 48, 1024
+
+
+def _lookalikes(header_names: tuple[str, ...], prefix: str, managed: frozenset[str]) -> tuple[str, ...]:
+    out = []
+    for k in header_names:
+        canon = k.replace("_", "-") if "_" in k else k
+        if canon.startswith((prefix, IMPERSONATE_PREFIX)) or canon in managed:
+            out.append(k)
+    return tuple(out)
+
+
+_lookalikes_kept = lru_cache(maxsize=2048)(_lookalikes)
+
+
 def headers_to_remove(
     view: RequestView, names: HeaderNames, settings: HeaderSettings, added: Headers,
     managed: frozenset[str] = frozenset(),
@@ -94,14 +120,11 @@ def headers_to_remove(
     """Incoming headers that look like ours (identity names, any policy's template headers)
     and that we do not overwrite, plus credentials that are not forwarded. Names are
     compared with '_' read as '-': many upstreams (CGI, WSGI, Rack, PHP) treat both alike."""
-    ours = {k for k, _ in added}
-    remove = []
-    for k in view.headers:
-        if k in ours:
-            continue
-        canon = k.replace("_", "-") if "_" in k else k
-        if canon.startswith((names.prefix, IMPERSONATE_PREFIX)) or canon in managed:
-            remove.append(k)
+    remove = list(lookalikes(tuple(view.headers), names.prefix, managed))
+    if remove:
+        ours = {k for k, _ in added}
+        ours.add(names.decision_id)  # set by the response encoder: overwritten, not removed
+        remove = [k for k in remove if k not in ours]
     if not settings.forward_authorization and "authorization" in view.headers:
         remove.append("authorization")
     return tuple(remove)

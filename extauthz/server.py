@@ -239,13 +239,18 @@ async def _start_sync(runtime: Runtime) -> list[asyncio.Task[None]]:
     return tasks
 
 
+def grpc_server_options(reuse_port: bool) -> list[tuple[str, int]]:
+    """The Check server's grpcio options (the benchmark's floor server uses the same)."""
+    return [
+        ("grpc.so_reuseport", 1 if reuse_port else 0),
+        ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+    ]
+
+
 async def _start_grpc(
     runtime: Runtime, reuse_port: bool
 ) -> tuple[grpc.aio.Server, health_aio.HealthServicer]:
-    server = grpc.aio.server(options=[
-        ("grpc.so_reuseport", 1 if reuse_port else 0),
-        ("grpc.max_receive_message_length", 4 * 1024 * 1024),
-    ])
+    server = grpc.aio.server(options=grpc_server_options(reuse_port))
     AuthorizationService(runtime.authorizer, runtime.audit, runtime.metrics).add_to_server(server)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)

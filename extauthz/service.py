@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, cast
+from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -21,7 +21,7 @@ from extauthz.authorize import Authorizer
 from extauthz.decision import Reason
 from extauthz.pb.envoy.service.auth.v3 import external_auth_pb2 as ext
 from extauthz.request import view_from_check_request
-from extauthz.response import build_response
+from extauthz.response import ResponseEncoder, build_response
 from extauthz.telemetry import tracing
 from extauthz.telemetry.metrics import Metrics
 
@@ -56,6 +56,8 @@ class AuthorizationService:
     def __init__(self, authorizer: Authorizer, audit: AuditLog | None = None,
                  metrics: Metrics | None = None) -> None:
         self._authorizer = authorizer
+        self._encoder = ResponseEncoder(authorizer.decision_id_header)
+        self._encoder = ResponseEncoder(authorizer.decision_id_header)
         self._audit = audit
         self._metrics = metrics
 
@@ -76,7 +78,7 @@ class AuthorizationService:
                     span.set_attributes(_span_attributes(decision, view))
             else:
                 decision = await self._authorizer.check(view)
-            answer = cast(bytes, build_response(decision).SerializeToString())
+            answer = self._encoder.encode(decision)
         except Exception:  # fail closed: a bug is a logged 503 deny, never an allow
             log.exception("check failed; answering 503 deny")
             self._record(INTERNAL, view, started)

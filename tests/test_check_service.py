@@ -165,6 +165,8 @@ def test_fuzzed_bytes_are_answered_or_rejected_never_allowed(
 class _BrokenAuthorizer:
     """Stands in for a pipeline with a bug: every check raises."""
 
+    decision_id_header = "x-auth-decision-id"
+
     async def check(self, view: object) -> object:
         raise ZeroDivisionError("a bug")
 

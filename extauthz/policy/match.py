@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from extauthz.policy.model import Policy
 from extauthz.policy.paths import normalize_path
@@ -60,32 +61,49 @@ class _PathTable:
         self.prefix_lengths = sorted({len(k) for k in self.prefix}, reverse=True)
         self.regex.sort(key=lambda item: _sort_key(item[0]))
 
-    def match(self, path: str, method: str) -> tuple[Policy, str] | None:
+    def match(self, path: str, method: str) -> tuple[Policy, str, str] | None:
+        """The policy, and how its path matched: ("exact" | "prefix" | "regex", what)."""
         bucket = self.exact.get(path)
         if bucket:
             hit = _first_for_method(bucket, method)
             if hit:
-                return hit, f"exact path {path}"
+                return hit, "exact", path
+        n = len(path)
         for length in self.prefix_lengths:
-            if length > len(path):
+            if length > n:
                 continue
             bucket = self.prefix.get(path[:length])
             if bucket:
                 hit = _first_for_method(bucket, method)
                 if hit:
-                    return hit, f"prefix {path[:length] or '(any path)'}"
+                    return hit, "prefix", path[:length]
         for policy, i in self.regex:
             pattern = policy.paths[i].pattern
             assert pattern is not None
             if (not policy.methods or method in policy.methods) and pattern.fullmatch(path):
-                return policy, f"regex {pattern.pattern}"
+                return policy, "regex", pattern.pattern
         return None
 
 
-@dataclass(frozen=True, slots=True)
-class Match:
+class Match(NamedTuple):
+    """The governing policy and where it was found; ``why`` is worded only when asked for
+    (by ``explain``), never on the Check path."""
+
     policy: Policy
-    why: str
+    host_rule: str  # "bound" | "host" | "wildcard" | "any"
+    host: str
+    path_rule: str = ""  # "exact" | "prefix" | "regex"
+    path: str = ""
+
+    @property
+    def why(self) -> str:
+        if self.host_rule == "bound":
+            return f"bound by the route (context_extensions policy={self.host})"
+        where = {"host": f"host {self.host}", "wildcard": f"host *{self.host}",
+                 "any": "any host"}[self.host_rule]
+        what = {"exact": f"exact path {self.path}", "prefix": f"prefix {self.path or '(any path)'}",
+                "regex": f"regex {self.path}"}[self.path_rule]
+        return f"{where}, {what}"
 
 
 class PolicyIndex:
@@ -119,33 +137,35 @@ class PolicyIndex:
     def __len__(self) -> int:
         return len(self.by_id)
 
-    def _tables(self, host: str) -> Iterable[tuple[_PathTable, str]]:
-        table = self._exact.get(host)
-        if table is not None:
-            yield table, f"host {host}"
-        if self._wildcard:
-            dot = host.find(".")
-            while dot != -1:
-                table = self._wildcard.get(host[dot:])
-                if table is not None:
-                    yield table, f"host *{host[dot:]}"
-                dot = host.find(".", dot + 1)
-        yield self._any, "any host"
-
     def match(self, view: RequestView) -> Match | None:
         """The governing policy, or None (then the configured default applies).
 
         A route-bound id that does not exist raises KeyError: the caller denies.
         """
-        bound = view.context_extensions.get(CONTEXT_KEY)
-        if bound is not None:
-            return Match(self.by_id[bound], f"bound by the route (context_extensions policy={bound})")
+        if view.context_extensions:
+            bound = view.context_extensions.get(CONTEXT_KEY)
+            if bound is not None:
+                return Match(self.by_id[bound], "bound", bound)
         path = normalize_path(view.path)
+        method = view.method
         host = view.host.rstrip(".")
-        for table, host_why in self._tables(host):
-            hit = table.match(path, view.method)
+        table = self._exact.get(host)
+        if table is not None:
+            hit = table.match(path, method)
             if hit is not None:
-                return Match(hit[0], f"{host_why}, {hit[1]}")
+                return Match(hit[0], "host", host, hit[1], hit[2])
+        if self._wildcard:  # longest suffix first: a.b.example.com, then b.example.com, ...
+            dot = host.find(".")
+            while dot != -1:
+                table = self._wildcard.get(host[dot:])
+                if table is not None:
+                    hit = table.match(path, method)
+                    if hit is not None:
+                        return Match(hit[0], "wildcard", host[dot:], hit[1], hit[2])
+                dot = host.find(".", dot + 1)
+        hit = self._any.match(path, method)
+        if hit is not None:
+            return Match(hit[0], "any", "", hit[1], hit[2])
         return None
 
 
