@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv system-deps test lint demo protos check-protos clean
+.PHONY: venv system-deps test lint demo bench protos check-protos clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -19,7 +19,7 @@ venv: $(STAMP)
 
 # Debian packages the suite uses, installed through apt only when missing.
 system-deps:
-	@scripts/system-deps.sh redis-server chromium
+	@scripts/system-deps.sh redis-server chromium nghttp2-client wrk
 
 lint: venv
 	$(BIN)/python protos/generate.py --check
@@ -31,6 +31,12 @@ test: venv system-deps lint
 
 demo: venv
 	$(BIN)/python -m extauthz.demo.run
+
+# The latency benchmark (about 10 minutes; reports in benchmarks/results/). Options:
+# make bench BENCH_ARGS="--quick" or "--only allow-cached,floor --rounds 5" (python -m benchmarks --help).
+bench: venv
+	@scripts/system-deps.sh redis-server nghttp2-client wrk
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 # Regenerate extauthz/pb/ from protos/ (and `check-protos` to see if it is stale).
 protos: venv

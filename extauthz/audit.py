@@ -62,6 +62,66 @@ def audit_record(decision: Decision, view: RequestView | None, now: float) -> di
     }
 
 
+_encode_str = json.encoder.encode_basestring_ascii
+_MEMO_LIMIT = 8192
+
+
+def _json(value: object) -> str:
+    """One JSON scalar, exactly as ``json.dumps`` writes it."""
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, str):
+        return str(_encode_str(value))
+    return json.dumps(value)
+
+
+class LineFormat:
+    """``json.dumps(audit_record(...))``, byte for byte, at a fraction of the cost: the
+    part that depends on the decision and the caller (the same for every request of a
+    user on a route) is written once and kept; the second of the timestamp too."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._stamp = ""
+        self._middle: dict[tuple[object, ...], tuple[object, str]] = {}
+
+    def _time(self, now: float) -> str:
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._stamp = datetime.datetime.fromtimestamp(second, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        millis = min(999, round((now - second) * 1_000_000) // 1000)
+        return f"{self._stamp}.{millis:03d}Z"
+
+    def _decided(self, decision: Decision) -> str:
+        ident = decision.identity
+        key = (id(ident), decision.allowed, decision.status, decision.reason, decision.policy_id,
+               decision.dry_run, decision.would_deny)
+        kept = self._middle.get(key)
+        if kept is not None and kept[0] is ident:
+            return kept[1]
+        record = audit_record(decision, None, 0.0)
+        text = ",".join(f'"{name}":{_json(record[name])}' for name in FIELDS[2:14])
+        if len(self._middle) >= _MEMO_LIMIT:
+            self._middle.clear()
+        self._middle[key] = (ident, text)  # holds ident: its id cannot be reused meanwhile
+        return text
+
+    def line(self, decision: Decision, view: RequestView | None, now: float) -> str:
+        if view is None:
+            tail = '"method":null,"host":null,"path":null,"source":null,"request_id":null'
+        else:
+            tail = (f'"method":{_json(view.method)},"host":{_json(view.host)},'
+                    f'"path":{_json(safe_path(view.path))},"source":{_json(view.source_address)},'
+                    f'"request_id":{_json(view.request_id)}')
+        return (f'{{"time":"{self._time(now)}","decision_id":{_json(decision.decision_id)},'
+                f"{self._decided(decision)},{tail}}}")
+
+
 class AuditLog:
     def __init__(self, clock: Clock, *, stdout: bool, redis: Any = None, stream: str = "",
                  maxlen: int = 100_000, flush_interval: float = 0.2,
@@ -75,6 +135,7 @@ class AuditLog:
         self._out = out or sys.stdout
         # (decision, view, time): both frozen, so the record is built off the Check path
         self._queue: deque[tuple[Decision, RequestView | None, float]] = deque(maxlen=MAX_QUEUE)
+        self._format = LineFormat()
         self.dropped = 0
         self.enabled = stdout or redis is not None
 
@@ -85,9 +146,9 @@ class AuditLog:
                 self.dropped += 1
             self._queue.append((decision, view, self._clock.wall()))
 
-    @staticmethod
-    def _lines(batch: list[tuple[Decision, RequestView | None, float]]) -> list[str]:
-        return [json.dumps(audit_record(*item), separators=(",", ":")) for item in batch]
+    def _lines(self, batch: list[tuple[Decision, RequestView | None, float]]) -> list[str]:
+        line = self._format.line
+        return [line(*item) for item in batch]
 
     def _write(self, lines: list[str]) -> None:
         self._out.write("".join(line + "\n" for line in lines))

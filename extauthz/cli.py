@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from extauthz import __version__
 from extauthz.config import Settings, load_settings
@@ -40,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--groups", default="", help="comma-separated groups, e.g. sre,dev")
     token.add_argument("--scope", default="", help="space- or comma-separated scopes")
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
+
+    sub.add_parser("bench", add_help=False,
+                   help="run the latency benchmark (a source checkout's benchmarks/; `bench --help`)")
 
     from extauthz.policy.cli import add_policy_commands
 
@@ -104,7 +108,23 @@ def _setup_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
 
 
+def _bench(argv: list[str]) -> int:
+    """``extauthz bench ...`` is ``python -m benchmarks ...`` of the checkout this is installed from."""
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "benchmarks" / "cli.py").is_file():
+        print("extauthz: the benchmark lives in the source repository's benchmarks/; clone it and run "
+              "`make bench` there (or `extauthz bench` from an editable install)", file=sys.stderr)
+        return 2
+    sys.path.insert(0, str(root))
+    from benchmarks.cli import main as bench_main  # type: ignore[import-not-found, unused-ignore]
+
+    return int(bench_main(argv))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    given = list(sys.argv[1:] if argv is None else argv)
+    if given[:1] == ["bench"]:  # its options are the benchmark's own
+        return _bench(given[1:])
     args = _parser().parse_args(argv)
     try:
         if args.command == "serve":

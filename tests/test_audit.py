@@ -103,3 +103,34 @@ def test_the_audit_commands_say_they_need_redis(tmp_path: Path) -> None:
     result = cli(config, "tail")
     assert result.returncode == 2
     assert "the audit trail is read from Redis" in result.stderr
+
+
+def test_the_fast_line_format_is_json_dumps_byte_for_byte() -> None:
+    import dataclasses
+
+    from extauthz import decision as d
+    from extauthz.audit import LineFormat, audit_record
+    from extauthz.identity.model import Identity
+    from extauthz.request import RequestView
+
+    ident = Identity(issuer="https://idp.example/é", subject='al"ice\\', username="alice",
+                     email=None, audiences=("api",), groups=("dev",), scopes=(), client_id="cli",
+                     acr="phr", auth_time=1700000000, jti="j1", issued_at=1.0, expires_at=2.0,
+                     claims={})  # type: ignore[arg-type]
+    view = RequestView(method="GET", scheme="https", host="h.example", path="/p?secret=1",
+                       query="", headers={}, context_extensions={}, source_address="203.0.113.7",
+                       request_id="r\n1")
+    decisions = [
+        d.allow("id-1", ident, reason="allowed", description="allowed", upstream_headers=(),
+                remove_headers=(), policy_id="p1"),
+        d.allow("id-2", dataclasses.replace(ident, acr=None), reason="dry_run", description="x",
+                upstream_headers=(), remove_headers=(), policy_id="p☃", would_deny="claim_mismatch"),
+        d.forbidden("id-3", reason="no_policy", description="no policy allows this request"),
+    ]
+    fmt = LineFormat()
+    for now in (1700000000.0, 1700000000.5004, 1700000001.9876):
+        for decision in decisions:
+            for v in (view, None):
+                for _ in range(2):  # the second time from the kept parts
+                    want = json.dumps(audit_record(decision, v, now), separators=(",", ":"))
+                    assert fmt.line(decision, v, now) == want

@@ -1,0 +1,227 @@
+"""The load generators: h2load (raw gRPC to the service, or HTTP/1.1 through Envoy at a
+fixed rate) and wrk (through Envoy, a Lua script rotating tokens). Each run is bounded
+in time; latencies come from h2load's per-request log or wrk's own percentiles."""
+
+from __future__ import annotations
+
+import json
+import re
+import resource
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks.checks import CHECK_PATH
+
+_FINISHED = re.compile(r"finished in ([\d.]+)s, ([\d.]+) req/s")
+_REQUESTS = re.compile(
+    r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+    r"(\d+) errored, (\d+) timeout"
+)
+_STATUS = re.compile(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx")
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    requests: int  # completed with a response
+    failed: int  # h2load: failed + errored + timeout; wrk: socket errors
+    non_2xx: int
+    seconds: float
+    throughput: float
+    latency_ms: dict[str, float]
+    server_cpu_cores: float
+    client_cpu_cores: float
+
+
+def require(command: str, package: str) -> str:
+    path = shutil.which(command)
+    if path is None:
+        raise FileNotFoundError(f"{command} is missing: `make bench` installs it (apt-get install {package})")
+    return path
+
+
+def percentiles(durations_us: Sequence[float]) -> dict[str, float]:
+    """Nearest-rank p50/p90/p99/p99.9 in milliseconds."""
+    if not durations_us:
+        return {}
+    ordered = sorted(durations_us)
+    n = len(ordered)
+
+    def rank(q: float) -> float:
+        return ordered[min(n - 1, max(0, int(q * n + 0.999999) - 1))] / 1000.0
+
+    return {"p50": rank(0.50), "p90": rank(0.90), "p99": rank(0.99), "p999": rank(0.999)}
+
+
+def _measured(run: Callable[[], str], cpu: Callable[[], float]) -> tuple[str, float, float, float]:
+    """Run a load generator; return its output, wall seconds, and server and client CPU cores."""
+    before_cpu, before_client = cpu(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.monotonic()
+    out = run()
+    wall = time.monotonic() - started
+    after_client = resource.getrusage(resource.RUSAGE_CHILDREN)
+    client = (after_client.ru_utime - before_client.ru_utime) + (
+        after_client.ru_stime - before_client.ru_stime
+    )
+    return out, wall, (cpu() - before_cpu) / wall, client / wall
+
+
+def h2load(
+    url: str,
+    *,
+    seconds: float,
+    log: Path,
+    cpu: Callable[[], float],
+    connections: int,
+    streams: int = 1,
+    threads: int = 1,
+    body: Path | None = None,
+    headers: Sequence[str] = (),
+    rate_per_client: int | None = None,
+    http1: bool = False,
+    warmup: float = 1.0,
+) -> LoadResult:
+    argv = [
+        require("h2load", "nghttp2-client"),
+        "-D",
+        f"{round(seconds * 1000)}ms",
+        "--warm-up-time",
+        f"{round(warmup * 1000)}ms",
+        "-c",
+        str(connections),
+        "-m",
+        str(streams),
+        "-t",
+        str(threads),
+        "--log-file",
+        str(log),
+    ]
+    for h in headers:
+        argv += ["-H", h]
+    if body is not None:
+        argv += ["-H", "content-type: application/grpc", "-H", "te: trailers", "-d", str(body)]
+    if rate_per_client:
+        argv += ["--rps", str(rate_per_client)]
+    if http1:
+        argv.append("--h1")
+    argv.append(url)
+
+    def run() -> str:
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=seconds + warmup + 60, check=False
+        )
+        if done.returncode != 0 and "finished in" not in done.stdout:
+            raise RuntimeError(f"h2load failed ({done.returncode}): {done.stderr.strip()[-500:]}")
+        return done.stdout
+
+    out, _wall, server, client = _measured(run, cpu)
+    finished, reqs, status = _FINISHED.search(out), _REQUESTS.search(out), _STATUS.search(out)
+    if not (finished and reqs and status):
+        raise RuntimeError(f"cannot read h2load's summary:\n{out[-1500:]}")
+    durations = []
+    for line in log.read_text().splitlines():
+        parts = line.split("\t")
+        if len(parts) >= 3:
+            durations.append(float(parts[2]))
+    done_n = int(reqs.group(3))
+    failed = int(reqs.group(5)) + int(reqs.group(6)) + int(reqs.group(7))
+    ok = int(status.group(1))
+    return LoadResult(
+        requests=done_n,
+        failed=failed,
+        non_2xx=done_n - ok if done_n >= ok else 0,
+        seconds=float(finished.group(1)),
+        throughput=float(finished.group(2)),
+        latency_ms=percentiles(durations),
+        server_cpu_cores=server,
+        client_cpu_cores=client,
+    )
+
+
+def grpc_url(address: str) -> str:
+    return f"http://{address}{CHECK_PATH}"
+
+
+_WRK_SCRIPT = """
+local tokens = {}
+for line in io.lines(os.getenv("BENCH_TOKENS")) do tokens[#tokens + 1] = line end
+local i = 0
+request = function()
+  i = i % #tokens + 1
+  return wrk.format("GET", os.getenv("BENCH_PATH"),
+    {["Host"] = os.getenv("BENCH_HOST"), ["Authorization"] = "Bearer " .. tokens[i],
+     ["Accept"] = "application/json", ["User-Agent"] = "bench-wrk/1.0"})
+end
+done = function(summary, latency, requests)
+  local f = io.open(os.getenv("BENCH_OUT"), "w")
+  f:write(string.format('{"requests": %d, "seconds": %f, "non_2xx": %d, "socket_errors": %d, '
+    .. '"p50": %f, "p90": %f, "p99": %f, "p999": %f}',
+    summary.requests, summary.duration / 1e6, summary.errors.status,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    latency:percentile(50) / 1e3, latency:percentile(90) / 1e3, latency:percentile(99) / 1e3,
+    latency:percentile(99.9) / 1e3))
+  f:close()
+end
+"""
+
+
+def wrk(
+    url: str,
+    *,
+    seconds: float,
+    tokens: Path,
+    host: str,
+    path: str,
+    work: Path,
+    cpu: Callable[[], float],
+    connections: int = 8,
+) -> LoadResult:
+    """wrk through Envoy, each request with the next of ``tokens`` (one per line)."""
+    script, out_path = work / "rotate.lua", work / "wrk.json"
+    script.write_text(_WRK_SCRIPT)
+    env = {
+        "BENCH_TOKENS": str(tokens),
+        "BENCH_HOST": host,
+        "BENCH_PATH": path,
+        "BENCH_OUT": str(out_path),
+        "PATH": "/usr/bin:/bin",
+    }
+    argv = [
+        require("wrk", "wrk"),
+        "-t",
+        "1",
+        "-c",
+        str(connections),
+        "-d",
+        f"{seconds:g}s",
+        "--timeout",
+        "5s",
+        "-s",
+        str(script),
+        url,
+    ]
+
+    def run() -> str:
+        done = subprocess.run(
+            argv, capture_output=True, text=True, env=env, timeout=seconds + 60, check=False
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr.strip()[-500:]}")
+        return done.stdout
+
+    _, _wall, server, client = _measured(run, cpu)
+    data: dict[str, Any] = json.loads(out_path.read_text())
+    return LoadResult(
+        requests=int(data["requests"]),
+        failed=int(data["socket_errors"]),
+        non_2xx=int(data["non_2xx"]),
+        seconds=float(data["seconds"]),
+        throughput=data["requests"] / max(float(data["seconds"]), 1e-9),
+        latency_ms={k: float(data[k]) for k in ("p50", "p90", "p99", "p999")},
+        server_cpu_cores=server,
+        client_cpu_cores=client,
+    )

@@ -1,0 +1,74 @@
+"""The benchmark cannot rot: a short real run of every scenario (no assertions on speed),
+its request bodies read back by an independent decoder, and its one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from envoy_data_plane.envoy.service.auth.v3 import CheckRequest
+
+from benchmarks.checks import check_request, grpc_frame
+from benchmarks.issuer import BenchIssuer
+from benchmarks.load import percentiles
+from benchmarks.scenarios import SCENARIO_NAMES
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_check_bodies_are_realistic_and_decode_independently() -> None:
+    issuer = BenchIssuer(port=0)
+    token = issuer.mint("RS256")
+    assert 780 <= len(token) <= 820
+    assert 780 <= len(issuer.mint("ES256")) <= 820
+    framed = grpc_frame(check_request(host="svc.bench.local", path="/a?b=1", token=token).SerializeToString())
+    assert framed[0] == 0
+    assert int.from_bytes(framed[1:5], "big") == len(framed) - 5
+    parsed = CheckRequest.parse(framed[5:])
+    http = parsed.attributes.request.http
+    assert len(http.headers) == 11  # ten request headers and the bearer token
+    assert http.headers["authorization"] == f"Bearer {token}"
+    assert (http.host, http.path, http.method) == ("svc.bench.local", "/a?b=1", "GET")
+
+
+def test_percentiles_are_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 1001)]  # microseconds
+    assert percentiles(values) == {"p50": 0.5, "p90": 0.9, "p99": 0.99, "p999": 0.999}
+    assert percentiles([]) == {}
+
+
+def _bench(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "benchmarks", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=600, check=False)
+
+
+def test_a_bad_argument_is_one_line_naming_the_fix() -> None:
+    done = _bench("--only", "allow-chached")
+    assert done.returncode == 2
+    assert "no scenario named allow-chached; choose from floor, allow-cached" in done.stderr
+    assert "Traceback" not in done.stderr
+    done = _bench("--rates", "fast")
+    assert done.returncode == 2
+    assert "give req/s numbers like 500,1000,2000" in done.stderr
+
+
+def test_a_short_run_of_every_scenario_writes_the_reports(tmp_path: Path) -> None:
+    done = _bench("--quick", "--seconds", "1", "--rates", "200", "--soak-seconds", "3",
+                  "--soak-tokens", "200", "--workers", "2", "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((tmp_path / "bench.json").read_text())
+    names = {s["name"] for s in results["scenarios"]}
+    grpc = {n for n in SCENARIO_NAMES if n not in ("workers", "soak") and not n.startswith("envoy")}
+    assert grpc | {"workers-1", "workers-2", "envoy-only@200", "envoy-floor@200", "envoy-e2e@200"} == names
+    for s in results["scenarios"]:
+        assert s["summary"]["requests"] > 0, s["name"]
+        assert s["summary"]["errors"] == 0, s["name"]  # every answer was the expected decision
+    compared = {c["name"] for c in results["comparisons"]}
+    assert compared >= {"allow-cached / floor", "policies-10k / allow-cached"}
+    assert results["soak"]["samples"]
+    assert results["soak"]["errors"] == 0
+    assert (tmp_path / "bench.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| allow-cached |" in (tmp_path / "bench.md").read_text()
+    assert "allow-cached / floor" in done.stdout  # the table is printed too
