@@ -142,6 +142,56 @@ def h2load(
     )
 
 
+def paced(url: str, *, rate: int, seconds: float, warmup: float, logs: Path, cpu: Callable[[], float],
+          headers: Sequence[str] = (), per_connection: int = 100) -> LoadResult:
+    """An open-loop-like fixed rate over HTTP/1.1: one h2load process per connection, each
+    at ``per_connection`` req/s, started 1/rate apart. (One h2load with many clients at
+    --rps fires them all on the same tick: bursts of N requests that measure queueing.)"""
+    binary = require("h2load", "nghttp2-client")
+    count = max(1, rate // per_connection)
+    each = max(1, rate // count)
+    logs.mkdir(parents=True, exist_ok=True)
+
+    def argv(i: int) -> list[str]:
+        out = [binary, "--h1", "-D", f"{round(seconds * 1000)}ms",
+               "--warm-up-time", f"{round(warmup * 1000)}ms", "-c", "1", "-t", "1", "--rps", str(each),
+               "--log-file", str(logs / f"{i}.tsv")]
+        for h in headers:
+            out += ["-H", h]
+        return [*out, url]
+
+    def run() -> str:
+        procs = []
+        for i in range(count):
+            procs.append(subprocess.Popen(argv(i), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+            time.sleep(1.0 / rate)
+        outs = []
+        for proc in procs:
+            out, err = proc.communicate(timeout=seconds + warmup + 60)
+            if proc.returncode != 0 and "finished in" not in out:
+                raise RuntimeError(f"h2load failed ({proc.returncode}): {err.strip()[-500:]}")
+            outs.append(out)
+        return "\f".join(outs)
+
+    out, _wall, server, client = _measured(run, cpu)
+    done_n = failed = ok = 0
+    throughput = longest = 0.0
+    for part in out.split("\f"):
+        finished, reqs, status = _FINISHED.search(part), _REQUESTS.search(part), _STATUS.search(part)
+        if not (finished and reqs and status):
+            raise RuntimeError(f"cannot read h2load's summary:\n{part[-1500:]}")
+        done_n += int(reqs.group(3))
+        failed += int(reqs.group(5)) + int(reqs.group(6)) + int(reqs.group(7))
+        ok += int(status.group(1))
+        throughput += float(finished.group(2))
+        longest = max(longest, float(finished.group(1)))
+    durations = [float(line.split("\t")[2]) for f in logs.glob("*.tsv") for line in f.read_text().splitlines()
+                 if line.count("\t") >= 2]
+    return LoadResult(requests=done_n, failed=failed, non_2xx=max(0, done_n - ok), seconds=longest,
+                      throughput=throughput, latency_ms=percentiles(durations), server_cpu_cores=server,
+                      client_cpu_cores=client)
+
+
 def grpc_url(address: str) -> str:
     return f"http://{address}{CHECK_PATH}"
 

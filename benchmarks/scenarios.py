@@ -16,7 +16,7 @@ from typing import Any
 
 from benchmarks import policyset
 from benchmarks.checks import check_request, grpc_frame
-from benchmarks.load import LoadResult, grpc_url, h2load, wrk
+from benchmarks.load import LoadResult, grpc_url, h2load, paced, wrk
 from benchmarks.procs import cpu_seconds, rss_mb
 from benchmarks.stack import NOAUTH_HOST, BenchError, Instance, Stack, check_once
 
@@ -269,7 +269,6 @@ class Bench:
         calling the floor server), "envoy-e2e" (ext_authz calling extauthz)."""
         assert self.stack.issuer is not None
         o = self.options
-        clients = max(1, min(20, rate // 50))
         name = f"{variant}@{rate}"
         host = NOAUTH_HOST if variant == "envoy-only" else policyset.TARGET_HOST
         if variant == "envoy-floor":
@@ -279,15 +278,13 @@ class Bench:
                 self.stack.gateway_port,
                 [*self.stack.instances["main"].pids, *self._pids_of("envoy")],
             )
-        result = h2load(
+        result = paced(
             f"http://127.0.0.1:{port}{policyset.ALLOW_PATH}",
+            rate=rate,
             seconds=o.seconds,
             warmup=o.warmup,
-            log=self.stack.work / f"{name}.log.tsv",
+            logs=self.stack.work / name,
             cpu=lambda: cpu_seconds(pids),
-            connections=clients,
-            rate_per_client=max(1, rate // clients),
-            http1=True,
             headers=[
                 f":authority: {host}",
                 f"authorization: Bearer {self._envoy_token()}",

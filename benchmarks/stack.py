@@ -85,8 +85,8 @@ class Stack:
     floor_gateway_port: int = 0  # Envoy -> the floor server (the same config otherwise)
 
     # --- parts ------------------------------------------------------------------------
-    def _start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Process:
-        proc = Process(name, argv, self.work / f"{name}.log", env=env).start()
+    def _start(self, name: str, argv: list[str], discard_stdout: bool = False) -> Process:
+        proc = Process(name, argv, self.work / f"{name}.log", discard_stdout=discard_stdout).start()
         self.processes.append(proc)
         return proc
 
@@ -156,7 +156,10 @@ class Stack:
     ) -> Instance:
         grpc_port, http_port = free_port(), free_port()
         config = self._config(prefix, {"workers": workers, **(extra or {})}, grpc_port, http_port)
-        proc = self._start(f"extauthz-{name}", [_extauthz(), "serve", "--config", str(config)])
+        # The audit trail (stdout) is formatted and written as in production, into /dev/null:
+        # a log file would add the disk's writeback to the figures.
+        proc = self._start(f"extauthz-{name}", [_extauthz(), "serve", "--config", str(config)],
+                           discard_stdout=True)
         instance = Instance(name, grpc_port, http_port, proc)
         self.instances[name] = instance
         return instance

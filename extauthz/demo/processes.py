@@ -33,13 +33,15 @@ class Process:
     argv: list[str]
     log_path: Path
     env: dict[str, str] | None = None
+    discard_stdout: bool = False  # e.g. the audit trail of a benchmark: written, not kept
     proc: subprocess.Popen[bytes] | None = None
     _log: IO[bytes] | None = field(default=None, repr=False)
 
     def start(self) -> Process:
         self._log = self.log_path.open("ab")
         env = {**os.environ, **(self.env or {})}
-        self.proc = subprocess.Popen(self.argv, stdout=self._log, stderr=subprocess.STDOUT,
+        stdout = subprocess.DEVNULL if self.discard_stdout else self._log
+        self.proc = subprocess.Popen(self.argv, stdout=stdout, stderr=self._log,
                                      env=env, start_new_session=True)
         return self
 
