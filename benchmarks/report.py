@@ -158,7 +158,9 @@ def _soak_worker(name: str, first: Any, last: Any, change: Any) -> str:
 
 def _soak_line(soak: Mapping[str, Any]) -> str:
     samples = [s for s in _list(soak.get("samples")) if isinstance(s, Mapping)]
-    first = _get(samples[0], "rss_mb") if samples else None
+    settled_at = _num(soak.get("settled_at")) or 0.0  # the caches fill first; flat means after that
+    settled = [s for s in samples if (_num(s.get("t")) or 0.0) >= settled_at] or samples
+    first = _get(settled[0], "rss_mb") if settled else None
     last = _get(samples[-1], "rss_mb") if samples else None
     change = soak.get("change")
     names = list(dict.fromkeys([*_mapping(change), *_mapping(first), *_mapping(last)]))
@@ -167,7 +169,9 @@ def _soak_line(soak: Mapping[str, Any]) -> str:
     tokens = _num(soak.get("tokens"))
     line = (f"RSS over a {DASH if seconds is None else f'{seconds:g}'} s soak at "
             f"{DASH if rate is None else f'{rate:g}'} req/s with "
-            f"{DASH if tokens is None else f'{tokens:.0f}'} rotating tokens: {workers}")
+            f"{DASH if tokens is None else f'{tokens:.0f}'} rotating tokens"
+            + (f", from {settled_at:g} s (the caches full) to the end" if settled_at else "")
+            + f": {workers}")
     target = soak.get("target")
     if target or soak.get("met") is not None:
         line += f"; target {_text(target)}: {_met(soak.get('met'))}"

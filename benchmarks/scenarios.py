@@ -343,7 +343,8 @@ class Bench:
             stop.set()
             sampler.join()
         # The first tenth warms the caches (10,000 first verifications); flat means after that.
-        settled = [s for s in samples if s["t"] >= o.soak_seconds / 10] or samples
+        settled_at = o.soak_seconds / 10
+        settled = [s for s in samples if s["t"] >= settled_at] or samples
         first, last = settled[0]["rss_mb"], samples[-1]["rss_mb"]
         change = {k: (last[k] - first[k]) / first[k] if first[k] else 0.0 for k in first}
         return {
@@ -353,6 +354,7 @@ class Bench:
             "errors": result.failed + result.non_2xx,
             "latency_ms": result.latency_ms,
             "samples": samples,
+            "settled_at": settled[0]["t"],
             "change": change,
             "target": "within ±10%",
             "met": all(abs(v) <= 0.10 for v in change.values()),
