@@ -33,7 +33,7 @@ class LoadResult:
     seconds: float
     throughput: float
     latency_ms: dict[str, float]
-    server_cpu_cores: float
+    server_cpu_cores: float | None  # None: a remote target, whose CPU we cannot see
     client_cpu_cores: float
 
 
@@ -57,9 +57,11 @@ def percentiles(durations_us: Sequence[float]) -> dict[str, float]:
     return {"p50": rank(0.50), "p90": rank(0.90), "p99": rank(0.99), "p999": rank(0.999)}
 
 
-def _measured(run: Callable[[], str], cpu: Callable[[], float]) -> tuple[str, float, float, float]:
+def _measured(
+    run: Callable[[], str], cpu: Callable[[], float] | None
+) -> tuple[str, float, float | None, float]:
     """Run a load generator; return its output, wall seconds, and server and client CPU cores."""
-    before_cpu, before_client = cpu(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    before_cpu, before_client = cpu() if cpu else 0.0, resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
     out = run()
     wall = time.monotonic() - started
@@ -67,7 +69,7 @@ def _measured(run: Callable[[], str], cpu: Callable[[], float]) -> tuple[str, fl
     client = (after_client.ru_utime - before_client.ru_utime) + (
         after_client.ru_stime - before_client.ru_stime
     )
-    return out, wall, (cpu() - before_cpu) / wall, client / wall
+    return out, wall, (cpu() - before_cpu) / wall if cpu else None, client / wall
 
 
 def h2load(
@@ -75,7 +77,7 @@ def h2load(
     *,
     seconds: float,
     log: Path,
-    cpu: Callable[[], float],
+    cpu: Callable[[], float] | None,
     connections: int,
     streams: int = 1,
     threads: int = 1,

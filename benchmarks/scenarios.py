@@ -379,7 +379,7 @@ class Bench:
             "seconds": r.seconds,
             "throughput": r.throughput,
             "latency_ms": r.latency_ms,
-            "server_cpu_cores": round(r.server_cpu_cores, 3),
+            "server_cpu_cores": None if r.server_cpu_cores is None else round(r.server_cpu_cores, 3),
             "client_cpu_cores": round(r.client_cpu_cores, 3),
             "rate": rate,
         }
@@ -387,7 +387,8 @@ class Bench:
         lat = r.latency_ms
         self.log(
             f"  round {round_no} {name:22s} {r.throughput:8.0f} req/s  p50 {lat.get('p50', 0):6.2f} ms  "
-            f"p99 {lat.get('p99', 0):6.2f} ms  errors {run['errors']}  server CPU {r.server_cpu_cores:.2f}"
+            f"p99 {lat.get('p99', 0):6.2f} ms  errors {run['errors']}  server CPU "
+            + ("-" if r.server_cpu_cores is None else f"{r.server_cpu_cores:.2f}")
         )
 
     def _envoy_token(self) -> str:

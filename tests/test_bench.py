@@ -72,3 +72,28 @@ def test_a_short_run_of_every_scenario_writes_the_reports(tmp_path: Path) -> Non
     assert (tmp_path / "bench.png").read_bytes()[:4] == b"\x89PNG"
     assert "| allow-cached |" in (tmp_path / "bench.md").read_text()
     assert "allow-cached / floor" in done.stdout  # the table is printed too
+
+
+def test_a_running_deployment_is_loaded_with_target(tmp_path: Path) -> None:
+    from tests.support.issuer import AUDIENCE, LocalIssuer
+    from tests.support.stack import ExtAuthz
+
+    idp = LocalIssuer()
+    service = ExtAuthz(tmp_path, {"issuers": [{"issuer": idp.issuer, "audiences": [AUDIENCE]}],
+                                  "default_action": "authenticated"}).start()
+    try:
+        target = f"127.0.0.1:{service.grpc_port}"
+        done = _bench("--target", target, "--token", idp.mint("ES256"), "--host", "api.example.com",
+                      "--path", "/x", "--quick", "--seconds", "1", "--out", str(tmp_path / "out"))
+        assert done.returncode == 0, done.stderr[-3000:]
+        results = json.loads((tmp_path / "out" / "bench.json").read_text())
+        assert results["target"] == target
+        assert [s["name"] for s in results["scenarios"]] == ["allow", "deny-missing", "deny-bad-signature"]
+        assert all(s["summary"]["requests"] > 0 for s in results["scenarios"])
+        assert all(s["summary"]["server_cpu_cores"] is None for s in results["scenarios"])  # not ours to see
+        # a token the target refuses is named as the problem, before any load
+        done = _bench("--target", target, "--token", idp.mint("ES256", aud="other"), "--quick")
+        assert done.returncode == 1
+        assert "allow: the target answered gRPC code 16, expected 0 (is --token valid" in done.stderr
+    finally:
+        service.stop()
