@@ -13,9 +13,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from benchmarks.checks import CHECK_PATH
+from benchmarks.procs import steal_seconds
 
 _FINISHED = re.compile(r"finished in ([\d.]+)s, ([\d.]+) req/s")
 _REQUESTS = re.compile(
@@ -35,6 +36,7 @@ class LoadResult:
     latency_ms: dict[str, float]
     server_cpu_cores: float | None  # None: a remote target, whose CPU we cannot see
     client_cpu_cores: float
+    steal_cores: float = 0.0  # CPU the hypervisor took for other guests meanwhile
 
 
 def require(command: str, package: str) -> str:
@@ -57,11 +59,17 @@ def percentiles(durations_us: Sequence[float]) -> dict[str, float]:
     return {"p50": rank(0.50), "p90": rank(0.90), "p99": rank(0.99), "p999": rank(0.999)}
 
 
-def _measured(
-    run: Callable[[], str], cpu: Callable[[], float] | None
-) -> tuple[str, float, float | None, float]:
-    """Run a load generator; return its output, wall seconds, and server and client CPU cores."""
+class _Measured(NamedTuple):
+    out: str
+    server: float | None  # CPU cores used by the server processes
+    client: float         # ... by the load generator
+    steal: float          # ... taken by the hypervisor for other guests
+
+
+def _measured(run: Callable[[], str], cpu: Callable[[], float] | None) -> _Measured:
+    """Run a load generator; return its output and the CPU it, the server and others used."""
     before_cpu, before_client = cpu() if cpu else 0.0, resource.getrusage(resource.RUSAGE_CHILDREN)
+    before_steal = steal_seconds()
     started = time.monotonic()
     out = run()
     wall = time.monotonic() - started
@@ -69,7 +77,8 @@ def _measured(
     client = (after_client.ru_utime - before_client.ru_utime) + (
         after_client.ru_stime - before_client.ru_stime
     )
-    return out, wall, (cpu() - before_cpu) / wall if cpu else None, client / wall
+    return _Measured(out, (cpu() - before_cpu) / wall if cpu else None, client / wall,
+                     (steal_seconds() - before_steal) / wall)
 
 
 def h2load(
@@ -120,7 +129,7 @@ def h2load(
             raise RuntimeError(f"h2load failed ({done.returncode}): {done.stderr.strip()[-500:]}")
         return done.stdout
 
-    out, _wall, server, client = _measured(run, cpu)
+    out, server, client, steal = _measured(run, cpu)
     finished, reqs, status = _FINISHED.search(out), _REQUESTS.search(out), _STATUS.search(out)
     if not (finished and reqs and status):
         raise RuntimeError(f"cannot read h2load's summary:\n{out[-1500:]}")
@@ -141,6 +150,7 @@ def h2load(
         latency_ms=percentiles(durations),
         server_cpu_cores=server,
         client_cpu_cores=client,
+        steal_cores=steal,
     )
 
 
@@ -175,7 +185,7 @@ def paced(url: str, *, rate: int, seconds: float, warmup: float, logs: Path, cpu
             outs.append(out)
         return "\f".join(outs)
 
-    out, _wall, server, client = _measured(run, cpu)
+    out, server, client, steal = _measured(run, cpu)
     done_n = failed = ok = 0
     throughput = longest = 0.0
     for part in out.split("\f"):
@@ -191,7 +201,7 @@ def paced(url: str, *, rate: int, seconds: float, warmup: float, logs: Path, cpu
                  if line.count("\t") >= 2]
     return LoadResult(requests=done_n, failed=failed, non_2xx=max(0, done_n - ok), seconds=longest,
                       throughput=throughput, latency_ms=percentiles(durations), server_cpu_cores=server,
-                      client_cpu_cores=client)
+                      client_cpu_cores=client, steal_cores=steal)
 
 
 def grpc_url(address: str) -> str:
@@ -265,7 +275,7 @@ def wrk(
             raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr.strip()[-500:]}")
         return done.stdout
 
-    _, _wall, server, client = _measured(run, cpu)
+    _, server, client, steal = _measured(run, cpu)
     data: dict[str, Any] = json.loads(out_path.read_text())
     return LoadResult(
         requests=int(data["requests"]),
@@ -276,4 +286,5 @@ def wrk(
         latency_ms={k: float(data[k]) for k in ("p50", "p90", "p99", "p999")},
         server_cpu_cores=server,
         client_cpu_cores=client,
+        steal_cores=steal,
     )

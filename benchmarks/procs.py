@@ -48,3 +48,13 @@ def rss_mb(pid: int) -> float:
     except (OSError, IndexError, ValueError):
         return 0.0
     return pages * _PAGE / 1e6
+
+
+def steal_seconds() -> float:
+    """CPU time the hypervisor gave to other guests, all CPUs (``steal`` in /proc/stat). A run
+    with much of it measured a machine that was not all ours."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+        return int(fields[8]) / _TICK
+    except (OSError, IndexError, ValueError):
+        return 0.0

@@ -381,6 +381,7 @@ class Bench:
             "latency_ms": r.latency_ms,
             "server_cpu_cores": None if r.server_cpu_cores is None else round(r.server_cpu_cores, 3),
             "client_cpu_cores": round(r.client_cpu_cores, 3),
+            "steal_cores": round(r.steal_cores, 3),
             "rate": rate,
         }
         outcome.runs.append(run)
@@ -389,6 +390,7 @@ class Bench:
             f"  round {round_no} {name:22s} {r.throughput:8.0f} req/s  p50 {lat.get('p50', 0):6.2f} ms  "
             f"p99 {lat.get('p99', 0):6.2f} ms  errors {run['errors']}  server CPU "
             + ("-" if r.server_cpu_cores is None else f"{r.server_cpu_cores:.2f}")
+            + (f"  stolen by the host {r.steal_cores:.2f}" if r.steal_cores >= 0.05 else "")
         )
 
     def _envoy_token(self) -> str:
@@ -492,6 +494,14 @@ def comparisons(outcomes: dict[str, Outcome], workers: int, rates: Sequence[int]
             if n in off and q in on[n]["latency_ms"] and q in off[n]["latency_ms"]
         ]
 
+    if workers > 1:
+        add(
+            f"workers-{workers} / workers-1 per CPU core used",
+            "throughput per server core, ratio",
+            cpu_ratio(f"workers-{workers}", "workers-1"),
+            None,
+            None,
+        )
     for rate in rates:
         for q, limit in (("p50", 1.0), ("p99", 3.0)):
             target = f"<= {limit:g} ms" if rate == 1000 else None
