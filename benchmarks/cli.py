@@ -202,7 +202,11 @@ def run_target(opts: Options, args: argparse.Namespace, work: Path) -> dict[str,
                 streams=opts.streams,
                 body=body_file,
             )
-            bench._record(name, "grpc", scenario.description, round_no, result)
+            after = check_once(args.target, body).status.code  # h2load sees only HTTP 200
+            wrong = 0 if after == code else result.requests  # e.g. the token expired meanwhile
+            if wrong:
+                _log(f"bench: {name}: after the load the target answered gRPC code {after}, not {code}")
+            bench._record(name, "grpc", scenario.description, round_no, result, extra_errors=wrong)
     return {"scenarios": [summarise(o) for o in bench.outcomes.values()], "comparisons": [], "soak": None}
 
 
@@ -211,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     opts = options(args)
     if args.token and not args.target:
         parser().error("--token goes with --target")
-    known = {*SCENARIO_NAMES, *(n.split("-")[0] for n in SCENARIO_NAMES)}
+    known = {*SCENARIO_NAMES, *(n.split("-")[0] for n in SCENARIO_NAMES), "workers-1",
+             f"workers-{opts.workers}"}
     unknown = sorted(opts.only - known)
     if unknown:
         choices = ", ".join(SCENARIO_NAMES)
@@ -220,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         body = run_target(opts, args, work) if args.target else run_local(opts, work)
-    except (BenchError, FileNotFoundError, RuntimeError, TimeoutError) as e:
+    except (BenchError, FileNotFoundError, RuntimeError, TimeoutError, subprocess.SubprocessError) as e:
         print(f"bench: {e}", file=sys.stderr)
         print(f"bench: logs are in {work}", file=sys.stderr)
         return 1

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 from benchmarks.checks import CHECK_PATH
 from benchmarks.procs import steal_seconds
 
-_FINISHED = re.compile(r"finished in ([\d.]+)s, ([\d.]+) req/s")
+_FINISHED = re.compile(r"finished in ([\d.]+)(m?s), ([\d.]+) req/s")  # "1.50s" or "500.12ms"
 _REQUESTS = re.compile(
     r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
     r"(\d+) errored, (\d+) timeout"
@@ -37,6 +37,11 @@ class LoadResult:
     server_cpu_cores: float | None  # None: a remote target, whose CPU we cannot see
     client_cpu_cores: float
     steal_cores: float = 0.0  # CPU the hypervisor took for other guests meanwhile
+
+
+def _seconds(finished: re.Match[str]) -> float:
+    value = float(finished.group(1))
+    return value / 1000 if finished.group(2) == "ms" else value
 
 
 def require(command: str, package: str) -> str:
@@ -120,6 +125,7 @@ def h2load(
     if http1:
         argv.append("--h1")
     argv.append(url)
+    log.unlink(missing_ok=True)  # h2load appends to --log-file: each run starts empty
 
     def run() -> str:
         done = subprocess.run(
@@ -136,17 +142,17 @@ def h2load(
     durations = []
     for line in log.read_text().splitlines():
         parts = line.split("\t")
-        if len(parts) >= 3:
+        if len(parts) >= 3 and parts[1] != "-1":  # -1: no response; counted in "failed"
             durations.append(float(parts[2]))
     done_n = int(reqs.group(3))
-    failed = int(reqs.group(5)) + int(reqs.group(6)) + int(reqs.group(7))
-    ok = int(status.group(1))
+    failed = int(reqs.group(5))  # h2load's "failed" already counts the errored and timed out
+    non_2xx = int(status.group(2)) + int(status.group(3)) + int(status.group(4))
     return LoadResult(
         requests=done_n,
         failed=failed,
-        non_2xx=done_n - ok if done_n >= ok else 0,
-        seconds=float(finished.group(1)),
-        throughput=float(finished.group(2)),
+        non_2xx=non_2xx,
+        seconds=_seconds(finished),
+        throughput=float(finished.group(3)),
         latency_ms=percentiles(durations),
         server_cpu_cores=server,
         client_cpu_cores=client,
@@ -163,6 +169,8 @@ def paced(url: str, *, rate: int, seconds: float, warmup: float, logs: Path, cpu
     count = max(1, rate // per_connection)
     each = max(1, rate // count)
     logs.mkdir(parents=True, exist_ok=True)
+    for old in logs.glob("*.tsv"):  # h2load appends to --log-file: each run starts empty
+        old.unlink()
 
     def argv(i: int) -> list[str]:
         out = [binary, "--h1", "-D", f"{round(seconds * 1000)}ms",
@@ -173,33 +181,40 @@ def paced(url: str, *, rate: int, seconds: float, warmup: float, logs: Path, cpu
         return [*out, url]
 
     def run() -> str:
-        procs = []
-        for i in range(count):
-            procs.append(subprocess.Popen(argv(i), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-            time.sleep(1.0 / rate)
-        outs = []
-        for proc in procs:
-            out, err = proc.communicate(timeout=seconds + warmup + 60)
-            if proc.returncode != 0 and "finished in" not in out:
-                raise RuntimeError(f"h2load failed ({proc.returncode}): {err.strip()[-500:]}")
-            outs.append(out)
-        return "\f".join(outs)
+        procs: list[subprocess.Popen[str]] = []
+        try:
+            for i in range(count):
+                procs.append(subprocess.Popen(argv(i), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                              text=True))
+                time.sleep(1.0 / rate)
+            outs = []
+            for proc in procs:
+                out, err = proc.communicate(timeout=seconds + warmup + 60)
+                if proc.returncode != 0 and "finished in" not in out:
+                    raise RuntimeError(f"h2load failed ({proc.returncode}): {err.strip()[-500:]}")
+                outs.append(out)
+            return "\f".join(outs)
+        finally:
+            for proc in procs:  # none left behind when one failed
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
 
     out, server, client, steal = _measured(run, cpu)
-    done_n = failed = ok = 0
+    done_n = failed = non_2xx = 0
     throughput = longest = 0.0
     for part in out.split("\f"):
         finished, reqs, status = _FINISHED.search(part), _REQUESTS.search(part), _STATUS.search(part)
         if not (finished and reqs and status):
             raise RuntimeError(f"cannot read h2load's summary:\n{part[-1500:]}")
         done_n += int(reqs.group(3))
-        failed += int(reqs.group(5)) + int(reqs.group(6)) + int(reqs.group(7))
-        ok += int(status.group(1))
-        throughput += float(finished.group(2))
-        longest = max(longest, float(finished.group(1)))
-    durations = [float(line.split("\t")[2]) for f in logs.glob("*.tsv") for line in f.read_text().splitlines()
-                 if line.count("\t") >= 2]
-    return LoadResult(requests=done_n, failed=failed, non_2xx=max(0, done_n - ok), seconds=longest,
+        failed += int(reqs.group(5))  # h2load's "failed" already counts errored and timed out
+        non_2xx += int(status.group(2)) + int(status.group(3)) + int(status.group(4))
+        throughput += float(finished.group(3))
+        longest = max(longest, _seconds(finished))
+    lines = [line.split("\t") for f in logs.glob("*.tsv") for line in f.read_text().splitlines()]
+    durations = [float(parts[2]) for parts in lines if len(parts) >= 3 and parts[1] != "-1"]
+    return LoadResult(requests=done_n, failed=failed, non_2xx=non_2xx, seconds=longest,
                       throughput=throughput, latency_ms=percentiles(durations), server_cpu_cores=server,
                       client_cpu_cores=client, steal_cores=steal)
 

@@ -254,7 +254,7 @@ class Bench:
             after = decisions(instance)
             reason = self.expected_reason[s.name]
             delta = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
-            wrong = int(sum(delta.values()) - delta.get(reason, 0.0))
+            wrong = max(0, int(sum(delta.values()) - delta.get(reason, 0.0)))
         self._record(
             s.name,
             "workers" if s.name.startswith("workers-") else "grpc",

@@ -85,17 +85,20 @@ class LineFormat:
     user on a route) is written once and kept; the second of the timestamp too."""
 
     def __init__(self) -> None:
-        self._second = -1
-        self._stamp = ""
+        self._stamp: tuple[int, str] = (-1, "")  # one tuple: a second and its text, never mixed
         self._middle: dict[tuple[object, ...], tuple[object, str]] = {}
 
     def _time(self, now: float) -> str:
         second = int(now)
-        if second != self._second:
-            self._second = second
-            self._stamp = datetime.datetime.fromtimestamp(second, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        millis = min(999, round((now - second) * 1_000_000) // 1000)
-        return f"{self._stamp}.{millis:03d}Z"
+        micros = round((now - second) * 1_000_000)  # as datetime.fromtimestamp rounds
+        if micros >= 1_000_000:
+            second, micros = second + 1, 0
+        stamp = self._stamp
+        if stamp[0] != second:
+            text = datetime.datetime.fromtimestamp(second, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+            stamp = (second, text)
+            self._stamp = stamp
+        return f"{stamp[1]}.{micros // 1000:03d}Z"
 
     def _decided(self, decision: Decision) -> str:
         ident = decision.identity

@@ -86,12 +86,16 @@ def _field(number: int, payload: bytes) -> bytes:
     return _varint(number << 3 | 2) + _varint(len(payload)) + payload
 
 
-# CheckResponse fields 1 (status: code 0) and 3 (ok_response); OkHttpResponse field 2 (headers);
+# CheckResponse fields 1 (status: code 0) and 3 (ok_response); OkHttpResponse fields 2 (headers)
+# and 5 (headers_to_remove);
 # HeaderValueOption fields 1 (header: HeaderValue key 1, value 2) and 3 (append_action, varint).
 _STATUS_OK = _field(1, b"")
 _OVERWRITE_ACTION = _varint(3 << 3) + _varint(_OVERWRITE)
-_MEMO_LIMIT = 8192  # entries per memo, each at most _MEMO_BYTES: a bounded few MB
-_MEMO_BYTES = 2048
+# Entries per memo, each value at most _MEMO_BYTES (its key is about as large): ~8 MB at
+# worst per memo and worker. Keys come from verified identities and policies (allows) or
+# from our own denial texts; client-chosen header names are encoded per check instead.
+_MEMO_LIMIT = 4096
+_MEMO_BYTES = 1024
 
 
 class ResponseEncoder:
@@ -105,12 +109,14 @@ class ResponseEncoder:
 
     def encode(self, decision: Decision) -> bytes:
         if decision.allowed:
-            key: tuple[object, ...] = (decision.upstream_headers, decision.remove_headers)
+            key: tuple[object, ...] = (decision.upstream_headers,)
             ok = self._ok.get(key)
             if ok is None:
-                ok = self._keep(self._ok, key, build_response(decision).ok_response.SerializeToString())
+                headers_only = decision._replace(remove_headers=())
+                ok = self._keep(self._ok, key, build_response(headers_only).ok_response.SerializeToString())
             option = _field(1, self._id_key + _field(2, decision.decision_id.encode())) + _OVERWRITE_ACTION
-            return _STATUS_OK + _field(3, ok + _field(2, option))
+            removed = b"".join(_field(5, name.encode()) for name in decision.remove_headers)
+            return _STATUS_OK + _field(3, ok + _field(2, option) + removed)
         key = (decision.status, decision.reason, decision.response_headers, decision.body)
         denied = self._denied.get(key)
         if denied is None:

@@ -57,7 +57,6 @@ class AuthorizationService:
                  metrics: Metrics | None = None) -> None:
         self._authorizer = authorizer
         self._encoder = ResponseEncoder(authorizer.decision_id_header)
-        self._encoder = ResponseEncoder(authorizer.decision_id_header)
         self._audit = audit
         self._metrics = metrics
 

@@ -128,7 +128,7 @@ def test_the_fast_line_format_is_json_dumps_byte_for_byte() -> None:
         d.forbidden("id-3", reason="no_policy", description="no policy allows this request"),
     ]
     fmt = LineFormat()
-    for now in (1700000000.0, 1700000000.5004, 1700000001.9876):
+    for now in (1700000000.0, 1700000000.5004, 1700000001.9876, 1700000000.9999996, 1700000002.9994999):
         for decision in decisions:
             for v in (view, None):
                 for _ in range(2):  # the second time from the kept parts

@@ -97,3 +97,30 @@ def test_a_running_deployment_is_loaded_with_target(tmp_path: Path) -> None:
         assert "allow: the target answered gRPC code 16, expected 0 (is --token valid" in done.stderr
     finally:
         service.stop()
+
+
+def test_each_h2load_run_reads_only_its_own_latencies(tmp_path: Path) -> None:
+    """h2load appends to --log-file: a second round must not see the first one's requests."""
+    from benchmarks.load import grpc_url, h2load
+    from benchmarks.procs import free_port
+    from extauthz.demo.processes import Process
+
+    port = free_port()
+    floor = Process("floor", [sys.executable, "-m", "benchmarks.floor", "--listen", f"127.0.0.1:{port}"],
+                    tmp_path / "floor.log").start()
+    body = tmp_path / "body.bin"
+    body.write_bytes(grpc_frame(check_request(host="h", path="/", token=None).SerializeToString()))
+    try:
+        from benchmarks.stack import _grpc_up, _wait
+
+        _wait(lambda: _grpc_up(f"127.0.0.1:{port}"), "floor", 30)
+        log = tmp_path / "run.tsv"
+        for _ in range(2):
+            result = h2load(grpc_url(f"127.0.0.1:{port}"), seconds=0.5, warmup=0.2, log=log, cpu=None,
+                            connections=2, streams=4, body=body)
+            assert result.requests > 0
+            assert len(log.read_text().splitlines()) == result.requests
+            assert result.failed == 0
+            assert result.non_2xx == 0
+    finally:
+        floor.stop()

@@ -193,8 +193,8 @@ def test_the_response_encoder_equals_the_plain_builder_on_the_wire() -> None:
     allows = [d.allow(f"abc-{i:x}", None, reason="allowed", description="allowed",
                       upstream_headers=(("x-auth-subject", "alice"), ("x-auth-groups", long_value),
                                         ("impersonate-group", "a"), ("impersonate-group", "b")),
-                      remove_headers=("authorization", "x-auth-extra"), policy_id="p")
-              for i in (1, 2, 0x12345)]
+                      remove_headers=("authorization", "x-auth-extra")[:i % 3], policy_id="p")
+              for i in (1, 2, 0x12345)]  # the same kept headers with 1, 2 and 0 removals
     denials = [d.forbidden("id-9", reason="no_policy", description="no policy allows this request"),
                d.unavailable("id-8", reason="keys_unavailable", description="no keys")]
     for decision in [*allows, *denials, *allows]:  # the second round comes from the kept parts
