@@ -209,12 +209,24 @@ class Authorizer:
         added = identity_headers(identity, self._names, self._settings.headers,
                                  policy_id=policy.id if policy else None)
         if policy is not None and policy.headers:
-            added += render_headers(policy.headers, identity)
+            added += self._policy_headers(policy, identity)
         if len(self._rendered) >= _RENDERED_LIMIT:
             self._rendered.clear()
         # The entry holds identity and policy, so their ids cannot be reused while it lives.
         self._rendered[key] = (identity, policy, added)
         return added
+
+    def _policy_headers(self, policy: Policy, identity: Identity | None) -> Headers:
+        """A policy's template headers, less any in our own namespace. Validation refuses
+        x-auth-* and impersonate-*, but only the running config knows a custom
+        ``headers.prefix``; such a header is dropped here, never sent next to ours."""
+        ours = (self._names.prefix, "impersonate-")
+        rendered = render_headers(policy.headers, identity)
+        kept = tuple((k, v) for k, v in rendered if not k.startswith(ours))
+        if len(kept) != len(rendered):
+            log.warning("policy %s sets headers in the identity prefix %r; they are not sent",
+                        policy.id, self._names.prefix)
+        return kept
 
     def _allow(
         self, decision_id: str, view: RequestView, identity: Identity | None, reason: str,

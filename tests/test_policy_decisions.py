@@ -251,3 +251,24 @@ async def test_policies_not_loaded_is_a_503_deny(issuer: LocalIssuer) -> None:
     authorizer = Authorizer(settings, TokenVerifier(settings, {}, clock), PolicySnapshot(clock))
     d = await authorizer.check(req("/anything"))
     assert (d.allowed, d.status, d.reason) == (False, 503, "policies_unavailable")
+
+
+async def test_a_policy_header_in_a_custom_identity_prefix_is_never_sent(issuer: LocalIssuer) -> None:
+    settings = make_settings(issuer, default_action="deny", headers={"prefix": "x-user-"})
+    clock = FakeClock(now_wall=time.time())
+    fetcher = HttpFetcher(2.0)
+    keys = {issuer.issuer: IssuerKeys(settings.issuers[0], settings.jwks, fetcher, clock)}
+    await keys[issuer.issuer].refresh()
+    snapshot = PolicySnapshot(clock)
+    docs = [{"id": "p", "match": {"paths": [{"prefix": "/app/"}]},
+             "headers": {"x-user-subject": "{claims.tenant}", "x-tenant": "{claims.tenant}"}}]
+    snapshot.install(PolicySet("1", tuple(parse_policies(docs))))
+    authorizer = Authorizer(settings, TokenVerifier(settings, keys, clock), snapshot)
+    try:
+        d = await authorizer.check(req("/app/x", issuer.mint("RS256", tenant="admin")))
+    finally:
+        await fetcher.close()
+    assert d.allowed
+    subjects = [v for k, v in d.upstream_headers if k == "x-user-subject"]
+    assert subjects == ["alice"]  # ours alone, not the policy's "admin"
+    assert hdrs(d)["x-tenant"] == "admin"
