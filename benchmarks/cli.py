@@ -21,13 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import report
-from benchmarks.checks import check_request
+from benchmarks.checks import check_request, grpc_frame
 from benchmarks.load import grpc_url, h2load
 from benchmarks.scenarios import (
     ENVOY_VARIANTS,
     SCENARIO_NAMES,
     Bench,
-    GrpcScenario,
     Options,
     comparisons,
     grpc_scenarios,
@@ -185,13 +184,10 @@ def run_target(opts: Options, args: argparse.Namespace, work: Path) -> dict[str,
                 f"{name}: the target answered gRPC code {got}, expected {code}"
                 + (" (is --token valid for --host/--path?)" if name == "allow" else "")
             )
-        scenario = GrpcScenario(name, f"against {args.target}", "target", body, code)
+        description = f"against {args.target}"
+        body_file = work / f"{name}.bin"
+        body_file.write_bytes(grpc_frame(body))
         for round_no in range(1, opts.rounds + 1):
-            bench.stack.floor_address = args.target  # loaded like the floor: no metrics access
-            body_file = work / f"{name}.bin"
-            from benchmarks.checks import grpc_frame
-
-            body_file.write_bytes(grpc_frame(scenario.body))
             result = h2load(
                 grpc_url(args.target),
                 seconds=opts.seconds,
@@ -206,7 +202,7 @@ def run_target(opts: Options, args: argparse.Namespace, work: Path) -> dict[str,
             wrong = 0 if after == code else result.requests  # e.g. the token expired meanwhile
             if wrong:
                 _log(f"bench: {name}: after the load the target answered gRPC code {after}, not {code}")
-            bench._record(name, "grpc", scenario.description, round_no, result, extra_errors=wrong)
+            bench.record(name, "grpc", description, round_no, result, extra_errors=wrong)
     return {"scenarios": [summarise(o) for o in bench.outcomes.values()], "comparisons": [], "soak": None}
 
 

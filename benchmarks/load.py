@@ -10,7 +10,7 @@ import resource
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -39,9 +39,30 @@ class LoadResult:
     steal_cores: float = 0.0  # CPU the hypervisor took for other guests meanwhile
 
 
-def _seconds(finished: re.Match[str]) -> float:
-    value = float(finished.group(1))
-    return value / 1000 if finished.group(2) == "ms" else value
+class _Summary(NamedTuple):
+    requests: int    # completed with a response
+    failed: int      # h2load's "failed" already counts the errored and timed out
+    non_2xx: int
+    seconds: float
+    throughput: float
+
+
+def _summary(out: str) -> _Summary:
+    """What one h2load printed at the end."""
+    finished, reqs, status = _FINISHED.search(out), _REQUESTS.search(out), _STATUS.search(out)
+    if not (finished and reqs and status):
+        raise RuntimeError(f"cannot read h2load's summary:\n{out[-1500:]}")
+    seconds = float(finished.group(1)) / (1000 if finished.group(2) == "ms" else 1)
+    return _Summary(requests=int(reqs.group(3)), failed=int(reqs.group(5)),
+                    non_2xx=int(status.group(2)) + int(status.group(3)) + int(status.group(4)),
+                    seconds=seconds, throughput=float(finished.group(3)))
+
+
+def _durations(logs: Iterable[Path]) -> list[float]:
+    """Per-request microseconds from h2load's --log-file lines (status -1: no response,
+    counted as failed, not a latency)."""
+    lines = [line.split("\t") for f in logs for line in f.read_text().splitlines()]
+    return [float(parts[2]) for parts in lines if len(parts) >= 3 and parts[1] != "-1"]
 
 
 def require(command: str, package: str) -> str:
@@ -136,24 +157,14 @@ def h2load(
         return done.stdout
 
     out, server, client, steal = _measured(run, cpu)
-    finished, reqs, status = _FINISHED.search(out), _REQUESTS.search(out), _STATUS.search(out)
-    if not (finished and reqs and status):
-        raise RuntimeError(f"cannot read h2load's summary:\n{out[-1500:]}")
-    durations = []
-    for line in log.read_text().splitlines():
-        parts = line.split("\t")
-        if len(parts) >= 3 and parts[1] != "-1":  # -1: no response; counted in "failed"
-            durations.append(float(parts[2]))
-    done_n = int(reqs.group(3))
-    failed = int(reqs.group(5))  # h2load's "failed" already counts the errored and timed out
-    non_2xx = int(status.group(2)) + int(status.group(3)) + int(status.group(4))
+    summary = _summary(out)
     return LoadResult(
-        requests=done_n,
-        failed=failed,
-        non_2xx=non_2xx,
-        seconds=_seconds(finished),
-        throughput=float(finished.group(3)),
-        latency_ms=percentiles(durations),
+        requests=summary.requests,
+        failed=summary.failed,
+        non_2xx=summary.non_2xx,
+        seconds=summary.seconds,
+        throughput=summary.throughput,
+        latency_ms=percentiles(_durations([log])),
         server_cpu_cores=server,
         client_cpu_cores=client,
         steal_cores=steal,
@@ -201,21 +212,11 @@ def paced(url: str, *, rate: int, seconds: float, warmup: float, logs: Path, cpu
                     proc.wait()
 
     out, server, client, steal = _measured(run, cpu)
-    done_n = failed = non_2xx = 0
-    throughput = longest = 0.0
-    for part in out.split("\f"):
-        finished, reqs, status = _FINISHED.search(part), _REQUESTS.search(part), _STATUS.search(part)
-        if not (finished and reqs and status):
-            raise RuntimeError(f"cannot read h2load's summary:\n{part[-1500:]}")
-        done_n += int(reqs.group(3))
-        failed += int(reqs.group(5))  # h2load's "failed" already counts errored and timed out
-        non_2xx += int(status.group(2)) + int(status.group(3)) + int(status.group(4))
-        throughput += float(finished.group(3))
-        longest = max(longest, _seconds(finished))
-    lines = [line.split("\t") for f in logs.glob("*.tsv") for line in f.read_text().splitlines()]
-    durations = [float(parts[2]) for parts in lines if len(parts) >= 3 and parts[1] != "-1"]
-    return LoadResult(requests=done_n, failed=failed, non_2xx=non_2xx, seconds=longest,
-                      throughput=throughput, latency_ms=percentiles(durations), server_cpu_cores=server,
+    parts = [_summary(part) for part in out.split("\f")]
+    return LoadResult(requests=sum(p.requests for p in parts), failed=sum(p.failed for p in parts),
+                      non_2xx=sum(p.non_2xx for p in parts), seconds=max(p.seconds for p in parts),
+                      throughput=sum(p.throughput for p in parts),
+                      latency_ms=percentiles(_durations(logs.glob("*.tsv"))), server_cpu_cores=server,
                       client_cpu_cores=client, steal_cores=steal)
 
 

@@ -4,6 +4,7 @@ comparison is a ratio of figures measured in the same run, minutes apart at most
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import statistics
@@ -255,7 +256,7 @@ class Bench:
             reason = self.expected_reason[s.name]
             delta = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
             wrong = max(0, int(sum(delta.values()) - delta.get(reason, 0.0)))
-        self._record(
+        self.record(
             s.name,
             "workers" if s.name.startswith("workers-") else "grpc",
             s.description,
@@ -287,11 +288,11 @@ class Bench:
             cpu=lambda: cpu_seconds(pids),
             headers=[
                 f":authority: {host}",
-                f"authorization: Bearer {self._envoy_token()}",
+                f"authorization: Bearer {self._envoy_token}",
                 "accept: application/json",
             ],
         )
-        self._record(
+        self.record(
             name,
             "envoy",
             f"through Envoy at {rate} req/s, {ENVOY_VARIANTS[variant]}",
@@ -361,7 +362,7 @@ class Bench:
         }
 
     # --- bookkeeping --------------------------------------------------------------------------
-    def _record(
+    def record(
         self,
         name: str,
         group: str,
@@ -393,11 +394,10 @@ class Bench:
             + (f"  stolen by the host {r.steal_cores:.2f}" if r.steal_cores >= 0.05 else "")
         )
 
+    @functools.cached_property
     def _envoy_token(self) -> str:
-        if not hasattr(self, "_token"):
-            assert self.stack.issuer is not None
-            self._token = self.stack.issuer.mint("RS256")
-        return self._token
+        assert self.stack.issuer is not None
+        return self.stack.issuer.mint("RS256")
 
     def _pids_of(self, process_name: str) -> list[int]:
         return [p.proc.pid for p in self.stack.processes if p.name == process_name and p.proc is not None]

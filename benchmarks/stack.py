@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import sys
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ class Instance:
     grpc_port: int
     http_port: int
     process: Process
+    workers: int = 1
 
     @property
     def address(self) -> str:
@@ -160,18 +162,15 @@ class Stack:
         # a log file would add the disk's writeback to the figures.
         proc = self._start(f"extauthz-{name}", [_extauthz(), "serve", "--config", str(config)],
                            discard_stdout=True)
-        instance = Instance(name, grpc_port, http_port, proc)
+        instance = Instance(name, grpc_port, http_port, proc, workers)
         self.instances[name] = instance
         return instance
 
     def wait_ready(self) -> None:
         for inst in self.instances.values():
             inst.process.wait_http(f"http://127.0.0.1:{inst.http_port}/readyz", timeout=60)
-            _wait(
-                lambda inst=inst: len(inst.pids) >= (1 if _workers_of(inst) == 1 else _workers_of(inst) + 1),
-                f"{inst.name} workers",
-                30,
-            )
+            expected = 1 if inst.workers == 1 else inst.workers + 1  # the supervisor and its workers
+            _wait(lambda inst=inst, n=expected: len(inst.pids) >= n, f"{inst.name} workers", 30)
 
     def start_floor(self) -> None:
         port = free_port()
@@ -244,19 +243,11 @@ def _add_bench_routes(config: dict[str, Any], upstream_port: int) -> None:
     })
 
 
-def _workers_of(inst: Instance) -> int:
-    argv = inst.process.argv
-    config = yaml.safe_load(Path(argv[argv.index("--config") + 1]).read_text())
-    return int(config.get("workers", 1))
-
-
 def _extauthz() -> str:
     return str(Path(_python()).parent / "extauthz")
 
 
 def _python() -> str:
-    import sys
-
     return sys.executable
 
 

@@ -89,6 +89,9 @@ def without_cookies(cookie_header: str, names: frozenset[str]) -> str:
     return "; ".join(kept)
 
 
+_MEMO_NAMES, _MEMO_NAME_BYTES = 48, 1024  # name sets larger than this are not kept
+
+
 def lookalikes(header_names: tuple[str, ...], prefix: str, managed: frozenset[str]) -> tuple[str, ...]:
     """The incoming header names that look like ours: the identity prefix, ``impersonate-``,
     or a policy's template header, with '_' read as '-'. Clients send the same few sets
@@ -96,9 +99,6 @@ def lookalikes(header_names: tuple[str, ...], prefix: str, managed: frozenset[st
     if len(header_names) <= _MEMO_NAMES and sum(map(len, header_names)) <= _MEMO_NAME_BYTES:
         return _lookalikes_kept(header_names, prefix, managed)
     return _lookalikes(header_names, prefix, managed)
-
-
-_MEMO_NAMES, _MEMO_NAME_BYTES = 48, 1024
 
 
 def _lookalikes(header_names: tuple[str, ...], prefix: str, managed: frozenset[str]) -> tuple[str, ...]:

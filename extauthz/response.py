@@ -103,7 +103,6 @@ class ResponseEncoder:
 
     def __init__(self, decision_id_header: str) -> None:
         self._id_key = _field(1, decision_id_header.encode())
-        self._decision_id_header = decision_id_header
         self._ok: dict[tuple[object, ...], bytes] = {}
         self._denied: dict[tuple[object, ...], bytes] = {}
 

@@ -14,6 +14,7 @@ from benchmarks.checks import check_request, grpc_frame
 from benchmarks.issuer import BenchIssuer
 from benchmarks.load import percentiles
 from benchmarks.scenarios import SCENARIO_NAMES
+from tests.support.ports import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -102,7 +103,6 @@ def test_a_running_deployment_is_loaded_with_target(tmp_path: Path) -> None:
 def test_each_h2load_run_reads_only_its_own_latencies(tmp_path: Path) -> None:
     """h2load appends to --log-file: a second round must not see the first one's requests."""
     from benchmarks.load import grpc_url, h2load
-    from benchmarks.procs import free_port
     from extauthz.demo.processes import Process
 
     port = free_port()

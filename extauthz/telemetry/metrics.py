@@ -21,7 +21,6 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import Counter, Histogram, MeterProvider, ObservableCounter
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
-    HistogramDataPoint,
     InMemoryMetricReader,
     MetricReader,
     NumberDataPoint,
@@ -143,19 +142,7 @@ class Metrics:
             name += "_total"  # text format 0.0.4: the TYPE line names the sample, _total included
             for dp in agg.data_points:
                 samples.append(["", {**self._labels(dp)}, dp.value])
-        elif hasattr(agg, "data_points") and agg.data_points and isinstance(
-                agg.data_points[0], HistogramDataPoint):
-            kind = "histogram"
-            for dp in agg.data_points:
-                labels = self._labels(dp)
-                running = 0
-                for bound, count in zip(dp.explicit_bounds, dp.bucket_counts, strict=False):
-                    running += count
-                    samples.append(["_bucket", {**labels, "le": repr(float(bound))}, running])
-                samples.append(["_bucket", {**labels, "le": "+Inf"}, dp.count])
-                samples.append(["_sum", labels, dp.sum])
-                samples.append(["_count", labels, dp.count])
-        else:
+        else:  # gauges; the one histogram (check duration) is rendered by _duration_family
             kind = "gauge"
             for dp in agg.data_points:
                 assert isinstance(dp, NumberDataPoint)
