@@ -8,7 +8,7 @@ errors, never silently ignored: a typo must not weaken a security setting.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,11 +59,16 @@ def _join(where: str, key: str) -> str:
     return f"{where}.{key}" if where else key
 
 
+def did_you_mean(value: str, choices: Iterable[str], noun: str = "known keys") -> str:
+    """``did you mean 'methods'?`` for a close match, else the list of what is known."""
+    known = list(choices)
+    close = difflib.get_close_matches(value, known, n=1, cutoff=0.6)
+    return f"did you mean '{close[0]}'?" if close else f"{noun}: {', '.join(sorted(known))}"
+
+
 def _unknown_key(key: object, schema: Schema, where: str, what: str) -> ConfigError:
     name = str(key)
-    close = difflib.get_close_matches(name, list(schema), n=1, cutoff=0.6)
-    hint = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(sorted(schema))}"
-    return ConfigError(f"{what}: unknown key '{_join(where, name)}': {hint}")
+    return ConfigError(f"{what}: unknown key '{_join(where, name)}': {did_you_mean(name, schema)}")
 
 
 def check_document(doc: object, schema: Schema, *, where: str = "", what: str = "config") -> dict[str, Any]:

@@ -67,6 +67,10 @@ def test_a_full_document_parses_with_defaults_filled_in() -> None:
         ({"id": "a", "match": {"paths": [{"exact": "/a/../b"}]}},
          "which requests are compared as '/b'"),
         ({"id": "a", "headers": {"bad name": "x"}}, "'headers' has an invalid header name 'bad name'"),
+        ({"id": "a", "match": {"methods": ["GET", "PURGE"]}},
+         "'match.methods[1]' is 'PURGE', not a standard HTTP method: the methods extauthz accepts "
+         "are: CONNECT, DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT, TRACE"),
+        ({"id": "a", "match": {"methods": ["GET /"]}}, "'match.methods[0]' is 'GET /', not a standard"),
     ],
 )
 def test_a_bad_document_is_refused_naming_the_field(doc: dict[str, object], message: str) -> None:
@@ -94,3 +98,25 @@ def test_a_yaml_stream_and_a_json_array_are_both_lists_of_policies() -> None:
 def test_broken_yaml_is_a_policy_error_naming_the_source() -> None:
     with pytest.raises(PolicyInvalid, match=r"f\.yaml: not valid YAML or JSON"):
         documents_from_text("id: [a\n", "f.yaml")
+
+
+def test_a_misspelt_method_on_a_deny_policy_is_refused_with_the_closest_method() -> None:
+    # Before: DELET validated, matched no request, and DELETE fell through to an allow.
+    doc = {"id": "no-deletes", "match": {"paths": [{"prefix": "/api/"}], "methods": ["GET", "DELET"]},
+           "action": "deny"}
+    with pytest.raises(PolicyInvalid) as err:
+        parse_policies([doc], "policies.yaml")
+    assert str(err.value) == ("policies.yaml: policy 'no-deletes': 'match.methods[1]' is 'DELET', "
+                              "not a standard HTTP method: did you mean 'DELETE'?")
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS",
+                                    "TRACE", "PATCH"])
+def test_every_standard_method_is_accepted(method: str) -> None:
+    assert parse_policy({"id": "a", "match": {"methods": [method]}}).methods == {method}
+
+
+def test_lower_case_methods_are_stored_upper_case_once() -> None:
+    p = parse_policy({"id": "a", "match": {"methods": ["delete", "Patch", "DELETE"]}})
+    assert p.methods == frozenset({"DELETE", "PATCH"})
+    assert p.document["match"]["methods"] == ["DELETE", "PATCH"]

@@ -18,12 +18,15 @@ import yaml
 
 from extauthz.errors import ConfigError, PolicyInvalid
 from extauthz.policy.paths import normalize_path
-from extauthz.validation import Field, check_document
+from extauthz.validation import Field, check_document, did_you_mean
 
 WEBAUTHN_ACR = "urn:extauthz:webauthn"
 ID_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _HOST_LABELS = re.compile(r"^(\*\.)?([a-z0-9]([a-z0-9-]*[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+# RFC 9110 §9 and PATCH (RFC 5789). Anything else is refused by name: a typo such as DELET on a
+# deny policy would otherwise match no request and silently let DELETE through.
+METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _RESERVED_HEADERS = ("authorization", "cookie", "host", "content-length", "transfer-encoding",
                      "connection", "te", "upgrade")
@@ -112,8 +115,17 @@ class Policy:
         return self.mode == "dry-run"
 
 
-def _fail(where: str, message: str) -> PolicyInvalid:
-    return PolicyInvalid(f"policy: '{where}' {message}")
+class _FieldInvalid(Exception):
+    """One field is wrong; ``parse_policy`` names the policy (id and source) in front."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(field, message)
+        self.field = field
+        self.message = message
+
+
+def _fail(where: str, message: str) -> _FieldInvalid:
+    return _FieldInvalid(where, message)
 
 
 def _host(value: str, where: str) -> str:
@@ -125,6 +137,16 @@ def _host(value: str, where: str) -> str:
     if not _HOST_LABELS.match(host):
         raise _fail(where, f"is {value!r}: write a host name like api.example.com or *.example.com")
     return host
+
+
+def _method(value: str, where: str) -> str:
+    """A standard method, upper-cased (``get`` is GET: request methods are compared
+    upper-cased too); anything else is refused, naming the closest standard method."""
+    method = value.upper()
+    if method not in METHODS:
+        hint = did_you_mean(method, METHODS, "the methods extauthz accepts are")
+        raise _fail(where, f"is {value!r}, not a standard HTTP method: {hint}")
+    return method
 
 
 def _path(entry: Mapping[str, Any], where: str) -> PathMatch:
@@ -216,14 +238,20 @@ def parse_policy(doc: object, where: str = "policy") -> Policy:
     if not ID_PATTERN.match(pid):
         raise PolicyInvalid(f"{where}: 'id' is {pid!r}: use lower-case letters, digits and '-' "
                             "(at most 63, not starting or ending with '-')")
+    if where == "policy":
+        where = f"policy '{pid}'"
+    try:
+        return _parse_fields(d, pid)
+    except _FieldInvalid as e:
+        raise PolicyInvalid(f"{where}: '{e.field}' {e.message}") from e
+
+
+def _parse_fields(d: dict[str, Any], pid: str) -> Policy:
     m, r = d["match"], d["require"]
     hosts = tuple(dict.fromkeys(_host(h, f"match.hosts[{i}]") for i, h in enumerate(m["hosts"])))
     paths = tuple(_path(p, f"match.paths[{i}]") for i, p in enumerate(m["paths"]))
-    methods = []
-    for i, method in enumerate(m["methods"]):
-        if not _TOKEN.match(method):
-            raise _fail(f"match.methods[{i}]", f"is {method!r}: write an HTTP method like GET")
-        methods.append(method.upper())
+    methods = [_method(method, f"match.methods[{i}]") for i, method in enumerate(m["methods"])]
+    m["methods"] = list(dict.fromkeys(methods))  # the stored form: upper case, once each
     require = Requirements(
         authenticated=r["authenticated"],
         issuers=frozenset(r["issuers"]),
