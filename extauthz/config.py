@@ -8,6 +8,7 @@ Everything is validated once, at start, into frozen dataclasses.
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,6 +22,10 @@ from extauthz.errors import ConfigError
 from extauthz.validation import Field, Schema, check_document
 
 ENV_PREFIX = "EXTAUTHZ_"
+CONFIG_VARIABLE = ENV_PREFIX + "CONFIG"  # the config file's path
+# Read by the code but not config keys: set by the worker supervisor for its children
+# (extauthz/workers.py, extauthz/server.py). Any other EXTAUTHZ_* name is an error.
+INTERNAL_VARIABLES = frozenset({ENV_PREFIX + "WORKER_ID", ENV_PREFIX + "METRICS_DIR"})
 ALLOWED_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
                       "ES256", "ES384", "ES512", "EdDSA", "Ed25519")
 DEFAULT_ALGORITHMS = ["RS256", "ES256", "PS256", "EdDSA"]
@@ -214,7 +219,30 @@ def env_names(schema: Schema = SCHEMA, where: str = "") -> dict[str, str]:
     return names
 
 
+def check_env_names(environ: Mapping[str, str]) -> None:
+    """Every ``EXTAUTHZ_*`` variable (in any letter case) must name a key: a misspelled
+    one would otherwise be ignored and its setting silently left at the default."""
+    known = {name: path for path, name in env_names().items()}
+    for name in sorted(environ):
+        if not name.upper().startswith(ENV_PREFIX):
+            continue
+        if name in known or name == CONFIG_VARIABLE or name in INTERNAL_VARIABLES:
+            continue
+        suffixes = {n[len(ENV_PREFIX):]: n for n in [*known, CONFIG_VARIABLE]}
+        close = difflib.get_close_matches(name.upper()[len(ENV_PREFIX):], list(suffixes), n=1,
+                                          cutoff=0.6)
+        if close:
+            guess = suffixes[close[0]]
+            what = f"key '{known[guess]}'" if guess in known else "the config file's path"
+            raise ConfigError(f"config: unknown environment variable {name}: did you mean "
+                              f"{guess} ({what})? Rename or unset it")
+        raise ConfigError(f"config: unknown environment variable {name}: it names no key; unset "
+                          "it, or write EXTAUTHZ_ and the key path in capitals with '.' as '_' "
+                          "(http.public_url is EXTAUTHZ_HTTP_PUBLIC_URL)")
+
+
 def _apply_env(doc: dict[str, Any], environ: Mapping[str, str]) -> None:
+    check_env_names(environ)
     for path, name in env_names().items():
         if name not in environ:
             continue
@@ -265,7 +293,7 @@ def load_settings(
 ) -> Settings:
     """Read the file (``path`` or ``EXTAUTHZ_CONFIG``), apply the environment, validate."""
     environ = os.environ if environ is None else environ
-    path = path or environ.get(ENV_PREFIX + "CONFIG") or None
+    path = path or environ.get(CONFIG_VARIABLE) or None
     doc: dict[str, Any] = {}
     if path:
         doc = read_yaml_mapping(path)

@@ -96,3 +96,47 @@ def test_demo_issuer_joins_the_trusted_issuers() -> None:
     s = settings_from_document({"demo_issuer": {"enabled": True}, "http": {"listen": "0.0.0.0:9100"}})
     assert [i.issuer for i in s.issuers] == ["http://localhost:9100"]
     assert s.issuers[0].audiences == ("extauthz-demo",)
+
+
+def test_a_misspelled_environment_variable_is_refused_with_the_closest_key() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(None, {"EXTAUTHZ_DEFAULT_ACTON": "deny"})
+    assert str(err.value) == (
+        "config: unknown environment variable EXTAUTHZ_DEFAULT_ACTON: did you mean "
+        "EXTAUTHZ_DEFAULT_ACTION (key 'default_action')? Rename or unset it")
+
+
+def test_an_environment_variable_in_the_wrong_case_is_refused_not_ignored() -> None:
+    with pytest.raises(ConfigError, match="extauthz_workers: did you mean EXTAUTHZ_WORKERS"):
+        load_settings(None, {"extauthz_workers": "4"})
+
+
+def test_an_environment_variable_naming_no_key_says_how_names_are_made() -> None:
+    with pytest.raises(ConfigError, match="EXTAUTHZ_ZZZ: it names no key; unset it"):
+        load_settings(None, {"EXTAUTHZ_ZZZ": "1"})
+
+
+def test_the_config_path_and_the_supervisors_variables_are_not_keys_but_allowed(
+    tmp_path: Path,
+) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("realm: corp\n")
+    s = load_settings(None, {"EXTAUTHZ_CONFIG": str(cfg), "EXTAUTHZ_WORKER_ID": "1",
+                             "EXTAUTHZ_METRICS_DIR": str(tmp_path), "PATH": "/bin"})
+    assert s.realm == "corp"
+
+
+def test_every_extauthz_variable_the_repository_sets_or_reads_is_a_key_or_allowed() -> None:
+    import re
+
+    from extauthz.config import CONFIG_VARIABLE, INTERNAL_VARIABLES
+
+    root = Path(__file__).resolve().parents[1]
+    allowed = set(env_names().values()) | {CONFIG_VARIABLE} | INTERNAL_VARIABLES
+    files = [p for d in ("extauthz", "istio", "envoy", "demo", "benchmarks", "scripts")
+             for p in (root / d).rglob("*") if p.suffix in (".py", ".yaml", ".yml", ".sh")]
+    files += [root / "Dockerfile", root / "Makefile"]
+    used = {m for p in files if p.is_file()
+            for m in re.findall(r"\bEXTAUTHZ_[A-Z0-9_]*[A-Z0-9]\b", p.read_text(errors="replace"))}
+    assert used, "the scan found nothing: the pattern or the paths are wrong"
+    assert used - allowed == set()
