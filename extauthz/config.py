@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -351,9 +352,7 @@ def settings_from_document(doc: Mapping[str, Any]) -> Settings:
     cookie = d["token"]["cookie"]
     if cookie is not None and not cookie.strip():
         raise ConfigError("config: 'token.cookie' is empty; give a cookie name or null")
-    prefix = d["headers"]["prefix"].lower()
-    if not prefix or not all(c.isalnum() or c == "-" for c in prefix):
-        raise ConfigError("config: 'headers.prefix' must be letters, digits and '-', e.g. x-auth-")
+    prefix = _header_prefix(d["headers"]["prefix"])
     return Settings(
         grpc_listen=grpc_listen,
         http_listen=http_listen,
@@ -377,6 +376,43 @@ def settings_from_document(doc: Mapping[str, Any]) -> Settings:
         demo_issuer=demo_settings,
         log_level=d["log_level"],
     )
+
+
+# Every incoming header starting with headers.prefix is removed, so the prefix must not
+# start a header anything else relies on: standard and hop-by-hop names are out by shape
+# (x-…-), these widely used x- names and families are out by name.
+_PREFIX_SHAPE = re.compile(r"x-[a-z0-9]+(-[a-z0-9]+)*-")
+RESERVED_HEADER_FAMILIES = (
+    "x-envoy-", "x-forwarded-", "x-b3-", "x-ot-", "x-datadog-", "x-cloud-trace-", "x-amzn-",
+    "x-amz-", "x-goog-", "x-ms-", "x-istio-", "x-remote-", "x-original-", "x-real-",
+    "x-request-",
+)
+RESERVED_HEADERS = (
+    "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port",
+    "x-forwarded-client-cert", "x-real-ip", "x-request-id", "x-request-start",
+    "x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid", "x-b3-sampled", "x-b3-flags",
+    "x-ot-span-context", "x-cloud-trace-context", "x-amzn-trace-id", "x-correlation-id",
+    "x-client-ip", "x-cluster-client-ip", "x-csrf-token", "x-xsrf-token", "x-requested-with",
+    "x-http-method-override", "x-original-url", "x-original-uri", "x-api-key",
+    "x-remote-user", "x-remote-group", "x-content-type-options", "x-frame-options",
+)
+
+
+def _header_prefix(value: str) -> str:
+    prefix = value.lower()
+    if not _PREFIX_SHAPE.fullmatch(prefix) or len(prefix) > 40:
+        raise ConfigError(f"config: 'headers.prefix' is {value!r}; write x-NAME- (lower-case "
+                          "letters, digits and '-', ending in '-', at most 40), e.g. x-auth-: "
+                          "every incoming header that starts with it is removed")
+    for name in RESERVED_HEADERS:
+        if name.startswith(prefix):
+            raise ConfigError(f"config: 'headers.prefix' {value!r} would remove the {name} "
+                              "header from every request; choose another, e.g. x-auth-")
+    for family in RESERVED_HEADER_FAMILIES:
+        if prefix.startswith(family) or family.startswith(prefix):
+            raise ConfigError(f"config: 'headers.prefix' {value!r} overlaps the {family}* "
+                              "headers that proxies and platforms use; choose another, e.g. x-auth-")
+    return prefix
 
 
 def _stepup(s: Mapping[str, Any], public_url: str) -> StepupSettings:

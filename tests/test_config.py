@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -140,3 +141,30 @@ def test_every_extauthz_variable_the_repository_sets_or_reads_is_a_key_or_allowe
             for m in re.findall(r"\bEXTAUTHZ_[A-Z0-9_]*[A-Z0-9]\b", p.read_text(errors="replace"))}
     assert used, "the scan found nothing: the pattern or the paths are wrong"
     assert used - allowed == set()
+
+
+@pytest.mark.parametrize(("prefix", "message"), [
+    ("content-", "'headers.prefix' is 'content-'; write x-NAME-"),
+    ("c", "'headers.prefix' is 'c'; write x-NAME-"),
+    ("cookie-", "'headers.prefix' is 'cookie-'; write x-NAME-"),
+    ("x-auth", "'headers.prefix' is 'x-auth'; write x-NAME-"),
+    ("x-", "'headers.prefix' is 'x-'; write x-NAME-"),
+    ("x--auth-", "write x-NAME-"),
+    ("x-forwarded-", "would remove the x-forwarded-for header from every request"),
+    ("X-Forwarded-", "would remove the x-forwarded-for header from every request"),
+    ("x-request-", "would remove the x-request-id header from every request"),
+    ("x-real-", "would remove the x-real-ip header from every request"),
+    ("x-b3-", "would remove the x-b3-traceid header"),
+    ("x-envoy-auth-", "overlaps the x-envoy-* headers"),
+    ("x-forwarded-user-", "overlaps the x-forwarded-* headers"),
+    ("x-remote-", "would remove the x-remote-user header"),
+    ("x-amz-auth-", "overlaps the x-amz-* headers"),
+])
+def test_a_header_prefix_that_would_strip_other_headers_is_refused(prefix: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        settings_from_document({"headers": {"prefix": prefix}})
+
+
+@pytest.mark.parametrize("prefix", ["x-auth-", "x-user-", "X-Corp-Id-", "x-my-gw2-"])
+def test_an_x_name_header_prefix_is_accepted_in_lower_case(prefix: str) -> None:
+    assert settings_from_document({"headers": {"prefix": prefix}}).headers.prefix == prefix.lower()

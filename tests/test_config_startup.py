@@ -45,3 +45,14 @@ def test_a_misspelled_environment_variable_stops_the_installed_serve(tmp_path: P
     assert line == ("extauthz: config: unknown environment variable EXTAUTHZ_DEFAULT_ACTON: "
                     "did you mean EXTAUTHZ_DEFAULT_ACTION (key 'default_action')? "
                     "Rename or unset it")
+
+
+def test_a_header_prefix_that_would_strip_content_type_stops_the_start(tmp_path: Path) -> None:
+    line = refused(serve(tmp_path, env={"EXTAUTHZ_HEADERS_PREFIX": "content-"}))
+    assert line.startswith("extauthz: config: 'headers.prefix' is 'content-'; write x-NAME-")
+
+
+def test_a_header_prefix_inside_x_forwarded_stops_the_start(tmp_path: Path) -> None:
+    line = refused(serve(tmp_path, {"headers": {"prefix": "x-forwarded-"}}))
+    assert line == ("extauthz: config: 'headers.prefix' 'x-forwarded-' would remove the "
+                    "x-forwarded-for header from every request; choose another, e.g. x-auth-")
