@@ -5,8 +5,10 @@ from the request. Challenges are random (py_webauthn, 64 bytes), single-use (tak
 with GETDEL), bound to the user and the ceremony, and expire after
 ``stepup.challenge_ttl``. User verification is required. A sign count that goes
 backwards for a counter-using authenticator is refused and logged as a possible clone.
-Failed ceremonies are counted per user; past ``max_failures`` in ``failure_window``
-seconds the user must wait.
+Every finishing ceremony is counted per user *before* it is processed (one atomic
+increment in the store) and refused above ``max_failures``; a success clears the count.
+So past ``max_failures`` failures in ``failure_window`` seconds the user must wait, and
+parallel attempts cannot slip past the limit.
 """
 
 from __future__ import annotations
@@ -103,16 +105,31 @@ class Ceremonies:
     def _user(self, identity: Identity) -> str:
         return user_key(identity.issuer, identity.subject)
 
-    async def _guard(self, user: str) -> None:
-        if await self._store.failures(user) >= self._s.max_failures:
-            minutes = max(1, self._s.failure_window // 60)
-            raise TooManyFailures(f"Too many failed attempts. Try again in about {minutes} "
-                                  "minutes, or ask an administrator.")
+    def _too_many(self) -> TooManyFailures:
+        minutes = max(1, self._s.failure_window // 60)
+        return TooManyFailures(f"Too many failed attempts. Try again in about {minutes} "
+                               "minutes, or ask an administrator.")
 
-    async def _failed(self, user: str, identity: Identity, error: CeremonyError) -> CeremonyError:
+    async def _guard(self, user: str) -> None:
+        """Before handing out options: a user past the limit gets none (reserves nothing)."""
+        if await self._store.failures(user) >= self._s.max_failures:
+            raise self._too_many()
+
+    async def _reserve(self, user: str) -> int:
+        """Count this attempt before processing it, and refuse it above the limit.
+
+        Increment first, then compare: parallel attempts each get their own number, so no
+        more than ``max_failures`` are ever processed per window (reading the counter and
+        incrementing it after a failure let every parallel attempt pass the read). A
+        success clears the counter, so only failures accumulate."""
         count = await self._store.add_failure(user, self._s.failure_window)
+        if count > self._s.max_failures:
+            raise self._too_many()
+        return count
+
+    def _failed(self, attempt: int, identity: Identity, error: CeremonyError) -> CeremonyError:
         log.warning("stepup: ceremony failed for %s (%s), failure %d of %d", identity.subject,
-                    error.code, count, self._s.max_failures)
+                    error.code, attempt, self._s.max_failures)
         return error
 
     async def registration_options(self, identity: Identity) -> str:
@@ -136,10 +153,10 @@ class Ceremonies:
 
     async def register(self, identity: Identity, credential: dict[str, Any], name: str) -> Passkey:
         user = self._user(identity)
-        await self._guard(user)
+        attempt = await self._reserve(user)
         stored = await self._store.take_challenge(user, REGISTER)
         if stored is None:
-            raise await self._failed(user, identity, ChallengeMissing(
+            raise self._failed(attempt, identity, ChallengeMissing(
                 "This enrolment expired or was already used. Start again."))
         try:
             verified = verify_registration_response(
@@ -148,7 +165,7 @@ class Ceremonies:
                 require_user_verification=True)
         except (InvalidRegistrationResponse, InvalidJSONStructure, InvalidCBORData, KeyError,
                 TypeError, ValueError) as e:
-            raise await self._failed(user, identity, PasskeyRejected(
+            raise self._failed(attempt, identity, PasskeyRejected(
                 f"The new passkey could not be verified: {e}")) from e
         transports = credential.get("response", {}).get("transports") or []
         passkey = Passkey(
@@ -180,15 +197,15 @@ class Ceremonies:
 
     async def authenticate(self, identity: Identity, credential: dict[str, Any]) -> Passkey:
         user = self._user(identity)
-        await self._guard(user)
+        attempt = await self._reserve(user)
         stored = await self._store.take_challenge(user, AUTHENTICATE)
         if stored is None:
-            raise await self._failed(user, identity, ChallengeMissing(
+            raise self._failed(attempt, identity, ChallengeMissing(
                 "This sign-in expired or was already used. Start again."))
         cid = credential.get("id") if isinstance(credential, dict) else None
         passkey = next((p for p in await self._store.passkeys(user) if p.credential_id == cid), None)
         if passkey is None:
-            raise await self._failed(user, identity, UnknownPasskey(
+            raise self._failed(attempt, identity, UnknownPasskey(
                 f"This key is not registered for {who(identity)}."))
         _sign_count(credential)  # a clear message for a truncated authenticatorData
         try:
@@ -201,19 +218,19 @@ class Ceremonies:
                 credential_current_sign_count=0, require_user_verification=True)
         except (InvalidAuthenticationResponse, InvalidJSONStructure, InvalidCBORData, KeyError,
                 TypeError, ValueError) as e:
-            raise await self._failed(user, identity, PasskeyRejected(
+            raise self._failed(attempt, identity, PasskeyRejected(
                 f"The passkey could not be verified: {e}")) from e
         new_count = verified.new_sign_count
         if (new_count or passkey.sign_count) and new_count <= passkey.sign_count:
             log.error("stepup: POSSIBLE CLONED KEY: passkey %r of %s reported sign count %d, "
                       "stored %d; assertion refused", passkey.name, identity.subject, new_count,
                       passkey.sign_count)
-            raise await self._failed(user, identity, PossibleClone(
+            raise self._failed(attempt, identity, PossibleClone(
                 "This key reported an older use count than before and may have been copied. "
                 "It was refused; ask an administrator."))
         updated = replace(passkey, sign_count=new_count, last_used=int(self._clock.wall()))
         if not await self._store.update_passkey(user, updated):  # removed meanwhile: stays removed
-            raise await self._failed(user, identity, UnknownPasskey(
+            raise self._failed(attempt, identity, UnknownPasskey(
                 f"This key is not registered for {who(identity)}."))
         await self._store.clear_failures(user)
         return updated

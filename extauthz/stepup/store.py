@@ -4,7 +4,8 @@ Redis (shared by every replica), under ``store.prefix``:
   ``webauthn:passkeys:<user>``       hash: credential id -> passkey JSON (durable)
   ``webauthn:users``                 hash: <user> -> {"iss", "sub"} (for the CLI)
   ``webauthn:challenge:<ceremony>:<user>``  JSON, EX challenge_ttl, taken with GETDEL
-  ``webauthn:failures:<user>``       counter, expires after failure_window
+  ``webauthn:failures:<user>``       attempts counter (INCR before each ceremony is
+                                     processed), expires after failure_window
   ``stepup:signing-key``             PEM, set once with NX
 ``<user>`` is a hash of issuer and subject: no personal data in key names.
 
@@ -160,6 +161,8 @@ class RedisStepupStore:
         return sorted(out, key=lambda t: t[1])
 
     async def add_failure(self, user: str, window: int) -> int:
+        """Count one attempt and return the new count, atomically (INCR and EXPIRE NX in one
+        MULTI): parallel callers each get their own number."""
         async with self._io() as r, r.pipeline(transaction=True) as pipe:
             key = self._k("webauthn", "failures", user)
             pipe.incr(key)
@@ -294,6 +297,8 @@ class FileStepupStore:
         return await self._run(work)
 
     async def add_failure(self, user: str, window: int) -> int:
+        """Count one attempt and return the new count, under the file lock (one writer at a
+        time across threads and processes)."""
         def work() -> int:
             with self._state() as s:
                 entry = s["failures"].setdefault(user, {"count": 0,

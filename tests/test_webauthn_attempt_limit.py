@@ -1,0 +1,129 @@
+"""The failed-ceremony limit holds under parallel attempts: each attempt is reserved (counted)
+before it is processed, atomically, in Redis and in the file store."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.error
+import urllib.request
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from extauthz.clock import FakeClock
+from extauthz.stepup.ceremonies import CeremonyError, TooManyFailures
+from extauthz.stepup.store import FileStepupStore, RedisStepupStore, StepupStore
+from tests.support.issuer import AUDIENCE, LocalIssuer
+from tests.support.redis import RedisServer
+from tests.support.stack import ExtAuthz
+from tests.test_webauthn_ceremonies import VECTORS, Rig, ident
+
+
+def open_store(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> StepupStore:
+    if kind == "redis":
+        server = request.getfixturevalue("redis_server")
+        return RedisStepupStore(server.url, f"lim{uuid.uuid4().hex[:6]}:", 2.0)
+    return FileStepupStore(str(tmp_path / "state.json"), FakeClock())
+
+
+@pytest.mark.parametrize("kind", ["file", "redis"])
+async def test_thirty_parallel_failing_ceremonies_process_exactly_max_failures(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    store = open_store(kind, tmp_path, request)
+    rig = Rig(store, FakeClock(), max_failures=5)
+    await rig.register()
+    bad = json.loads(json.dumps(VECTORS["authentication"]["credential"]))
+    bad["response"]["signature"] = "AAAA"
+
+    async def attempt() -> str:
+        try:
+            await rig.authenticate(credential=json.loads(json.dumps(bad)))
+        except TooManyFailures:
+            return "refused"
+        except CeremonyError:
+            return "processed"
+        return "passed"
+
+    outcomes = await asyncio.gather(*(attempt() for _ in range(30)))
+    assert outcomes.count("processed") == 5
+    assert outcomes.count("refused") == 25
+    with pytest.raises(TooManyFailures):  # still locked: the good passkey waits too
+        await rig.authenticate()
+    await store.close()
+
+
+@pytest.mark.parametrize("kind", ["file", "redis"])
+async def test_parallel_registrations_are_limited_the_same_way(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    store = open_store(kind, tmp_path, request)
+    rig = Rig(store, FakeClock(), max_failures=3)
+
+    async def attempt() -> str:
+        try:  # no challenge was issued: each one fails once processed
+            await rig.ceremonies.register(ident(), VECTORS["registration"]["credential"], "k")
+        except TooManyFailures:
+            return "refused"
+        except CeremonyError:
+            return "processed"
+        return "passed"
+
+    outcomes = await asyncio.gather(*(attempt() for _ in range(20)))
+    assert (outcomes.count("processed"), outcomes.count("refused")) == (3, 17)
+    await store.close()
+
+
+async def test_a_success_clears_the_count_so_only_failures_add_up(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from extauthz.stepup.store import user_key
+
+    clock = FakeClock()
+    rig = Rig(FileStepupStore(str(tmp_path / "s.json"), clock), clock, max_failures=2)
+    await rig.register()
+    user = user_key("https://idp.example.com", "alice")
+    for _ in range(5):  # a failure then a success, again and again: the success counts as
+        with pytest.raises(CeremonyError):  # the second attempt, and clears the count
+            await rig.authenticate(seed=False)
+        await rig.authenticate()
+        [used] = await rig.store.passkeys(user)
+        await rig.store.save_passkey(user, replace(used, sign_count=0))  # the vector again
+
+
+def post(url: str, token: str) -> int:
+    body = json.dumps({"credential": {"id": "x", "response": {}}}).encode()
+    req = urllib.request.Request(url, data=body, method="POST", headers={  # noqa: S310 (loopback)
+        "content-type": "application/json", "origin": "http://localhost:8000",
+        "authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(req, timeout=20) as resp:  # noqa: S310
+            return int(resp.status)
+    except urllib.error.HTTPError as e:
+        return int(e.code)
+
+
+def test_parallel_failing_step_ups_across_two_workers_on_redis_stop_at_the_limit(
+    tmp_path: Path
+) -> None:
+    idp = LocalIssuer()
+    redis = RedisServer(tmp_path / "redis").start()
+    cfg: dict[str, Any] = {"issuers": [{"issuer": idp.issuer, "audiences": [AUDIENCE]}],
+                           "store": {"url": redis.url, "prefix": "lim:"},
+                           "stepup": {"max_failures": 5}, "default_action": "authenticated"}
+    service = ExtAuthz(tmp_path, cfg, args=["--workers", "2"]).start()
+    try:
+        url = f"http://127.0.0.1:{service.http_port}/.extauthz/stepup/finish"
+        token = idp.mint("ES256", sub="pat")
+        with ThreadPoolExecutor(30) as pool:
+            statuses = list(pool.map(lambda _: post(url, token), range(30)))
+        assert statuses.count(400) == 5, statuses  # processed: "expired or already used"
+        assert statuses.count(429) == 25, statuses
+    finally:
+        service.stop()
+        redis.stop()
+        idp.close()
