@@ -86,7 +86,8 @@ def test_every_kind_is_enforced_by_every_worker_within_a_second_and_survives_a_r
                            "store": {"url": redis.url, "prefix": "rev:"},
                            "default_action": "authenticated"}
     config = tmp_path / "cli.yaml"
-    config.write_text(yaml.safe_dump({"store": {"url": redis.url, "prefix": "rev:"}}))
+    config.write_text(yaml.safe_dump({"issuers": cfg["issuers"],  # `revoke` checks --issuer
+                                      "store": {"url": redis.url, "prefix": "rev:"}}))
     service = ExtAuthz(tmp_path, cfg, args=["--workers", "2"]).start()
     gateway = Gateway(tmp_path, service).start()
     workers: list[Worker] = []
@@ -149,7 +150,8 @@ def test_every_kind_is_enforced_by_every_worker_within_a_second_and_survives_a_r
 
 def test_a_token_revocation_expires_when_the_token_would(tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
-    config.write_text(yaml.safe_dump({"store": {"state_file": str(tmp_path / "s.json")}}))
+    config.write_text(yaml.safe_dump({"store": {"state_file": str(tmp_path / "s.json")},
+                                      "token": {"leeway": 0}}))  # kept until exp + leeway
     assert cli(config, "token", "--jti", "short", "--expires-at", str(int(time.time()) + 2)).returncode == 0
     assert cli(config, "subject", "--subject", "x", "--ttl", "2").returncode == 0
     assert "token:*:short" in cli(config, "list").stdout

@@ -8,6 +8,14 @@
 "Issued before" compares the token's ``iat`` with the revocation time, inclusive of that
 second; a token without ``iat`` cannot prove it is newer and is refused. Step-up cookies
 of a revoked subject stop working the same way (their ``auth_time`` is compared).
+
+A revocation's key (its name in the store, in ``revoke list`` and ``revoke undo``) is
+``KIND:ISSUER:VALUE`` with ``%``, ``:``, whitespace and non-printable characters
+percent-encoded in each part (``*`` for any issuer), so no issuer/value pair can name
+another's record: issuer ``X:svc`` + subject ``deploy`` is ``subject:X%3Asvc:deploy``, issuer
+``X`` + subject ``svc:deploy`` is ``subject:X:svc%3Adeploy``. Records written before this
+encoding sit under their raw ``KIND:ISSUER:VALUE`` (:attr:`Revocation.legacy_key`); they are
+still read and enforced, and ``revoke undo`` lifts them by either form.
 """
 
 from __future__ import annotations
@@ -15,10 +23,45 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from urllib.parse import unquote
 
 from extauthz.identity.model import Identity
 
 KINDS = ("token", "subject", "client", "all")
+ANY_ISSUER = "*"
+
+
+def _encode(part: str, special: str = "%:") -> str:
+    return "".join(c if c.isprintable() and not c.isspace() and c not in special
+                   else "".join(f"%{b:02X}" for b in c.encode("utf-8")) for c in part)
+
+
+def revocation_key(kind: str, issuer: str, value: str) -> str:
+    """``KIND:ISSUER:VALUE``, each part percent-encoded: one key names one revocation.
+
+    ``*`` is any issuer (so a literal ``*`` in an issuer is encoded too).
+    """
+    return f"{kind}:{_encode(issuer, '%:*') if issuer else ANY_ISSUER}:{_encode(value)}"
+
+
+def parse_key(key: str) -> tuple[str, str, str] | None:
+    """The (kind, issuer, value) a key in the current encoding names; None if it is not one.
+
+    Escapes are read in either case; a key that does not encode back to itself (a raw
+    ``%``, an escape of a plain character, bad UTF-8) is not a key.
+    """
+    parts = key.split(":")
+    if len(parts) != 3 or parts[0] not in KINDS:
+        return None
+    kind, issuer, value = parts
+    try:
+        target = (kind, "" if issuer == ANY_ISSUER else unquote(issuer, errors="strict"),
+                  unquote(value, errors="strict"))
+    except UnicodeDecodeError:
+        return None
+    if revocation_key(*target).upper() != key.upper():
+        return None
+    return target
 
 
 @dataclass(frozen=True)
@@ -32,7 +75,17 @@ class Revocation:
 
     @property
     def key(self) -> str:
+        return revocation_key(self.kind, self.issuer, self.value)
+
+    @property
+    def legacy_key(self) -> str:
+        """The key records were stored under before the encoding (ambiguous: read, never written)."""
         return f"{self.kind}:{self.issuer or '*'}:{self.value}"
+
+    @property
+    def target(self) -> tuple[str, str, str]:
+        """What it revokes: two records with the same target are the same revocation."""
+        return (self.kind, self.issuer, self.value)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True)
