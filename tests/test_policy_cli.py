@@ -106,7 +106,10 @@ def test_validate_names_the_field_and_never_needs_a_store(tmp_path: Path) -> Non
     assert (ok.returncode, ok.stdout.strip()) == (0, "2 valid: admin-api, public")
     bad = run(cfg, "validate", "-f", "-", stdin="id: x\nmatch: {paths: [{regex: '('}]}\n")
     assert bad.returncode == 2
-    assert "'match.paths[0].regex' is not a valid regular expression" in bad.stderr
+    assert bad.stderr.strip().endswith(
+        "stdin: policy 'x': 'match.paths[0].regex' is '(', which RE2 refuses (missing ): (): "
+        "write an RE2 regex (no backreferences, lookaround or possessive quantifiers)")
+    assert len(bad.stderr.strip().splitlines()) == 1  # no RE2 log lines on stderr
 
 
 def test_without_a_store_the_cli_says_how_to_configure_one(tmp_path: Path) -> None:

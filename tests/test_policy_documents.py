@@ -39,7 +39,7 @@ def test_a_full_document_parses_with_defaults_filled_in() -> None:
         ({}, "'id' is required"),
         ({"id": "a", "priority": "high"}, "'priority' must be a whole number"),
         ({"id": "a", "match": {"paths": [{"regex": "(unclosed"}]}},
-         "'match.paths[0].regex' is not a valid regular expression"),
+         "'match.paths[0].regex' is '(unclosed', which RE2 refuses (missing ): (unclosed)"),
         ({"id": "a", "match": {"paths": [{"prefix": "/a", "exact": "/b"}]}},
          "'match.paths[0]' needs exactly one of exact, prefix or regex"),
         ({"id": "a", "match": {"paths": [{"prefix": "admin"}]}},
@@ -120,3 +120,34 @@ def test_lower_case_methods_are_stored_upper_case_once() -> None:
     p = parse_policy({"id": "a", "match": {"methods": ["delete", "Patch", "DELETE"]}})
     assert p.methods == frozenset({"DELETE", "PATCH"})
     assert p.document["match"]["methods"] == ["DELETE", "PATCH"]
+
+
+EVIL = r"^/reports/([a-z0-9]+/?)+\.csv$"
+
+
+def test_policy_regexes_are_compiled_by_re2_not_the_backtracking_re() -> None:
+    p = parse_policy({"id": "reports", "match": {"paths": [{"regex": EVIL}]}})
+    pattern = p.paths[0].pattern
+    assert pattern is not None
+    assert type(pattern).__module__.split(".")[0] == "re2"
+    assert pattern.pattern == EVIL
+    # Python's re backtracks for seconds on this 36-byte path; RE2 is linear (not timed here).
+    assert pattern.fullmatch("/reports/" + "a" * 26 + "!") is None
+    assert pattern.fullmatch("/reports/a/b/c.csv") is not None
+
+
+@pytest.mark.parametrize(("regex", "why"), [
+    (r"^/(a)\1$", "invalid escape sequence: \\1"),
+    ("^/admin(?!/public)", "invalid perl operator: (?!"),
+    ("^/(?<=x)y", "invalid perl operator: (?<="),
+    ("^/a++$", "bad repetition operator: ++"),
+    ("^/x\n(", "missing ): ^/x\\n("),
+])
+def test_a_regex_re2_cannot_run_is_refused_naming_the_policy_and_the_pattern(regex: str, why: str) -> None:
+    doc = {"id": "reports", "match": {"paths": [{"prefix": "/r/"}, {"regex": regex}]}}
+    with pytest.raises(PolicyInvalid) as err:
+        parse_policies([doc], "policies.yaml")
+    message = str(err.value)
+    assert message.startswith(f"policies.yaml: policy 'reports': 'match.paths[1].regex' is {regex!r}, "
+                              f"which RE2 refuses ({why}): write an RE2 regex")
+    assert "\n" not in message  # one line, even for a pattern with a newline in it

@@ -10,7 +10,8 @@ Precedence, deterministic and explainable:
 
 Host and exact/prefix path lookups are dict hits (prefixes: one per distinct prefix
 length), so the cost does not grow with the number of policies. Regexes are tried one
-by one: keep them few.
+by one: keep them few. They are RE2 (``model.compile_regex``), linear in the path, and the
+path they see is at most ``paths.MAX_PATH`` long: a longer one is refused before matching.
 """
 
 from __future__ import annotations
