@@ -128,7 +128,7 @@ class Ceremonies:
         return count
 
     def _failed(self, attempt: int, identity: Identity, error: CeremonyError) -> CeremonyError:
-        log.warning("stepup: ceremony failed for %s (%s), failure %d of %d", identity.subject,
+        log.warning("stepup: ceremony failed for %r (%s), failure %d of %d", identity.subject,
                     error.code, attempt, self._s.max_failures)
         return error
 
@@ -176,7 +176,7 @@ class Ceremonies:
             issuer=identity.issuer, subject=identity.subject)
         await self._store.save_passkey(user, passkey)
         await self._store.clear_failures(user)
-        log.info("stepup: %s enrolled passkey %r", identity.subject, name)
+        log.info("stepup: %r enrolled passkey %r", identity.subject, name)
         return passkey
 
     async def authentication_options(self, identity: Identity) -> str | None:
@@ -222,7 +222,7 @@ class Ceremonies:
                 f"The passkey could not be verified: {e}")) from e
         new_count = verified.new_sign_count
         if (new_count or passkey.sign_count) and new_count <= passkey.sign_count:
-            log.error("stepup: POSSIBLE CLONED KEY: passkey %r of %s reported sign count %d, "
+            log.error("stepup: POSSIBLE CLONED KEY: passkey %r of %r reported sign count %d, "
                       "stored %d; assertion refused", passkey.name, identity.subject, new_count,
                       passkey.sign_count)
             raise self._failed(attempt, identity, PossibleClone(

@@ -237,7 +237,7 @@ class StepupHttp:
         response = web.json_response({"redirect": safe_rd(rd if isinstance(rd, str) else None)})
         response.set_cookie(self._settings.stepup.cookie_name, cookie, path="/", secure=True,
                             httponly=True, samesite="Lax", max_age=self._settings.stepup.max_age_limit)
-        log.info("stepup: %s confirmed with passkey %r", identity.subject, passkey.name)
+        log.info("stepup: %r confirmed with passkey %r", identity.subject, passkey.name)
         return response
 
     async def _list(self, _: web.Request, identity: Identity, body: dict[str, Any]) -> web.Response:
@@ -254,5 +254,5 @@ class StepupHttp:
             raise CeremonyError("Say which passkey to remove ('id').")
         if not await self._store.remove_passkey(user_key(identity.issuer, identity.subject), cid):
             raise CeremonyError(f"No such passkey for {who(identity)}.")
-        log.info("stepup: %s removed passkey %s", identity.subject, cid)
+        log.info("stepup: %r removed passkey %r", identity.subject, cid)
         return web.json_response({"removed": cid})

@@ -1,0 +1,89 @@
+"""A subject (or passkey id) with a newline cannot forge log lines: values from a token or a
+client are logged with %r, so one event stays one line."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import logging
+import urllib.request
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from extauthz.clock import FakeClock
+from extauthz.identity.model import Identity
+from extauthz.stepup.ceremonies import CeremonyError, PossibleClone
+from extauthz.stepup.store import FileStepupStore, Passkey, user_key
+from tests.conftest import make_settings
+from tests.support.inproc import ServerThread
+from tests.support.issuer import LocalIssuer
+from tests.support.ports import free_port
+from tests.test_webauthn_ceremonies import VECTORS, Rig, ident
+
+FORGED = "mallory\n2030-01-01 00:00:00,000 ERROR extauthz.stepup[1]: FORGED admin login\r"
+
+
+def one_line_each(caplog: pytest.LogCaptureFixture) -> list[str]:
+    messages = [r.getMessage() for r in caplog.records if r.name.startswith("extauthz")]
+    for message in messages:
+        assert "\n" not in message, message
+        assert "\r" not in message, message
+    return messages
+
+
+async def test_a_subject_with_a_newline_stays_on_one_line_in_every_ceremony_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = FakeClock()
+    rig = Rig(FileStepupStore(str(tmp_path / "s.json"), clock), clock)
+    who: Identity = replace(ident(), subject=FORGED)
+    with caplog.at_level(logging.INFO, logger="extauthz"):
+        await rig.register(who)  # "enrolled passkey"
+        with pytest.raises(CeremonyError):  # "ceremony failed"
+            await rig.authenticate(who, seed=False)
+        user = user_key(who.issuer, who.subject)
+        [passkey] = await rig.store.passkeys(user)
+        await rig.store.save_passkey(user, replace(passkey, sign_count=10**6))
+        with pytest.raises(PossibleClone):  # "POSSIBLE CLONED KEY"
+            await rig.authenticate(who, copy.deepcopy(VECTORS["authentication"]["credential"]))
+    messages = one_line_each(caplog)
+    assert len(messages) == 4, messages
+    assert all(repr(FORGED) in m for m in messages)
+
+
+def test_the_passkey_pages_log_a_client_chosen_passkey_id_with_newlines_on_one_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The verifier refuses a ``sub`` with control characters before the pages see it; a
+    passkey id comes from the request body, and is what the page logs."""
+    idp = LocalIssuer()
+    settings = make_settings(idp, grpc={"listen": f"127.0.0.1:{free_port()}"},
+                             http={"listen": f"127.0.0.1:{free_port()}"})
+    server = ServerThread(settings).start()
+    try:
+        assert server.runtime is not None
+        assert server.runtime.stepup.cookies is not None
+        cid = "c1\nINFO extauthz.stepup: FORGED"
+        store = FileStepupStore(settings.store.state_file, FakeClock())
+        asyncio.run(store.save_passkey(user_key(idp.issuer, "mallory"), Passkey(
+            cid, "pk", 0, "key", 1, None, (), idp.issuer, "mallory")))
+        token = idp.mint("ES256", sub="mallory")
+        who = replace(ident(), issuer=idp.issuer, subject="mallory")
+        cookie = server.runtime.stepup.cookies.mint(who, cid)
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{settings.http_listen[1]}/.extauthz/webauthn/passkeys/remove",
+            data=json.dumps({"id": cid}).encode(), method="POST",
+            headers={"content-type": "application/json", "origin": "http://localhost:8000",
+                     "authorization": f"Bearer {token}",
+                     "cookie": f"__Host-extauthz-stepup={cookie}"})
+        with caplog.at_level(logging.INFO, logger="extauthz.stepup"), \
+                urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310
+            assert json.loads(resp.read()) == {"removed": cid}
+        removed = [m for m in one_line_each(caplog) if "removed passkey" in m]
+        assert removed == [f"stepup: 'mallory' removed passkey {cid!r}"]
+    finally:
+        server.stop()
+        idp.close()
