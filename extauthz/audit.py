@@ -13,6 +13,7 @@ import asyncio
 import datetime
 import json
 import logging
+import re
 import sys
 from collections import deque
 from typing import IO, Any
@@ -24,6 +25,7 @@ from extauthz.decision import Decision
 from extauthz.request import RequestView
 
 log = logging.getLogger("extauthz.audit")
+_PATH_PARAMETER = re.compile(r";[^/]*")
 
 FIELDS = ("time", "decision_id", "decision", "status", "reason", "policy", "dry_run",
           "would_deny", "subject", "username", "issuer", "client_id", "acr", "stepup_auth_time",
@@ -32,8 +34,10 @@ MAX_QUEUE = 100_000
 
 
 def safe_path(path: str) -> str:
-    """The path without query or fragment (which may carry tokens or personal data)."""
-    return path.split("?", 1)[0].split("#", 1)[0]
+    """The path without query, fragment or ``;`` path parameters (``;jsessionid=…`` is a
+    session credential; any of them may carry tokens or personal data)."""
+    path = path.split("?", 1)[0].split("#", 1)[0]
+    return _PATH_PARAMETER.sub("", path) if ";" in path else path
 
 
 def audit_record(decision: Decision, view: RequestView | None, now: float) -> dict[str, Any]:

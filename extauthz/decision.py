@@ -39,6 +39,7 @@ class Reason(StrEnum):
     KEYS_UNAVAILABLE = "keys_unavailable"
     INTERNAL_ERROR = "internal_error"
     BAD_CHECK_REQUEST = "bad_check_request"
+    BAD_REQUEST = "bad_request"  # an ambiguous path or authority: refused, never guessed
 
 
 class Decision(NamedTuple):
@@ -183,6 +184,15 @@ def forbidden(
         allowed=False, status=403, reason=reason, description=description,
         decision_id=decision_id, identity=identity, policy_id=policy_id,
         response_headers=headers, body=json_body(error, description),
+    )
+
+
+def bad_request(decision_id: str, *, description: str) -> Decision:
+    """400: the request's path or authority reads differently depending on who decodes it."""
+    return Decision(
+        allowed=False, status=400, reason=Reason.BAD_REQUEST, description=description,
+        decision_id=decision_id, response_headers=(_JSON,),
+        body=json_body("bad_request", description),
     )
 
 

@@ -100,3 +100,17 @@ class StoreUnavailable(ExtAuthzError):
     """The policy store (Redis, a file) cannot be read or written right now."""
 
     code = "store_unavailable"
+
+
+class BadRequest(ExtAuthzError):
+    """The request itself is ambiguous or malformed (400 ``bad_request``): its meaning would
+    depend on who decodes it, so it is refused rather than resolved into a guess."""
+
+    code = "bad_request"
+
+
+class CredentialAmbiguous(TokenError):
+    """A credential cookie appears more than once: which one the upstream would read is a
+    guess, so neither is used."""
+
+    code = "credential_ambiguous"

@@ -82,13 +82,6 @@ def identity_headers(
     return tuple(out)
 
 
-def without_cookies(cookie_header: str, names: frozenset[str]) -> str:
-    """The Cookie header less the named cookies (credentials the upstream must not see)."""
-    kept = [part.strip() for part in cookie_header.split(";")
-            if part.strip() and part.strip().partition("=")[0].strip() not in names]
-    return "; ".join(kept)
-
-
 _MEMO_NAMES, _MEMO_NAME_BYTES = 48, 1024  # name sets larger than this are not kept
 
 

@@ -1,15 +1,22 @@
 """The request view: a CheckRequest turned, once, into a plain immutable record.
 
 Nothing after this module reads protobuf. Header names are lower-cased, the host
-loses its port, the path is split from its query. Multi-valued headers arrive from
+loses its port, the path is split from its query. Host and path are parsed strictly here,
+once: an authority or a path whose meaning depends on who reads it raises ``BadRequest``
+(the service answers 400 ``bad_request``, audited), never a guess. Multi-valued headers arrive from
 Envoy joined with ',' (or as repeated raw entries, which are joined the same way).
 """
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, NamedTuple
+
+from extauthz.errors import BadRequest
+from extauthz.policy.paths import normalize_path
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 
@@ -43,32 +50,65 @@ class RequestView(NamedTuple):
         return f"{self.path}?{self.query}" if self.query else self.path
 
 
+class BadAuthority(BadRequest):
+    """The ``Host``/``:authority`` is not a host name, an IPv4 address or a ``[v6]`` literal
+    with an optional all-digit port."""
+
+
 _HOSTS: dict[str, str] = {}
 _HOSTS_LIMIT, _HOST_LENGTH = 4096, 255
+_REG_NAME = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*\.?")
+_PORT = re.compile(r"[0-9]{0,5}")
 
 
 def split_host(authority: str) -> str:
-    """Lower-case host without the port; IPv6 literals keep their brackets. Requests name
-    the same few authorities again and again: the answers are kept (bounded)."""
+    """The lower-case host of an authority, without the port or a final dot; IPv6 literals
+    keep their brackets. Anything else is refused (``BadAuthority``): ``a.example:1:1``,
+    ``user@host``, spaces, ``%``-escapes, empty labels, a non-numeric port. Requests name the
+    same few authorities again and again: the answers are kept (bounded)."""
     host = _HOSTS.get(authority)
     if host is None:
-        host = _split_host(authority)
-        if len(authority) <= _HOST_LENGTH:
-            if len(_HOSTS) >= _HOSTS_LIMIT:
-                _HOSTS.clear()
-            _HOSTS[authority] = host
+        host = _parse_authority(authority)
+        if len(_HOSTS) >= _HOSTS_LIMIT:
+            _HOSTS.clear()
+        _HOSTS[authority] = host
     return host
 
 
-def _split_host(authority: str) -> str:
-    host = authority.strip().lower()
-    if host.startswith("["):
-        end = host.find("]")
-        return host[: end + 1] if end != -1 else host
-    colon = host.rfind(":")
-    if colon != -1:  # outside brackets a ':' can only start the port, even an empty or odd one
-        host = host[:colon]
-    return host.rstrip(".")
+def _parse_authority(authority: str) -> str:
+    if not authority:
+        raise BadAuthority("the request has no Host")
+    if len(authority) > _HOST_LENGTH + 6:
+        raise BadAuthority("the Host is too long")
+    text = authority.lower()
+    if text.startswith("["):
+        end = text.find("]")
+        literal, rest = text[1:end], text[end + 1:]
+        if end == -1 or not _valid_ipv6(literal):
+            raise BadAuthority("the Host is not a valid [IPv6] literal")
+        host = text[: end + 1]
+    else:
+        host, colon, port = text.partition(":")
+        rest = colon + port
+        if not _REG_NAME.fullmatch(host) or len(host) > 254:
+            raise BadAuthority("the Host is not a host name or address")
+        if any(len(label) > 63 for label in host.split(".")):
+            raise BadAuthority("the Host has a label longer than 63 characters")
+        host = host.removesuffix(".")
+    if rest and (rest[0] != ":" or not _PORT.fullmatch(rest[1:])
+                 or (rest[1:] and int(rest[1:]) > 65535)):
+        raise BadAuthority("the Host has a port that is not a number up to 65535")
+    return host
+
+
+def _valid_ipv6(literal: str) -> bool:
+    if "%" in literal or not literal:  # zone ids mean nothing outside the sender's host
+        return False
+    try:
+        ipaddress.IPv6Address(literal)
+    except ValueError:
+        return False
+    return True
 
 
 def view_from_check_request(request: Any) -> RequestView:
@@ -91,6 +131,7 @@ def view_from_check_request(request: Any) -> RequestView:
     full_path = http.path or headers.get(":path", "")
     path, _, query = full_path.partition("?")
     path = path.partition("#")[0]
+    normalize_path(path)  # refuses an ambiguous path here, once (the matcher reuses the answer)
     if http.query and not query:
         query = http.query
     ctx_map = attrs.context_extensions

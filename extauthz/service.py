@@ -17,8 +17,9 @@ from google.protobuf.message import DecodeError
 
 from extauthz import decision as d
 from extauthz.audit import AuditLog, safe_path
-from extauthz.authorize import Authorizer
+from extauthz.authorize import Authorizer, DecisionIds
 from extauthz.decision import Reason
+from extauthz.errors import BadRequest
 from extauthz.pb.envoy.service.auth.v3 import external_auth_pb2 as ext
 from extauthz.request import view_from_check_request
 from extauthz.response import ResponseEncoder, build_response
@@ -59,6 +60,7 @@ class AuthorizationService:
         self._encoder = ResponseEncoder(authorizer.decision_id_header)
         self._audit = audit
         self._metrics = metrics
+        self._ids = DecisionIds()
 
     async def check(self, data: bytes, context: Any) -> bytes:
         started = time.perf_counter()
@@ -78,6 +80,11 @@ class AuthorizationService:
             else:
                 decision = await self._authorizer.check(view)
             answer = self._encoder.encode(decision)
+        except BadRequest as e:  # an ambiguous path or authority: refused, audited, never guessed
+            log.warning("bad request refused: %s", e.message)
+            decision = d.bad_request(self._ids.next(), description=e.message)
+            self._record(decision, view, started)
+            return self._encoder.encode(decision)
         except Exception:  # fail closed: a bug is a logged 503 deny, never an allow
             log.exception("check failed; answering 503 deny")
             self._record(INTERNAL, view, started)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from extauthz.policy.model import Policy
-from extauthz.policy.paths import normalize_path
+from extauthz.policy.paths import AmbiguousPath, has_escaped_separator, literal_path, normalize_path
 from extauthz.request import RequestView
 
 CONTEXT_KEY = "policy"
@@ -147,9 +147,17 @@ class PolicyIndex:
             bound = view.context_extensions.get(CONTEXT_KEY)
             if bound is not None:
                 return Match(self.by_id[bound], "bound", bound)
-        path = normalize_path(view.path)
-        method = view.method
-        host = view.host.rstrip(".")
+        found = self._find(view.host.rstrip("."), normalize_path(view.path), view.method)
+        if has_escaped_separator(view.path):
+            # Upstreams disagree on whether %2F, %5C and '\\' split segments: both readings
+            # must fall under the same policy, or the request is refused (never guessed).
+            other = self._find(view.host.rstrip("."), literal_path(view.path), view.method)
+            if (other.policy if other else None) is not (found.policy if found else None):
+                raise AmbiguousPath("an encoded '/' or '\\' in the path changes which policy applies")
+        return found
+
+    def _find(self, host: str, path: str, method: str) -> Match | None:
+        """The governing policy for a normalised path and host, by the precedence rules."""
         table = self._exact.get(host)
         if table is not None:
             hit = table.match(path, method)
