@@ -16,14 +16,13 @@ from extauthz.clock import SYSTEM_CLOCK, Clock
 from extauthz.config import Settings
 from extauthz.decision import Decision, Headers, Reason
 from extauthz.errors import KeysUnavailable, TokenError
-from extauthz.identity.extract import cookie_value, find_token
+from extauthz.identity.extract import cookie_value, find_token, without_cookies
 from extauthz.identity.model import Identity
 from extauthz.identity.verify import TokenVerifier
 from extauthz.identity_headers import (
     HeaderNames,
     headers_to_remove,
     identity_headers,
-    without_cookies,
 )
 from extauthz.policy.evaluate import render_headers, unmet
 from extauthz.policy.model import WEBAUTHN_ACR, Policy, Requirements, StepupRequirement
@@ -131,8 +130,13 @@ class Authorizer:
         self, decision_id: str, view: RequestView, require: Requirements, policy: Policy | None
     ) -> Decision:
         policy_id = policy.id if policy else None
-        token = find_token(view, self._cookie)
         identity: Identity | None = None
+        try:
+            token = find_token(view, self._cookie)
+        except TokenError as e:  # the token cookie twice: refused, never guessed
+            if require.authenticated:
+                return self._unauthenticated(decision_id, view, e.code, e.message, True, policy_id)
+            token = None  # public: ignored like any bad token (both copies are stripped)
         if token is not None:
             try:
                 identity = await self._verifier.verify(token)
@@ -160,7 +164,11 @@ class Authorizer:
                                    description=problem.description, identity=identity,
                                    policy_id=policy_id, challenge=challenge, error=error)
             if require.stepup is not None:
-                stepped = self._stepped_up(require.stepup, identity, view)
+                try:
+                    stepped = self._stepped_up(require.stepup, identity, view)
+                except TokenError as e:  # the step-up cookie twice: refused, never guessed
+                    return self._unauthenticated(decision_id, view, e.code, e.message, True,
+                                                 policy_id)
                 if stepped is None:
                     return d.stepup_required(decision_id, view, acr_values=require.stepup.acr_values,
                                              max_age=require.stepup.max_age, identity=identity,

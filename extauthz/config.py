@@ -9,6 +9,7 @@ Everything is validated once, at start, into frozen dataclasses.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -42,6 +43,8 @@ ISSUER_SCHEMA: Schema = {
     "username_prefix": Field("str", default=""),
     "groups_claim": Field("str", default="groups"),
     "groups_prefix": Field("str", default=""),
+    "insecure_http": Field("bool", default=False,
+                           doc="allow http:// for a non-loopback issuer or jwks_uri (logged)"),
 }
 
 SCHEMA: Schema = {
@@ -120,6 +123,7 @@ class IssuerSettings:
     username_prefix: str
     groups_claim: str
     groups_prefix: str
+    insecure_http: bool = False
 
 
 @dataclass(frozen=True)
@@ -454,6 +458,8 @@ def _issuer(index: int, item: Mapping[str, Any]) -> IssuerSettings:
         raise ConfigError(f"config: '{where}.algorithms' is empty; e.g. [RS256, ES256]")
     if item["jwks_uri"] is not None:
         _check_url(item["jwks_uri"], f"{where}.jwks_uri")
+    if not item["insecure_http"]:
+        _check_key_transport(issuer, item["jwks_uri"], where)
     if item["ca_file"] is not None and not Path(item["ca_file"]).is_file():
         raise ConfigError(f"config: '{where}.ca_file' {item['ca_file']!r} does not exist; "
                           "give the path of a PEM CA bundle")
@@ -467,4 +473,45 @@ def _issuer(index: int, item: Mapping[str, Any]) -> IssuerSettings:
         username_prefix=item["username_prefix"],
         groups_claim=item["groups_claim"],
         groups_prefix=item["groups_prefix"],
+        insecure_http=item["insecure_http"],
     )
+
+
+def is_loopback_url(url: str) -> bool:
+    """The URL's host is this machine: localhost (or a name under .localhost), 127/8, ::1."""
+    host = (urlsplit(url).hostname or "").rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_key_transport(issuer: str, jwks_uri: str | None, where: str) -> None:
+    """Keys decide which tokens are genuine: whoever can change them in transit can forge
+    any token. Plain http is for an issuer on this machine only."""
+    if issuer.startswith("http://") and not is_loopback_url(issuer):
+        raise ConfigError(f"config: '{where}.issuer' {issuer!r} is plain http on a host that is "
+                          "not this machine (anyone on the path could swap its keys); use its "
+                          f"https:// URL, or set {where}.insecure_http: true for a test network")
+    if jwks_uri is not None and jwks_uri.startswith("http://"):
+        if issuer.startswith("https://"):
+            raise ConfigError(f"config: '{where}.jwks_uri' {jwks_uri!r} is plain http for an "
+                              "https issuer (anyone on the path could swap its keys and forge any "
+                              "token); use an https:// jwks_uri, or null to take it from discovery")
+        if not is_loopback_url(jwks_uri):
+            raise ConfigError(f"config: '{where}.jwks_uri' {jwks_uri!r} is plain http on a host "
+                              "that is not this machine; use https://, or set "
+                              f"{where}.insecure_http: true for a test network")
+
+
+def insecure_settings(settings: Settings) -> tuple[str, ...]:
+    """What this configuration trusts that an attacker could exploit; logged at ERROR at
+    start and periodically, so it is never on unnoticed."""
+    out = []
+    for i, iss in enumerate(settings.issuers):
+        if iss.insecure_http:
+            out.append(f"issuers[{i}].insecure_http is on: the keys of {iss.issuer!r} may come "
+                       "over plain http, where anyone on the path can swap them and forge tokens")
+    return tuple(out)

@@ -25,7 +25,7 @@ from grpc_reflection.v1alpha import reflection
 from extauthz.audit import AuditLog
 from extauthz.authorize import Authorizer, StepupKeys
 from extauthz.clock import SYSTEM_CLOCK, Clock
-from extauthz.config import Settings
+from extauthz.config import Settings, insecure_settings
 from extauthz.demo.issuer import DemoIssuer, demo_issuer
 from extauthz.errors import ConfigError, StoreUnavailable
 from extauthz.follow import follow_file, follow_redis
@@ -120,6 +120,8 @@ class Runtime:
         stale = self.policies.staleness()
         if self.policies.error and stale is not None:
             status += f", stale for {stale:.0f}s ({self.policies.error})"
+        for unsafe in insecure_settings(self.settings):  # ready, but never silently so
+            status += f"; UNSAFE: {unsafe}"
         return True, status
 
 
@@ -185,6 +187,15 @@ def _observe(rt: Runtime) -> None:
     m.observe("extauthz.revocations", "Revocations in force",
               lambda: [(len(rt.revocations.current) if rt.revocations.current else 0, {})],
               counter=False)
+
+
+async def _remind_unsafe(messages: tuple[str, ...], every: float = 60.0) -> None:
+    """An unsafe setting (the demo issuer, keys over plain http) is logged at ERROR at start
+    and every minute after, so it is never on unnoticed."""
+    while True:
+        for message in messages:
+            log.error("UNSAFE: %s", message)
+        await asyncio.sleep(every)
 
 
 async def _write_metrics(runtime: Runtime) -> None:
@@ -344,6 +355,9 @@ async def serve(
     runtime.tasks = [asyncio.create_task(k.run(), name=f"jwks:{k.issuer.issuer}")
                      for k in runtime.issuer_keys.values()]
     runtime.tasks += sync
+    if insecure_settings(settings):
+        runtime.tasks.append(asyncio.create_task(_remind_unsafe(insecure_settings(settings)),
+                                                 name="unsafe"))
     if runtime.audit.enabled:
         runtime.tasks.append(asyncio.create_task(runtime.audit.run(), name="audit"))
     if runtime.shared_metrics.dir is not None:

@@ -168,3 +168,50 @@ def test_a_header_prefix_that_would_strip_other_headers_is_refused(prefix: str, 
 @pytest.mark.parametrize("prefix", ["x-auth-", "x-user-", "X-Corp-Id-", "x-my-gw2-"])
 def test_an_x_name_header_prefix_is_accepted_in_lower_case(prefix: str) -> None:
     assert settings_from_document({"headers": {"prefix": prefix}}).headers.prefix == prefix.lower()
+
+
+def _one_issuer(**entry: object) -> dict[str, object]:
+    return {"issuers": [{"audiences": ["api"], **entry}]}
+
+
+@pytest.mark.parametrize(("entry", "message"), [
+    ({"issuer": "https://idp.example.com", "jwks_uri": "http://idp.example.com/jwks"},
+     "'issuers[0].jwks_uri' 'http://idp.example.com/jwks' is plain http for an https issuer"),
+    ({"issuer": "https://localhost:8443", "jwks_uri": "http://localhost:8080/jwks"},
+     "'issuers[0].jwks_uri' 'http://localhost:8080/jwks' is plain http for an https issuer"),
+    ({"issuer": "http://idp.example.com"},
+     "'issuers[0].issuer' 'http://idp.example.com' is plain http on a host that is not this "
+     "machine"),
+    ({"issuer": "http://10.0.0.7:8080"}, "is plain http on a host that is not this machine"),
+    ({"issuer": "http://127.0.0.1:8080", "jwks_uri": "http://keys.example.com/jwks"},
+     "'issuers[0].jwks_uri' 'http://keys.example.com/jwks' is plain http on a host that is not"),
+])
+def test_keys_over_plain_http_from_another_host_are_refused(
+    entry: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        settings_from_document(_one_issuer(**entry))
+
+
+@pytest.mark.parametrize("entry", [
+    {"issuer": "https://idp.example.com", "jwks_uri": "https://keys.example.com/jwks"},
+    {"issuer": "http://127.0.0.1:8080", "jwks_uri": "http://127.0.0.1:8080/jwks"},
+    {"issuer": "http://localhost:8080"},
+    {"issuer": "http://[::1]:8080"},
+    {"issuer": "http://idp.localhost:8080"},
+])
+def test_https_and_loopback_issuers_need_no_opt_in(entry: dict[str, object]) -> None:
+    [issuer] = settings_from_document(_one_issuer(**entry)).issuers
+    assert issuer.insecure_http is False
+
+
+def test_plain_http_keys_need_the_per_issuer_opt_in_which_is_reported() -> None:
+    from extauthz.config import insecure_settings
+
+    s = settings_from_document(_one_issuer(issuer="https://idp.example.com",
+                                           jwks_uri="http://idp.example.com/jwks",
+                                           insecure_http=True))
+    assert s.issuers[0].insecure_http is True
+    [warning] = insecure_settings(s)
+    assert warning.startswith("issuers[0].insecure_http is on: the keys of "
+                              "'https://idp.example.com' may come over plain http")

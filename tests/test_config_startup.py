@@ -10,7 +10,9 @@ from pathlib import Path
 
 import yaml
 
+from tests.support.issuer import AUDIENCE, LocalIssuer
 from tests.support.ports import free_port
+from tests.support.stack import ExtAuthz, http_get
 
 EXTAUTHZ = str(Path(sys.executable).parent / "extauthz")  # the console script pip installed
 
@@ -56,3 +58,37 @@ def test_a_header_prefix_inside_x_forwarded_stops_the_start(tmp_path: Path) -> N
     line = refused(serve(tmp_path, {"headers": {"prefix": "x-forwarded-"}}))
     assert line == ("extauthz: config: 'headers.prefix' 'x-forwarded-' would remove the "
                     "x-forwarded-for header from every request; choose another, e.g. x-auth-")
+
+
+def test_an_http_jwks_uri_for_an_https_issuer_stops_the_start(tmp_path: Path) -> None:
+    line = refused(serve(tmp_path, {"issuers": [{
+        "issuer": "https://idp.example.com", "audiences": ["api"],
+        "jwks_uri": "http://idp.example.com/jwks"}]}))
+    assert line.startswith("extauthz: config: 'issuers[0].jwks_uri' 'http://idp.example.com/jwks' "
+                           "is plain http for an https issuer")
+
+
+def test_a_plain_http_issuer_on_another_host_stops_the_start(tmp_path: Path) -> None:
+    line = refused(serve(tmp_path, env={
+        "EXTAUTHZ_ISSUERS": '[{issuer: "http://idp.example.com", audiences: [api]}]'}))
+    assert line.startswith("extauthz: config: 'issuers[0].issuer' 'http://idp.example.com' is "
+                           "plain http on a host that is not this machine")
+    assert "set issuers[0].insecure_http: true" in line
+
+
+def test_the_plain_http_opt_in_is_logged_as_an_error_and_shown_in_readyz(
+    tmp_path: Path, idp: LocalIssuer
+) -> None:
+    service = ExtAuthz(tmp_path, {"issuers": [{"issuer": idp.issuer, "audiences": [AUDIENCE],
+                                               "insecure_http": True}]}).start()
+    try:
+        ready = http_get(f"http://127.0.0.1:{service.http_port}/readyz")
+        assert ready.status == 200
+        assert b"; UNSAFE: issuers[0].insecure_http is on" in ready.body
+    finally:
+        service.stop()
+    assert service.process is not None
+    log = service.process.log_path.read_text()
+    assert "ERROR extauthz.server[" in log
+    assert (f"UNSAFE: issuers[0].insecure_http is on: the keys of '{idp.issuer}' may come over "
+            "plain http") in log
