@@ -53,3 +53,20 @@ def test_an_unknown_subject_and_a_missing_choice_are_clear_errors(tmp_path: Path
     usage = run(config, "remove", "--subject", "x")
     assert usage.returncode == 2
     assert "one of the arguments --credential --all is required" in usage.stderr
+
+
+async def test_list_shows_a_hostile_passkey_name_escaped_on_one_row(tmp_path: Path) -> None:
+    state = tmp_path / "state.json"
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"store": {"state_file": str(state)}}))
+    store = FileStepupStore(str(state), FakeClock())
+    hostile = "\x1b[2J\x1b[H\r\nhttps://idp  cred-9  FORGED row"  # stored before names were checked
+    await store.save_passkey(user_key("https://idp", "alice"), Passkey(
+        "cred-1", "pk", 0, hostile, 1_700_000_000, None, (), "https://idp", "alice"))
+    listed = run(config, "list", "--subject", "alice")
+    assert listed.returncode == 0, listed.stderr
+    assert "\x1b" not in listed.stdout
+    assert "\r" not in listed.stdout
+    lines = listed.stdout.splitlines()
+    assert len(lines) == 2
+    assert "\\x1b[2J\\x1b[H\\r\\nhttps://idp  cred-9  FORGED row" in lines[1]

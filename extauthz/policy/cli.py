@@ -17,6 +17,7 @@ from extauthz.policy.match import PolicyIndex, explain
 from extauthz.policy.model import Policy, documents_from_text, parse_policies, policies_to_yaml
 from extauthz.policy.store import PolicyStore, open_store
 from extauthz.request import RequestView
+from extauthz.table import format_table
 
 _SUFFIXES = (".yaml", ".yml", ".json")
 
@@ -102,10 +103,7 @@ def _row(p: Policy) -> list[str]:
 
 
 def _table(rows: list[list[str]]) -> str:
-    header = ["ID", "HOSTS", "PATHS", "METHODS", "ACTION", "MODE"]
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-                     for r in [header, *rows])
+    return format_table([["ID", "HOSTS", "PATHS", "METHODS", "ACTION", "MODE"], *rows])
 
 
 async def run_policy_command(args: argparse.Namespace, settings: Settings) -> int:

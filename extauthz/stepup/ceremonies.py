@@ -78,6 +78,24 @@ class TooManyFailures(CeremonyError):
     status = 429
 
 
+NAME_LIMIT = 64
+
+
+def passkey_name(raw: object) -> str:
+    """A passkey's name as the user typed it: 1 to 64 printable characters, trimmed.
+
+    Control and other non-printable characters (ESC, CR, LF, bidi overrides, zero-width
+    marks) are refused, not stripped: the name reaches the account page and operators'
+    terminals (`extauthz webauthn list`), where they could hide or forge text."""
+    if not isinstance(raw, str) or not raw.strip() or len(raw.strip()) > NAME_LIMIT:
+        raise CeremonyError(f"Give the passkey a name of 1 to {NAME_LIMIT} characters.")
+    name = raw.strip()
+    if not name.isprintable():
+        raise CeremonyError("A passkey name cannot hold control or other invisible characters; "
+                            "use letters, digits, spaces and punctuation.")
+    return name
+
+
 def who(identity: Identity) -> str:
     return identity.email or identity.username or identity.subject
 

@@ -10,6 +10,7 @@ from extauthz.clock import SYSTEM_CLOCK
 from extauthz.config import Settings
 from extauthz.errors import ConfigError, ExtAuthzError
 from extauthz.stepup.store import StepupStore, open_stepup_store
+from extauthz.table import format_table
 
 
 class PasskeyNotFound(ExtAuthzError):
@@ -50,9 +51,7 @@ async def run_webauthn_command(args: argparse.Namespace, settings: Settings) -> 
             for user, issuer, _ in users:
                 rows += [[issuer, p.credential_id, p.name, _when(p.created), _when(p.last_used)]
                          for p in await store.passkeys(user)]
-            widths = [max(len(r[i]) for r in rows) for i in range(5)]
-            for r in rows:
-                print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+            print(format_table(rows))  # names are user-chosen: non-printables escaped
             return 0
         if len(users) > 1 and args.issuer is None:
             raise ConfigError(f"subject {args.subject!r} has passkeys at several issuers; "

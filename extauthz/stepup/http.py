@@ -23,7 +23,7 @@ from extauthz.errors import StoreUnavailable
 from extauthz.identity.model import Identity
 from extauthz.identity.verify import TokenVerifier
 from extauthz.request import RequestView
-from extauthz.stepup.ceremonies import Ceremonies, CeremonyError, who
+from extauthz.stepup.ceremonies import Ceremonies, CeremonyError, passkey_name, who
 from extauthz.stepup.store import StepupStore, user_key
 from extauthz.telemetry import tracing
 
@@ -212,10 +212,8 @@ class StepupHttp:
     async def _register_finish(self, request: web.Request, identity: Identity, body: dict[str, Any]
                                ) -> web.Response:
         await self._require_recent_stepup(request, identity)
-        name = body.get("name", "Passkey")
-        if not isinstance(name, str) or not name.strip() or len(name) > 64:
-            raise CeremonyError("Give the passkey a name of 1 to 64 characters.")
-        passkey = await self._ceremonies.register(identity, self._credential(body), name.strip())
+        name = passkey_name(body.get("name", "Passkey"))
+        passkey = await self._ceremonies.register(identity, self._credential(body), name)
         return web.json_response({"registered": passkey.name, "id": passkey.credential_id})
 
     async def _stepup_begin(self, _: web.Request, identity: Identity, body: dict[str, Any]
