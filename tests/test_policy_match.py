@@ -160,6 +160,8 @@ def test_path_tricks_cannot_slip_past_an_admin_policy(path: str) -> None:
     # control characters, raw or encoded, and broken escapes
     "/admin/x%00.html", "/admin\x00/x", "/admin/%0a", "/admin/%7f", "/admin/x\ty", "/admin/%zz",
     "/admin/%2", "/" + "a" * 9000,
+    # Unicode: a full-width dot folds to '.' under NFKC; %C0%AE is an overlong '.'
+    "/admin/%EF%BC%8E%EF%BC%8E/docs/", "/admin/\uff0e\uff0e/docs/", "/admin/%c0%ae%c0%ae/docs/",
 ])
 def test_an_ambiguous_path_is_refused_not_resolved(path: str) -> None:
     """(With the index of the precedence table, whose admin policies all sit on /admin/.)"""

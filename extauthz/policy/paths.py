@@ -11,7 +11,9 @@ So a path whose meaning depends on who decodes it is refused (``AmbiguousPath``,
   ``..%3B``;
 - a dot segment in a path that also holds an escaped separator (``%2F``, ``%5C``) or a
   backslash: whether ``a%2F..`` climbs depends on whether the upstream decodes ``%2F``;
-- a double-encoded dot, separator or ``;`` (``%252e``, ``%252F``, ``%253B``);
+- a double-encoded dot, separator or ``;`` (``%252e``, ``%252F``, ``%253B``), an overlong
+  UTF-8 escape (``%C0%AE``), or a segment that folds to a dot segment under Unicode NFKC
+  (a full-width dot U+FF0E, raw or as ``%EF%BC%8E``);
 - a ``..`` right after an empty segment (``/a//../b``, ``/a/;x/../b``): merging slashes
   before or after resolving gives two different paths.
 
@@ -27,7 +29,9 @@ decoded and other escapes kept with upper-case hex. ``/admin/../admin/x``, ``//a
 from __future__ import annotations
 
 import re
+import unicodedata
 from functools import lru_cache
+from urllib.parse import unquote
 
 from extauthz.errors import BadRequest
 
@@ -43,6 +47,8 @@ _ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _ENCODED_CONTROL = re.compile(r"%(?:[01][0-9A-Fa-f]|7[Ff])")
 _DOUBLE_ENCODED = re.compile(r"%25(?:2[EeFf]|5[Cc]|3[Bb])")
+_OVERLONG = re.compile(r"%[Cc][01]")  # never valid UTF-8; lax decoders read %C0%AE as '.'
+
 _SEPARATORS = re.compile(r"(/|\\|%2[Ff]|%5[Cc])")
 _SLASH = re.compile(r"(/)")
 _ESCAPED_SEPARATOR = re.compile(r"%(?:2[Ff]|5[Cc])")
@@ -60,13 +66,22 @@ def _decode_unreserved(match: re.Match[str]) -> str:
 
 
 def _hidden_dot(segment: str) -> bool:
-    """A segment that is not literally ``.``/``..`` but becomes one to some reader."""
+    """A segment that is not literally ``.``/``..`` but becomes one to some reader: after
+    percent-decoding (once or twice, UTF-8 included), dropping a ``;`` parameter, or
+    Unicode compatibility folding (``%EF%BC%8E`` is a full-width dot)."""
     if segment in _DOTS:
         return False
-    once = _decode_all(segment) if "%" in segment else segment
-    twice = _decode_all(once) if "%" in once else once
-    return any(form.split(";", 1)[0] in _DOTS
-               for form in {segment, once, twice})
+    forms = {segment}
+    if "%" in segment:
+        once = _decode_all(segment)
+        forms |= {once, _decode_all(once), _decode_utf8(segment)}
+    if not segment.isascii() or "%" in segment:
+        forms |= {unicodedata.normalize("NFKC", f) for f in list(forms)}
+    return any(form.split(";", 1)[0] in _DOTS for form in forms)
+
+
+def _decode_utf8(segment: str) -> str:
+    return unquote(segment, encoding="utf-8", errors="replace")
 
 
 def normalize_path(path: str) -> str:
@@ -101,6 +116,8 @@ def _normalize(path: str, separators: re.Pattern[str]) -> str:
             raise AmbiguousPath("the path holds an encoded control character")
         if _DOUBLE_ENCODED.search(path):
             raise AmbiguousPath("the path holds a double-encoded '.', '/', '\\' or ';'")
+        if _OVERLONG.search(path):
+            raise AmbiguousPath("the path holds an overlong UTF-8 escape (%C0, %C1)")
     if not path.startswith(("/", "\\")) and separators.match(path) is None:
         path = "/" + path
     parts = separators.split(path)  # segment, separator, segment, ...: parts[0] is ""
