@@ -146,3 +146,97 @@ def test_several_workers_share_the_port_and_all_answer(tmp_path: Path) -> None:
     finally:
         service.stop()
         idp.close()
+
+
+def _workers(supervisor: int) -> dict[str, int]:
+    """The supervisor's live worker processes, by slot (their EXTAUTHZ_WORKER_ID)."""
+    found: dict[str, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            state, ppid = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:2]
+            if int(ppid) != supervisor or state == "Z":
+                continue
+            env = dict(item.split("=", 1) for item in
+                       (entry / "environ").read_text().split("\0") if "=" in item)
+        except (OSError, ValueError, IndexError):
+            continue
+        if "EXTAUTHZ_WORKER_ID" in env:
+            found[env["EXTAUTHZ_WORKER_ID"]] = int(entry.name)
+    return found
+
+
+def _answers(port: int, token: str) -> str:
+    """One Check on a new connection; the decision id prefix says which process answered."""
+    with grpc.insecure_channel(f"127.0.0.1:{port}",
+                               options=[("grpc.use_local_subchannel_pool", 1)]) as ch:
+        resp = CheckResponse.parse(ch.unary_unary(CHECK)(
+            _request({"authorization": f"Bearer {token}"}), timeout=5))
+    assert resp.status.code == 0, resp
+    ids = {h.header.key: h.header.value for h in resp.ok_response.headers}
+    return ids["x-auth-decision-id"].split("-")[0]
+
+
+def test_a_crash_looping_worker_is_restarted_with_backoff_while_the_other_keeps_serving(
+    tmp_path: Path
+) -> None:
+    import os
+
+    idp = LocalIssuer()
+    service = ExtAuthz(tmp_path, _config(idp), args=["--workers", "2"]).start()
+    try:
+        assert service.process is not None
+        assert service.process.proc is not None
+        supervisor = service.process.proc
+        token = idp.mint("RS256")
+        deadline = time.monotonic() + 20
+        while len(_workers(supervisor.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        healthy = _workers(supervisor.pid)["0"]
+        # Kill slot 1 as soon as each new process of it appears: it never gets to start.
+        # (Before, the second death within 5 s of a start stopped the supervisor and slot 0.)
+        gaps = []
+        victim = _workers(supervisor.pid)["1"]
+        seen = {victim}
+        for _ in range(4):
+            os.kill(victim, signal.SIGKILL)
+            died = time.monotonic()
+            while True:
+                assert supervisor.poll() is None, service.process.output()[-2000:]
+                assert _answers(service.grpc_port, token)  # every new connection is answered
+                current = _workers(supervisor.pid).get("1")
+                if current is not None and current not in seen:
+                    break
+                assert time.monotonic() - died < 30, "slot 1 was not restarted"
+                time.sleep(0.05)
+            gaps.append(time.monotonic() - died)
+            victim = current
+            seen.add(victim)
+        assert _workers(supervisor.pid)["0"] == healthy  # never stopped
+        assert gaps[-1] > 3.0 > 1.5 > gaps[0], gaps  # 0.5 s, 1 s, 2 s, 4 s: it backs off
+        assert "restarting in 4.0s (4 short runs in a row)" in service.process.output()
+        # Left alone, slot 1 comes back and both answer again.
+        prefixes: set[str] = set()
+        deadline = time.monotonic() + 30
+        while len(prefixes) < 2 and time.monotonic() < deadline:
+            prefixes.add(_answers(service.grpc_port, token))
+            time.sleep(0.02)
+        assert len(prefixes) == 2, prefixes
+        assert service.stop() == 0
+    finally:
+        service.stop()
+        idp.close()
+
+
+def test_a_worker_that_fails_its_first_start_stops_the_supervisor(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:  # the gRPC port is taken by someone else: every start would fail
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        result = _run("serve", "--workers", "2", "--grpc-listen", f"127.0.0.1:{port}",
+                      "--http-listen", f"127.0.0.1:{free_port()}")
+    assert result.returncode == 1
+    assert "while starting; stopping" in result.stderr
