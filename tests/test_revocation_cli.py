@@ -7,18 +7,25 @@ import json
 import time
 import uuid
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import pytest
 import yaml
 
 from extauthz.cli import main
+from extauthz.identity.model import Identity
 from extauthz.revocation.model import Revocation, RevocationSet, parse_key, revocation_key
 from tests.support.redis import RedisServer
-from tests.test_revocation import ident
 
 IDP = "https://idp.example.com"
 IDP_8443 = "https://idp.example.com:8443"  # the same host on another port: a second issuer
+
+
+def ident(iss: str, iat: float) -> Identity:
+    return Identity(issuer=iss, subject="alice", username="alice", email=None, audiences=(),
+                    groups=(), scopes=(), client_id=None, acr=None, auth_time=None, jti=None,
+                    issued_at=iat, expires_at=9e9, claims=MappingProxyType({}))
 
 
 @pytest.fixture(params=["file", "redis"])
@@ -157,8 +164,11 @@ def _legacy_store(config: Path, record: Revocation) -> None:
     if "url" in store:
         import redis
 
-        redis.Redis.from_url(store["url"]).hset(store["prefix"] + "revocations", record.legacy_key,
-                                                 record.to_json())
+        key = store["prefix"] + "revocations"
+        client = redis.Redis.from_url(store["url"])
+        client.hset(key, record.legacy_key, record.to_json())
+        client.set(key + ":revision", 1)  # as that release's write left it
+        client.set(key + ":revision:epoch", f"{int(time.time())}.0")
     else:
         Path(store["state_file"]).write_text(
             json.dumps({"revocations": {record.legacy_key: record.to_json()}}))

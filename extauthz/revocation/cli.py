@@ -17,6 +17,7 @@ from extauthz.errors import ExtAuthzError
 from extauthz.revocation.model import Revocation, parse_key
 from extauthz.revocation.store import open_revocation_store
 from extauthz.stepup.store import open_stepup_store
+from extauthz.table import format_table
 
 
 class RevocationNotFound(ExtAuthzError):
@@ -186,11 +187,6 @@ def _when(t: int | None) -> str:
     return datetime.datetime.fromtimestamp(t, datetime.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
-def _shown(text: str) -> str:
-    """Text fit for one table cell: non-printable characters escaped."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-
-
 def _describe(r: Revocation) -> str:
     where = f"of issuer {r.issuer!r}" if r.issuer else "of any issuer"
     what = {"token": f"the token with jti {r.value!r} {where}",
@@ -251,11 +247,8 @@ async def run_revoke_command(args: argparse.Namespace, settings: Settings) -> in
     try:
         if args.revoke_command == "list":
             records = (await store.load()).records
-            rows = [["KEY", "MADE", "EXPIRES", "REASON"]] + [
-                [r.key, _when(r.at), _when(r.expires), _shown(r.reason)] for r in records]
-            widths = [max(len(r[i]) for r in rows) for i in range(4)]
-            for row in rows:
-                print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+            print(format_table([["KEY", "MADE", "EXPIRES", "REASON"]] + [
+                [r.key, _when(r.at), _when(r.expires), r.reason] for r in records]))
             return 0
         if args.revoke_command == "undo":
             found, fields = _undo_fields((await store.load()).records, args.key)
