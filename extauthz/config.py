@@ -32,6 +32,9 @@ ALLOWED_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
                       "ES256", "ES384", "ES512", "EdDSA", "Ed25519")
 DEFAULT_ALGORITHMS = ["RS256", "ES256", "PS256", "EdDSA"]
 DEFAULT_ACTIONS = ("deny", "authenticated", "allow")
+# Names the kube-apiserver reserves (system:masters is cluster-admin whatever RBAC says):
+# never impersonated, and no issuer's prefix may produce one.
+KUBERNETES_RESERVED = "system:"
 
 ISSUER_SCHEMA: Schema = {
     "issuer": Field("str", required=True, doc="the exact 'iss' of the tokens"),
@@ -118,6 +121,8 @@ class IssuerSettings:
     audiences: tuple[str, ...]
     jwks_uri: str | None
     algorithms: tuple[str, ...]
+        "username_prefix": Field("str", default="demo:", doc="as an issuer's username_prefix"),
+        "groups_prefix": Field("str", default="demo:", doc="as an issuer's groups_prefix"),
     ca_file: str | None
     username_claim: str
     username_prefix: str
@@ -165,6 +170,8 @@ class StoreSettings:
     state_file: str
 
 
+    username_prefix: str = "demo:"
+    groups_prefix: str = "demo:"
 @dataclass(frozen=True)
 class StepupSettings:
     rp_id: str
@@ -340,8 +347,9 @@ def settings_from_document(doc: Mapping[str, Any]) -> Settings:
     if demo_settings.enabled and not any(i.issuer == demo_settings.issuer for i in issuers):
         issuers.append(IssuerSettings(
             issuer=demo_settings.issuer, audiences=(demo_settings.audience,), jwks_uri=None,
-            algorithms=("ES256",), ca_file=None, username_claim="email", username_prefix="",
-            groups_claim="groups", groups_prefix="",
+            algorithms=("ES256",), ca_file=None, username_claim="email",
+            username_prefix=demo_settings.username_prefix, groups_claim="groups",
+            groups_prefix=demo_settings.groups_prefix,
         ))
     seen: set[str] = set()
     for i, iss in enumerate(issuers):
@@ -351,6 +359,8 @@ def settings_from_document(doc: Mapping[str, Any]) -> Settings:
         seen.add(iss.issuer)
     redis_url = d["store"]["url"] or ""
     if d["audit"]["redis_stream"] and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+        username_prefix=demo["username_prefix"],
+        groups_prefix=demo["groups_prefix"],
         raise ConfigError("config: 'audit.redis_stream' needs a Redis store; set store.url to "
                           "redis://… or turn audit.redis_stream off")
     cookie = d["token"]["cookie"]
@@ -365,6 +375,11 @@ def settings_from_document(doc: Mapping[str, Any]) -> Settings:
         shutdown_grace=d["shutdown_grace"],
         issuers=tuple(issuers),
         token=TokenSettings(**d["token"]),
+    if d["headers"]["kubernetes_impersonation"]:
+        for i, iss in enumerate(issuers):
+            where = f"issuers[{i}]" if i < len(d["issuers"]) else "demo_issuer"
+            _check_impersonation_prefix(iss.username_prefix, f"{where}.username_prefix")
+            _check_impersonation_prefix(iss.groups_prefix, f"{where}.groups_prefix")
         jwks=JWKSSettings(**d["jwks"]),
         store=StoreSettings(**d["store"]),
         stepup=_stepup(d["stepup"], public_url),
@@ -440,6 +455,18 @@ def _stepup(s: Mapping[str, Any], public_url: str) -> StepupSettings:
                           "exist; give a PEM EC P-256 private key, or null to generate one")
     return StepupSettings(
         rp_id=rp_id, rp_name=s["rp_name"], origins=origins, cookie_name=name,
+def _check_impersonation_prefix(prefix: str, key: str) -> None:
+    """With Impersonate-User/-Group, a token's names become Kubernetes users and groups: an
+    unprefixed ``groups: [system:masters]`` would be cluster-admin."""
+    if not prefix:
+        raise ConfigError(f"config: '{key}' is empty, but headers.kubernetes_impersonation is on "
+                          "(a token's system:masters group would become cluster-admin); set a "
+                          "prefix such as \"idp:\", as kube-apiserver's --oidc-*-prefix flags do")
+    if prefix.startswith(KUBERNETES_RESERVED) or KUBERNETES_RESERVED.startswith(prefix):
+        raise ConfigError(f"config: '{key}' is {prefix!r}, which can make names in the "
+                          "apiserver's reserved system: namespace; choose another, e.g. \"idp:\"")
+
+
         max_age_limit=s["max_age_limit"], signing_key_file=s["signing_key_file"],
         challenge_ttl=s["challenge_ttl"], enrol_max_age=s["enrol_max_age"],
         max_failures=s["max_failures"],

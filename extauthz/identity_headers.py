@@ -1,20 +1,32 @@
 """The identity headers the upstream receives, and the spoofed copies that are removed.
 
 Every incoming header that looks like ours (the configured prefix, any
-``impersonate-*``) is removed on every allowed request unless we set it ourselves,
-in which case our value overwrites it. Either way no client-sent value survives.
+``impersonate-*``, the kube-apiserver front-proxy's ``x-remote-*``) is removed on every
+allowed request unless we set it ourselves, in which case our value overwrites it.
+Either way no client-sent value survives.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from functools import lru_cache
 
-from extauthz.config import HeaderSettings
+from extauthz.config import KUBERNETES_RESERVED, HeaderSettings
+from extauthz.errors import ExtAuthzError
 from extauthz.identity.model import Identity
 from extauthz.request import RequestView
 
 Headers = tuple[tuple[str, str], ...]
+log = logging.getLogger("extauthz.identity_headers")
+
+
+class ImpersonationRefused(ExtAuthzError):
+    """A username the kube-apiserver reserves (``system:…``) would be impersonated. Config
+    makes this unreachable (every issuer has a non-system prefix); if it happens anyway the
+    check fails closed (a 503 deny), it never impersonates."""
+
+    code = "impersonation_refused"
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +51,9 @@ class HeaderNames:
 
 
 IMPERSONATE_PREFIX = "impersonate-"
+# kube-apiserver's front-proxy identity (--requestheader-username-headers and friends):
+# X-Remote-User, X-Remote-Group, X-Remote-Uid, X-Remote-Extra-*. No client may send them.
+FRONT_PROXY_PREFIX = "x-remote-"
 
 
 def _clean(value: str) -> str:
@@ -77,8 +92,28 @@ def identity_headers(
     if identity.auth_time is not None:
         out.append((names.auth_time, str(identity.auth_time)))
     if settings.kubernetes_impersonation and identity.username:
-        out.append(("impersonate-user", _clean(identity.username)))
-        out.extend(("impersonate-group", _clean(g)) for g in identity.groups)
+        out.extend(_impersonation(identity.username, identity))
+    return tuple(out)
+
+
+def _reserved(name: str) -> bool:
+    """As the apiserver will read it: header values lose surrounding blanks."""
+    return _clean(name).strip(" \t").startswith(KUBERNETES_RESERVED)
+
+
+def _impersonation(username: str, identity: Identity) -> Headers:
+    """Impersonate-User / Impersonate-Group, never a name the apiserver reserves
+    (``system:masters`` is cluster-admin whatever RBAC says)."""
+    if _reserved(username):
+        raise ImpersonationRefused(f"refusing to impersonate the reserved username "
+                                   f"{username!r} (issuer {identity.issuer!r})")
+    out = [("impersonate-user", _clean(username))]
+    for g in identity.groups:
+        if _reserved(g):
+            log.warning("not impersonating the reserved group %r for %r (issuer %r)", g,
+                        username, identity.issuer)
+        else:
+            out.append(("impersonate-group", _clean(g)))
     return tuple(out)
 
 
@@ -87,7 +122,7 @@ _MEMO_NAMES, _MEMO_NAME_BYTES = 48, 1024  # name sets larger than this are not k
 
 def lookalikes(header_names: tuple[str, ...], prefix: str, managed: frozenset[str]) -> tuple[str, ...]:
     """The incoming header names that look like ours: the identity prefix, ``impersonate-``,
-    or a policy's template header, with '_' read as '-'. Clients send the same few sets
+    ``x-remote-`` or a policy's template header, with '_' read as '-'. Clients send the same few sets
     of names over and over, so the answer is kept per set (sets of ordinary size only)."""
     if len(header_names) <= _MEMO_NAMES and sum(map(len, header_names)) <= _MEMO_NAME_BYTES:
         return _lookalikes_kept(header_names, prefix, managed)
@@ -98,7 +133,7 @@ def _lookalikes(header_names: tuple[str, ...], prefix: str, managed: frozenset[s
     out = []
     for k in header_names:
         canon = k.replace("_", "-") if "_" in k else k
-        if canon.startswith((prefix, IMPERSONATE_PREFIX)) or canon in managed:
+        if canon.startswith((prefix, IMPERSONATE_PREFIX, FRONT_PROXY_PREFIX)) or canon in managed:
             out.append(k)
     return tuple(out)
 

@@ -74,7 +74,9 @@ def test_an_allow_decodes_as_ok_with_overwriting_identity_headers(
 def test_each_group_is_its_own_impersonate_group_entry(idp: LocalIssuer) -> None:
     s = make_settings(idp, grpc={"listen": f"127.0.0.1:{free_port()}"},
                       http={"listen": f"127.0.0.1:{free_port()}"},
-                      headers={"kubernetes_impersonation": True})
+                      headers={"kubernetes_impersonation": True},
+                      issuers=[{"issuer": idp.issuer, "audiences": ["my-api"],
+                                "username_prefix": "idp:", "groups_prefix": "idp:"}])
     thread = ServerThread(s).start()
     try:
         with thread.channel() as channel:
@@ -84,7 +86,7 @@ def test_each_group_is_its_own_impersonate_group_entry(idp: LocalIssuer) -> None
         thread.stop()
     opts = [h for h in CheckResponse.parse(raw).ok_response.headers
             if h.header.key == "impersonate-group"]
-    assert [h.header.value for h in opts] == ["sre", "dev"]
+    assert [h.header.value for h in opts] == ["idp:sre", "idp:dev"]
     assert [h.append_action for h in opts] == [
         HeaderValueOptionHeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD,
         HeaderValueOptionHeaderAppendAction.APPEND_IF_EXISTS_OR_ADD]

@@ -137,9 +137,13 @@ def test_every_extauthz_variable_the_repository_sets_or_reads_is_a_key_or_allowe
     files = [p for d in ("extauthz", "istio", "envoy", "demo", "benchmarks", "scripts")
              for p in (root / d).rglob("*") if p.suffix in (".py", ".yaml", ".yml", ".sh")]
     files += [root / "Dockerfile", root / "Makefile"]
-    used = {m for p in files if p.is_file()
-            for m in re.findall(r"\bEXTAUTHZ_[A-Z0-9_]*[A-Z0-9]\b", p.read_text(errors="replace"))}
-    assert used, "the scan found nothing: the pattern or the paths are wrong"
+    # Where a name is used as a variable: environ.get("X") / environ["X"] / getenv("X"), a
+    # dict key ("X": …, as env mappings are written), a manifest's `- name: X`, or ENV X.
+    variable = re.compile(r"""(?:environ(?:\.get\(|\[)|getenv\(|name:\s*|ENV\s+)["']?"""
+                          r"""(EXTAUTHZ_[A-Z0-9_]+)|["'](EXTAUTHZ_[A-Z0-9_]+)["']\s*:""")
+    used = {a or b for p in files if p.is_file()
+            for a, b in variable.findall(p.read_text(errors="replace"))}
+    assert {"EXTAUTHZ_WORKER_ID", "EXTAUTHZ_STORE_URL"} <= used, "the scan misses known uses"
     assert used - allowed == set()
 
 
@@ -215,3 +219,41 @@ def test_plain_http_keys_need_the_per_issuer_opt_in_which_is_reported() -> None:
     [warning] = insecure_settings(s)
     assert warning.startswith("issuers[0].insecure_http is on: the keys of "
                               "'https://idp.example.com' may come over plain http")
+
+
+def _impersonating(**issuer: object) -> dict[str, object]:
+    return {"headers": {"kubernetes_impersonation": True},
+            "issuers": [{"issuer": "https://idp.example.com", "audiences": ["kubernetes"],
+                         **issuer}]}
+
+
+@pytest.mark.parametrize(("issuer", "message"), [
+    ({}, "'issuers[0].username_prefix' is empty, but headers.kubernetes_impersonation is on"),
+    ({"username_prefix": "idp:"},
+     "'issuers[0].groups_prefix' is empty, but headers.kubernetes_impersonation is on"),
+    ({"username_prefix": "system:idp:", "groups_prefix": "idp:"},
+     "'issuers[0].username_prefix' is 'system:idp:', which can make names in the apiserver's "
+     "reserved system: namespace"),
+    ({"username_prefix": "idp:", "groups_prefix": "sys"},
+     "'issuers[0].groups_prefix' is 'sys', which can make names"),
+    ({"username_prefix": "idp:", "groups_prefix": "system"}, "'issuers[0].groups_prefix' is 'system'"),
+])
+def test_impersonation_needs_a_non_system_prefix_on_every_issuer(
+    issuer: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        settings_from_document(_impersonating(**issuer))
+
+
+def test_impersonation_with_prefixed_issuers_is_accepted() -> None:
+    s = settings_from_document(_impersonating(username_prefix="idp:", groups_prefix="idp:"))
+    assert s.headers.kubernetes_impersonation is True
+
+
+def test_the_demo_issuer_is_prefixed_and_an_empty_demo_prefix_blocks_impersonation() -> None:
+    doc = {"demo_issuer": {"enabled": True}, "http": {"listen": "127.0.0.1:9100"}}
+    [demo] = settings_from_document(doc).issuers
+    assert (demo.username_prefix, demo.groups_prefix) == ("demo:", "demo:")
+    with pytest.raises(ConfigError, match=re.escape("'demo_issuer.groups_prefix' is empty")):
+        settings_from_document({**doc, "headers": {"kubernetes_impersonation": True},
+                                "demo_issuer": {"enabled": True, "groups_prefix": ""}})

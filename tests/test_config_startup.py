@@ -92,3 +92,12 @@ def test_the_plain_http_opt_in_is_logged_as_an_error_and_shown_in_readyz(
     assert "ERROR extauthz.server[" in log
     assert (f"UNSAFE: issuers[0].insecure_http is on: the keys of '{idp.issuer}' may come over "
             "plain http") in log
+
+
+def test_impersonation_with_unprefixed_issuer_names_stops_the_start(tmp_path: Path) -> None:
+    line = refused(serve(tmp_path, {
+        "issuers": [{"issuer": "https://idp.example.com", "audiences": ["kubernetes"]}],
+        "headers": {"kubernetes_impersonation": True}}))
+    assert line.startswith("extauthz: config: 'issuers[0].username_prefix' is empty, but "
+                           "headers.kubernetes_impersonation is on (a token's system:masters "
+                           "group would become cluster-admin)")

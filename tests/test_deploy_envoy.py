@@ -81,3 +81,31 @@ def test_the_kube_example_config_loads_with_kube_apiserver_semantics() -> None:
                                  if d], ids=lambda d: d["metadata"]["name"])
 def test_the_kube_rbac_objects_validate(doc: dict[str, object]) -> None:
     kubernetes_validate.validate(doc, desired_version=kubernetes_validate.latest_version(), strict=True)
+
+
+def test_the_kube_rbac_lets_the_gateway_impersonate_only_listed_prefixed_names() -> None:
+    settings = load_settings(str(ENVOY_DIR / "kube-apiserver-extauthz.yaml"), {})
+    [issuer] = settings.issuers
+    docs = [d for d in yaml.safe_load_all((ENVOY_DIR / "kube-rbac.yaml").read_text()) if d]
+    rules = [r for d in docs if d["kind"] in ("ClusterRole", "Role") for r in d["rules"]]
+    impersonating = [r for r in rules if "impersonate" in r["verbs"] or "*" in r["verbs"]]
+    assert impersonating
+    for rule in impersonating:
+        assert "*" not in rule["verbs"]
+        assert "*" not in rule["resources"]
+        assert set(rule["resources"]) <= {"users", "groups"}, rule  # no uids, userextras, SAs
+        names = rule.get("resourceNames")
+        assert names, f"{rule} lets the gateway impersonate anyone, system:masters included"
+        prefix = issuer.username_prefix if rule["resources"] == ["users"] else issuer.groups_prefix
+        for name in names:
+            assert name.startswith(prefix), name
+            assert not name.startswith("system:"), name
+
+
+@pytest.mark.parametrize("name", ["gateway.yaml", "kube-apiserver.yaml"])
+def test_the_envoy_examples_drop_client_sent_front_proxy_identity(name: str) -> None:
+    config = yaml.safe_load((ENVOY_DIR / name).read_text())
+    [hcm] = [f["typed_config"] for f in config["static_resources"]["listeners"][0]
+             ["filter_chains"][0]["filters"]]
+    removed = set(hcm["route_config"]["request_headers_to_remove"])
+    assert {"x-remote-user", "x-remote-group"} <= removed
