@@ -88,6 +88,9 @@ SCHEMA: Schema = {
         "challenge_ttl": Field("int", default=300, minimum=30, maximum=3600),
         "enrol_max_age": Field("int", default=300, minimum=30, maximum=86400,
                                doc="adding or removing a passkey needs a step-up this recent"),
+        "first_enrolment_max_age": Field("int", default=300, minimum=30, maximum=3600,
+                                         doc="the first passkey needs an IdP sign-in (auth_time) "
+                                             "this recent, or an operator's allow-enrolment"),
         "max_failures": Field("int", default=5, minimum=1, maximum=1000),
         "failure_window": Field("int", default=900, minimum=10, maximum=86400),
     }),
@@ -182,6 +185,7 @@ class StepupSettings:
     signing_key_file: str | None
     challenge_ttl: int
     enrol_max_age: int
+    first_enrolment_max_age: int
     max_failures: int
     failure_window: int
 
@@ -469,6 +473,7 @@ def _check_impersonation_prefix(prefix: str, key: str) -> None:
 
         max_age_limit=s["max_age_limit"], signing_key_file=s["signing_key_file"],
         challenge_ttl=s["challenge_ttl"], enrol_max_age=s["enrol_max_age"],
+        first_enrolment_max_age=s["first_enrolment_max_age"],
         max_failures=s["max_failures"],
         failure_window=s["failure_window"],
     )

@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, expect
@@ -69,12 +70,17 @@ def browser() -> Iterator[Browser]:
         yield b
 
 
+def fresh_token(site: Site, **claims: Any) -> str:
+    """A token from a sign-in that just happened: its auth_time lets a first passkey be added."""
+    return site.idp.mint("ES256", auth_time=int(time.time()), **claims)
+
+
 def echo(page_text: str) -> dict[str, str]:
     return dict(json.loads(page_text)["headers"])
 
 
 def test_enrol_then_step_up_and_land_back_on_the_page(site: Site, browser: Browser) -> None:
-    alice = person(browser, site.base, {"session": site.idp.mint("ES256")})
+    alice = person(browser, site.base, {"session": fresh_token(site)})
     page = alice.page
     page.goto("/payments/send?amount=5")
     expect(page).to_have_url(f"{site.base}/.extauthz/stepup?rd=%2Fpayments%2Fsend%3Famount%3D5")
@@ -110,8 +116,8 @@ def test_enrol_then_step_up_and_land_back_on_the_page(site: Site, browser: Brows
 
 
 def test_after_max_age_the_same_route_asks_again(site: Site, browser: Browser) -> None:
-    bob = person(browser, site.base, {"session": site.idp.mint("ES256", sub="bob",
-                                                               email="bob@example.com")})
+    bob = person(browser, site.base, {"session": fresh_token(site, sub="bob",
+                                                             email="bob@example.com")})
     page = bob.page
     page.goto("/.extauthz/webauthn/register")
     page.click("#enrol")
@@ -129,7 +135,7 @@ def test_after_max_age_the_same_route_asks_again(site: Site, browser: Browser) -
 def test_a_second_users_cookie_does_not_satisfy_the_first_users_token(
     site: Site, browser: Browser
 ) -> None:
-    carol_token = site.idp.mint("ES256", sub="carol", email="carol@example.com")
+    carol_token = fresh_token(site, sub="carol", email="carol@example.com")
     carol = person(browser, site.base, {"session": carol_token})
     carol.page.goto("/.extauthz/webauthn/register?rd=%2Fpayments%2Fx")
     carol.page.click("#enrol")
@@ -150,7 +156,7 @@ def test_a_second_users_cookie_does_not_satisfy_the_first_users_token(
 
 
 def test_a_passkey_removed_on_the_account_page_is_gone(site: Site, browser: Browser) -> None:
-    dave = person(browser, site.base, {"session": site.idp.mint("ES256", sub="dave")})
+    dave = person(browser, site.base, {"session": fresh_token(site, sub="dave")})
     page = dave.page
     page.goto("/.extauthz/webauthn/register")
     page.click("#enrol")
@@ -171,7 +177,7 @@ def test_a_passkey_removed_on_the_account_page_is_gone(site: Site, browser: Brow
 
 
 def test_a_second_passkey_needs_a_fresh_confirmation_with_the_first(site: Site, browser: Browser) -> None:
-    frank = person(browser, site.base, {"session": site.idp.mint("ES256", sub="frank")})
+    frank = person(browser, site.base, {"session": fresh_token(site, sub="frank")})
     page = frank.page
     page.goto("/.extauthz/webauthn/register")
     page.click("#enrol")
@@ -240,3 +246,52 @@ def test_screenshot_of_the_stepup_page(site: Site, browser: Browser, tmp_path: P
     p.page.screenshot(path=str(tmp_path / "stepup.png"))
     assert (tmp_path / "stepup.png").stat().st_size > 1000
     p.context.close()
+
+
+def test_a_stale_sign_in_is_told_to_sign_in_again_and_an_operator_allowance_lets_a_first_passkey_in(
+    site: Site, browser: Browser, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    import yaml
+
+    stale = site.idp.mint("ES256", sub="gail", email="gail@example.com",
+                          auth_time=int(time.time()) - 3600)
+    gail = person(browser, site.base, {"session": stale})
+    page = gail.page
+    page.goto("/.extauthz/webauthn/register?rd=%2Fpayments%2Fx")
+    expect(page.locator("h1")).to_have_text("Sign in again")
+    expect(page.locator("main")).to_contain_text(
+        "To add your first passkey, your sign-in must be less than 5 minutes old.")
+    assert page.locator("#enrol").count() == 0
+    page.screenshot(path=str(tmp_path / "sign-in-again.png"))
+
+    service = site.gateway.extauthz
+    config = tmp_path / "cli.yaml"
+    config.write_text(yaml.safe_dump({
+        "issuers": [{"issuer": site.idp.issuer, "audiences": [AUDIENCE]}],
+        "store": {"state_file": str(service.workdir / f"state-{service.grpc_port}.json")}}))
+    granted = subprocess.run([sys.executable, "-m", "extauthz", "webauthn", "allow-enrolment",
+                              "--user", "gail", "--config", str(config)],
+                             capture_output=True, text=True, timeout=60, check=False)
+    assert granted.returncode == 0, granted.stderr
+
+    page.reload()
+    page.fill("#name", "work laptop")
+    page.click("#enrol")
+    expect(page).to_have_url(f"{site.base}/.extauthz/stepup?rd=%2Fpayments%2Fx")
+    expect(page.locator("#added")).to_contain_text("Your newest passkey, \u201cwork laptop\u201d, "
+                                                   "was added on ")
+    page.screenshot(path=str(tmp_path / "stepup-added.png"))
+    page.click("#stepup")
+    expect(page).to_have_url(f"{site.base}/payments/x")
+
+    other = person(browser, site.base, {"session": site.idp.mint("ES256", sub="gail",
+                                                                 auth_time=int(time.time()) - 3600)})
+    subprocess.run([sys.executable, "-m", "extauthz", "webauthn", "remove", "--subject", "gail",
+                    "--all", "--config", str(config)], capture_output=True, timeout=60, check=True)
+    other.page.goto("/.extauthz/webauthn/register")  # the allowance was used up
+    expect(other.page.locator("h1")).to_have_text("Sign in again")
+    gail.context.close()
+    other.context.close()

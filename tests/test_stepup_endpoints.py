@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -104,7 +105,7 @@ def test_a_huge_body_is_refused(server: ServerThread, idp: LocalIssuer, path: st
 def test_missing_or_wrong_fields_are_400_and_store_nothing(
     server: ServerThread, idp: LocalIssuer, path: str, body: dict[str, Any], message: str
 ) -> None:
-    token = idp.mint("ES256", sub="mallory")
+    token = idp.mint("ES256", sub="mallory", auth_time=int(time.time()))  # a fresh sign-in
     headers = {"origin": ORIGIN, "authorization": f"Bearer {token}"}
     status, answer = post(server, path, json.dumps(body).encode(), headers)
     assert status == 400
@@ -118,7 +119,8 @@ def test_missing_or_wrong_fields_are_400_and_store_nothing(
 def test_a_registration_on_a_real_begin_with_a_fake_credential_is_refused(
     server: ServerThread, idp: LocalIssuer
 ) -> None:
-    headers = {"origin": ORIGIN, "authorization": f"Bearer {idp.mint('ES256', sub='eve')}"}
+    token = idp.mint("ES256", sub="eve", auth_time=int(time.time()))  # a fresh sign-in
+    headers = {"origin": ORIGIN, "authorization": f"Bearer {token}"}
     status, begun = post(server, "/.extauthz/webauthn/register/begin", b"{}", headers)
     assert status == 200
     assert begun["options"]["rp"]["id"] == "localhost"

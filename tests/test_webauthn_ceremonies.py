@@ -42,7 +42,8 @@ def ident(sub: str = "alice") -> Identity:
 def settings(**overrides: Any) -> StepupSettings:
     base: dict[str, Any] = dict(rp_id=VECTORS["rp_id"], rp_name="t", origins=(VECTORS["origin"],),
                                 cookie_name="__Host-s", max_age_limit=3600, signing_key_file=None,
-                                challenge_ttl=300, enrol_max_age=300, max_failures=5,
+                                challenge_ttl=300, enrol_max_age=300, first_enrolment_max_age=300,
+                                max_failures=5,
                                 failure_window=900)
     return StepupSettings(**{**base, **overrides})
 

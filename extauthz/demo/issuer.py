@@ -61,6 +61,7 @@ class DemoIssuer:
         claims: dict[str, Any] = {
             "iss": self.issuer, "aud": self.audience, "sub": subject,
             "iat": now, "nbf": now, "exp": now + ttl, "jti": uuid.uuid4().hex,
+            "auth_time": now,  # each demo token is a sign-in: a first passkey may follow
             "email": email or f"{subject}@example.com", "email_verified": True,
         }
         if groups:

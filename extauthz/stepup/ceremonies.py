@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
@@ -169,7 +170,11 @@ class Ceremonies:
             options.challenge)}, self._s.challenge_ttl)
         return options_to_json(options)
 
-    async def register(self, identity: Identity, credential: dict[str, Any], name: str) -> Passkey:
+    async def register(self, identity: Identity, credential: dict[str, Any], name: str, *,
+                       before_save: Callable[[], Awaitable[None]] | None = None) -> Passkey:
+        """Verify a new passkey and store it. ``before_save`` runs once the passkey is known
+        good and before it is stored (it may refuse by raising a CeremonyError): a one-time
+        allowance is used up only by a registration that succeeds."""
         user = self._user(identity)
         attempt = await self._reserve(user)
         stored = await self._store.take_challenge(user, REGISTER)
@@ -192,6 +197,8 @@ class Ceremonies:
             sign_count=verified.sign_count, name=name, created=int(self._clock.wall()),
             last_used=None, transports=tuple(t for t in transports if isinstance(t, str)),
             issuer=identity.issuer, subject=identity.subject)
+        if before_save is not None:
+            await before_save()
         await self._store.save_passkey(user, passkey)
         await self._store.clear_failures(user)
         log.info("stepup: %r enrolled passkey %r", identity.subject, name)

@@ -1,4 +1,4 @@
-"""``extauthz webauthn list|remove``: an operator's view of users' passkeys."""
+"""``extauthz webauthn list|remove|allow-enrolment``: an operator's view of users' passkeys."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Callable
 from extauthz.clock import SYSTEM_CLOCK
 from extauthz.config import Settings
 from extauthz.errors import ConfigError, ExtAuthzError
-from extauthz.stepup.store import StepupStore, open_stepup_store
+from extauthz.stepup.store import StepupStore, open_stepup_store, user_key
 from extauthz.table import format_table
 
 
@@ -17,9 +17,16 @@ class PasskeyNotFound(ExtAuthzError):
     code = "passkey_not_found"
 
 
+class EnrolmentNotNeeded(ExtAuthzError):
+    code = "enrolment_not_needed"
+
+
+GRANT_TTL_DEFAULT, GRANT_TTL_MAX = 3600, 7 * 86400
+
+
 def add_webauthn_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser],
                           with_config: Callable[[argparse.ArgumentParser], None]) -> None:
-    w = sub.add_parser("webauthn", help="list or remove users' passkeys")
+    w = sub.add_parser("webauthn", help="list or remove users' passkeys, allow a first one")
     wsub = w.add_subparsers(dest="webauthn_command", required=True, metavar="ACTION")
     ls = wsub.add_parser("list", help="a user's passkeys")
     rm = wsub.add_parser("remove", help="remove one passkey, or all of a user's")
@@ -30,6 +37,16 @@ def add_webauthn_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     which = rm.add_mutually_exclusive_group(required=True)
     which.add_argument("--credential", metavar="ID", help="the passkey id (from `list`)")
     which.add_argument("--all", action="store_true", help="every passkey of the user")
+    allow = wsub.add_parser(
+        "allow-enrolment", help="let a user add a first passkey once, without a fresh sign-in")
+    allow.add_argument("--subject", "--user", dest="subject", required=True,
+                       help="the token 'sub' of the user")
+    allow.add_argument("--issuer", help="the user's issuer, exactly as configured (default: the "
+                                        "only configured issuer)")
+    allow.add_argument("--ttl", type=int, default=GRANT_TTL_DEFAULT,
+                       help=f"seconds the allowance lasts (default {GRANT_TTL_DEFAULT}, at most "
+                            f"{GRANT_TTL_MAX})")
+    with_config(allow)
 
 
 def _when(t: int | None) -> str:
@@ -42,6 +59,8 @@ async def run_webauthn_command(args: argparse.Namespace, settings: Settings) -> 
     s = settings.store
     store: StepupStore = open_stepup_store(s.url, s.prefix, s.timeout, s.state_file, SYSTEM_CLOCK)
     try:
+        if args.webauthn_command == "allow-enrolment":
+            return await _allow_enrolment(args, settings, store)
         users = [u for u in await store.users_for_subject(args.subject)
                  if args.issuer is None or u[1] == args.issuer]
         if not users:
@@ -67,3 +86,41 @@ async def run_webauthn_command(args: argparse.Namespace, settings: Settings) -> 
         return 0
     finally:
         await store.close()
+
+
+def _issuer_of(args: argparse.Namespace, settings: Settings) -> str:
+    """The configured issuer the allowance is for: named exactly, or the only one."""
+    configured = [i.issuer for i in settings.issuers]
+    if not configured:
+        raise ConfigError("the config names no issuers; run this with the service's config "
+                          "(--config or EXTAUTHZ_CONFIG)")
+    if args.issuer is None:
+        if len(configured) > 1:
+            raise ConfigError(f"several issuers are configured; add --issuer, one of: "
+                              f"{', '.join(configured)}")
+        return configured[0]
+    if args.issuer not in configured:
+        raise ConfigError(f"--issuer {args.issuer!r} is not a configured issuer (exact match); "
+                          f"one of: {', '.join(configured)}")
+    return str(args.issuer)
+
+
+async def _allow_enrolment(args: argparse.Namespace, settings: Settings, store: StepupStore) -> int:
+    """A one-time allowance, in the store, to add a first passkey with any valid token of
+    this user (no fresh IdP sign-in needed); used up by the registration that succeeds."""
+    if not args.subject.strip() or args.subject != args.subject.strip():
+        raise ConfigError("--subject is empty or has stray whitespace; give the token's 'sub'")
+    if not 60 <= args.ttl <= GRANT_TTL_MAX:
+        raise ConfigError(f"--ttl must be 60 to {GRANT_TTL_MAX} seconds")
+    issuer = _issuer_of(args, settings)
+    user = user_key(issuer, args.subject)
+    existing = await store.passkeys(user)
+    if existing:
+        raise EnrolmentNotNeeded(
+            f"{args.subject} ({issuer}) already has {len(existing)} passkey(s): they add more after "
+            "confirming with one. If they lost them, `webauthn remove --all` first")
+    await store.grant_enrolment(user, issuer, args.subject, args.ttl)
+    until = _when(int(SYSTEM_CLOCK.wall()) + args.ttl)
+    print(f"{args.subject} ({issuer}) may add one first passkey until {until}, without signing in "
+          f"again: {settings.public_url}/.extauthz/webauthn/register")
+    return 0

@@ -8,6 +8,7 @@ are small JSON objects; errors are JSON ``{"error", "error_description"}`` a per
 
 from __future__ import annotations
 
+import datetime
 import html
 import json
 import logging
@@ -24,7 +25,9 @@ from extauthz.identity.model import Identity
 from extauthz.identity.verify import TokenVerifier
 from extauthz.request import RequestView
 from extauthz.stepup.ceremonies import Ceremonies, CeremonyError, passkey_name, who
+from extauthz.stepup.enrolment import FirstEnrolment, FreshSignInNeeded
 from extauthz.stepup.store import StepupStore, user_key
+from extauthz.table import printable
 from extauthz.telemetry import tracing
 
 log = logging.getLogger("extauthz.stepup")
@@ -76,6 +79,7 @@ class StepupHttp:
         self._store = store
         self._mint = mint_cookie
         self._stepped_up_at = stepped_up_at
+        self._first = FirstEnrolment(settings, store, ceremonies.now)
         self._layout = _asset("layout.html")
 
     def add_routes(self, app: web.Application) -> None:
@@ -119,10 +123,44 @@ class StepupHttp:
                 return self._render("signin", "Sign in first",
                                     f"<p>You are not signed in, or your session expired.{link}</p>",
                                     status=401)
+            try:
+                if page == "register":
+                    refused = await self._first_enrolment_refused(request, identity)
+                    if refused is not None:
+                        return refused
+                added = await self._added_notice(identity) if page == "stepup" else ""
+            except StoreUnavailable as e:
+                log.warning("stepup: store unavailable: %s", e.message)
+                return self._render("error", "Try again shortly", "<p>Passkeys cannot be "
+                                    "reached right now; try again shortly.</p>", status=503)
             body = _asset(f"{page}.html").replace("{{who}}", html.escape(who(identity))).replace(
-                "{{rd}}", html.escape(rd)).replace("{{rd_url}}", html.escape(quote(rd, safe="")))
+                "{{rd}}", html.escape(rd)).replace("{{rd_url}}", html.escape(quote(rd, safe=""))
+            ).replace("{{added}}", added)
             return self._render(page, title, body)
         return handler
+
+    async def _first_enrolment_refused(self, request: web.Request, identity: Identity
+                                       ) -> web.Response | None:
+        """The register page, for a user with no passkey yet who may not add one now: say
+        why, with a link to sign in again (coming back here)."""
+        if await self._has_passkeys(identity) or await self._first.allowed_by(identity):
+            return None
+        url = self._first.signin_url(request.path_qs)
+        link = f' <a id="signin" href="{html.escape(url)}">Sign in again</a>.' if url else ""
+        return self._render("signin", "Sign in again",
+                            f"<p>{html.escape(self._first.refusal)}{link}</p>", status=401)
+
+    async def _added_notice(self, identity: Identity) -> str:
+        """On the step-up page: when the newest passkey was added, so a user whose own key
+        is refused learns that someone added another (and a new user sees theirs)."""
+        passkeys = await self._store.passkeys(user_key(identity.issuer, identity.subject))
+        if not passkeys:
+            return ""
+        newest = max(passkeys, key=lambda p: p.created)
+        when = datetime.datetime.fromtimestamp(newest.created, datetime.UTC)
+        return (f'<p id="added" class="small">Your newest passkey, '
+                f'\u201c{html.escape(printable(newest.name))}\u201d, was added on '
+                f'{when:%Y-%m-%d at %H:%M} UTC. If you did not add it, tell an administrator.</p>')
 
     def _static(self, name: str, content_type: str) -> Handler:
         text = _asset(name)
@@ -173,8 +211,15 @@ class StepupHttp:
                                    "passkeys cannot be reached right now; try again shortly")
         return handler
 
-    @staticmethod
-    def _ceremony_error(request: web.Request, e: CeremonyError) -> web.Response:
+    def _ceremony_error(self, request: web.Request, e: CeremonyError) -> web.Response:
+        if isinstance(e, FreshSignInNeeded):  # RFC 9470: sign in again, recently
+            answer: dict[str, Any] = {"error": e.code, "error_description": e.message,
+                                      "max_age": self._first.max_age}
+            url = self._first.signin_url()
+            if url:
+                answer["signin_url"] = url
+            return web.json_response(answer, status=e.status, headers={
+                "cache-control": "no-store", "www-authenticate": self._first.challenge})
         if isinstance(e, StepupNeeded):
             back = "/.extauthz/account" if request.path.endswith("/remove") else (
                 "/.extauthz/webauthn/register")
@@ -191,12 +236,20 @@ class StepupHttp:
             raise CeremonyError("The request has no passkey response ('credential').")
         return credential
 
-    async def _require_recent_stepup(self, request: web.Request, identity: Identity) -> None:
+    async def _has_passkeys(self, identity: Identity) -> bool:
+        return bool(await self._store.passkeys(user_key(identity.issuer, identity.subject)))
+
+    async def _may_enrol(self, request: web.Request, identity: Identity) -> str | None:
+        """None when the user has passkeys (and just confirmed with one); else how their
+        first passkey is allowed (enrolment.SIGNIN or GRANT). Raises when it is not."""
+        if await self._has_passkeys(identity):
+            self._require_recent_stepup(request, identity)
+            return None
+        return await self._first.require(identity)
+
+    def _require_recent_stepup(self, request: web.Request, identity: Identity) -> None:
         """A user who has passkeys changes them only right after confirming with one, so a
-        stolen token alone cannot enrol the thief's authenticator. The first enrolment
-        needs only the token."""
-        if not await self._store.passkeys(user_key(identity.issuer, identity.subject)):
-            return
+        stolen token alone cannot enrol the thief's authenticator or remove the user's."""
         cookie = request.cookies.get(self._settings.stepup.cookie_name)
         at = self._stepped_up_at(cookie, identity)
         if at is None or self._ceremonies.now() - at > self._settings.stepup.enrol_max_age:
@@ -204,16 +257,18 @@ class StepupHttp:
 
     async def _register_begin(self, request: web.Request, identity: Identity, body: dict[str, Any]
                               ) -> web.Response:
-        await self._require_recent_stepup(request, identity)
+        await self._may_enrol(request, identity)
         options = await self._ceremonies.registration_options(identity)
         return web.json_response({"options": json.loads(options)},
                                  headers={"cache-control": "no-store"})
 
     async def _register_finish(self, request: web.Request, identity: Identity, body: dict[str, Any]
                                ) -> web.Response:
-        await self._require_recent_stepup(request, identity)
+        first = await self._may_enrol(request, identity)
         name = passkey_name(body.get("name", "Passkey"))
-        passkey = await self._ceremonies.register(identity, self._credential(body), name)
+        passkey = await self._ceremonies.register(
+            identity, self._credential(body), name,
+            before_save=self._first.use_grant(identity, first) if first else None)
         return web.json_response({"registered": passkey.name, "id": passkey.credential_id})
 
     async def _stepup_begin(self, _: web.Request, identity: Identity, body: dict[str, Any]
@@ -246,7 +301,8 @@ class StepupHttp:
 
     async def _remove(self, request: web.Request, identity: Identity, body: dict[str, Any]
                       ) -> web.Response:
-        await self._require_recent_stepup(request, identity)
+        if await self._has_passkeys(identity):
+            self._require_recent_stepup(request, identity)
         cid = body.get("id")
         if not isinstance(cid, str):
             raise CeremonyError("Say which passkey to remove ('id').")

@@ -4,6 +4,8 @@ Redis (shared by every replica), under ``store.prefix``:
   ``webauthn:passkeys:<user>``       hash: credential id -> passkey JSON (durable)
   ``webauthn:users``                 hash: <user> -> {"iss", "sub"} (for the CLI)
   ``webauthn:challenge:<ceremony>:<user>``  JSON, EX challenge_ttl, taken with GETDEL
+  ``webauthn:enrolment-grant:<user>`` an operator's one-time allowance to add a first
+                                     passkey without a fresh sign-in; EX its TTL, taken with DEL
   ``webauthn:failures:<user>``       attempts counter (INCR before each ceremony is
                                      processed), expires after failure_window
   ``stepup:signing-key``             PEM, set once with NX
@@ -80,6 +82,12 @@ class StepupStore(Protocol):
     async def remove_all(self, user: str) -> int: ...
 
     async def users_for_subject(self, subject: str) -> list[tuple[str, str, str]]: ...
+
+    async def grant_enrolment(self, user: str, issuer: str, subject: str, ttl: int) -> None: ...
+
+    async def enrolment_granted(self, user: str) -> bool: ...
+
+    async def take_enrolment_grant(self, user: str) -> bool: ...
 
     async def add_failure(self, user: str, window: int) -> int: ...
 
@@ -160,6 +168,20 @@ class RedisStepupStore:
                 out.append((user, d["iss"], d["sub"]))
         return sorted(out, key=lambda t: t[1])
 
+    async def grant_enrolment(self, user: str, issuer: str, subject: str, ttl: int) -> None:
+        async with self._io() as r:
+            await r.set(self._k("webauthn", "enrolment-grant", user),
+                        json.dumps({"iss": issuer, "sub": subject}), ex=ttl)
+
+    async def enrolment_granted(self, user: str) -> bool:
+        async with self._io() as r:
+            return bool(await r.exists(self._k("webauthn", "enrolment-grant", user)))
+
+    async def take_enrolment_grant(self, user: str) -> bool:
+        """Use the grant up: True for exactly one caller (DEL is atomic)."""
+        async with self._io() as r:
+            return bool(await r.delete(self._k("webauthn", "enrolment-grant", user)))
+
     async def add_failure(self, user: str, window: int) -> int:
         """Count one attempt and return the new count, atomically (INCR and EXPIRE NX in one
         MULTI): parallel callers each get their own number."""
@@ -216,7 +238,7 @@ class FileStepupStore:
                     state = {}
                 except (OSError, ValueError) as e:
                     raise StoreUnavailable(f"{self.description} is unreadable: {e}") from e
-                for section in ("passkeys", "users", "challenges", "failures"):
+                for section in ("passkeys", "users", "challenges", "failures", "grants"):
                     state.setdefault(section, {})
                 self._expire(state)
                 yield state
@@ -231,7 +253,7 @@ class FileStepupStore:
 
     def _expire(self, state: dict[str, Any]) -> None:
         now = self._clock.wall()
-        for section in ("challenges", "failures"):
+        for section in ("challenges", "failures", "grants"):
             for k in [k for k, v in state[section].items() if v["expires"] <= now]:
                 del state[section][k]
 
@@ -294,6 +316,26 @@ class FileStepupStore:
             with self._state(write=False) as s:
                 return sorted(((u, d["iss"], d["sub"]) for u, d in s["users"].items()
                                if d["sub"] == subject), key=lambda t: t[1])
+        return await self._run(work)
+
+    async def grant_enrolment(self, user: str, issuer: str, subject: str, ttl: int) -> None:
+        def work() -> None:
+            with self._state() as s:
+                s["grants"][user] = {"iss": issuer, "sub": subject,
+                                     "expires": self._clock.wall() + ttl}
+        await self._run(work)
+
+    async def enrolment_granted(self, user: str) -> bool:
+        def work() -> bool:
+            with self._state(write=False) as s:
+                return user in s["grants"]
+        return await self._run(work)
+
+    async def take_enrolment_grant(self, user: str) -> bool:
+        """Use the grant up: True for exactly one caller (under the file lock)."""
+        def work() -> bool:
+            with self._state() as s:
+                return s["grants"].pop(user, None) is not None
         return await self._run(work)
 
     async def add_failure(self, user: str, window: int) -> int:

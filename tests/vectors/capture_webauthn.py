@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,7 @@ def main() -> None:
                 seen.setdefault(kind, {})["challenge"] = body["options"]["challenge"]
     try:
         with chromium() as browser:
-            p = person(browser, base, {"session": idp.mint("ES256")})
+            p = person(browser, base, {"session": idp.mint("ES256", auth_time=int(time.time()))})
             p.page.on("request", record)
             p.page.on("response", record_response)
             p.page.goto("/.extauthz/webauthn/register?rd=%2Fpay%2Fx")

@@ -55,14 +55,21 @@
     if (!resp.ok) {
       const err = new Error(data.error_description || ("The server answered " + resp.status));
       err.stepupUrl = data.stepup_url;
+      err.signinUrl = data.signin_url;
       throw err;
     }
     return data;
   }
-  function say(text, kind) {
+  function say(text, kind, signinUrl) {
     const el = document.getElementById("message");
     el.textContent = text;
     el.className = kind || "";
+    if (signinUrl) {  // the first passkey needs a recent sign-in: offer one, coming back here
+      const a = document.createElement("a");
+      a.href = signinUrl;
+      a.textContent = "Sign in again";
+      el.append(" ", a, ".");
+    }
   }
   function explain(err) {
     if (err && err.name === "NotAllowedError") { return "The passkey request was cancelled or timed out. Try again."; }
@@ -118,7 +125,7 @@
   }
   function run(fn) {
     return fn().catch((err) => {
-      say(explain(err), "error");
+      say(explain(err), "error", err && err.signinUrl);
       if (err && err.stepupUrl) { window.location.assign(err.stepupUrl); }
     });
   }
