@@ -3,7 +3,12 @@
 What users of PyJWT and go-oidc run into, and what this does instead:
 - a blocking fetch on the request path -> one async fetch in flight per issuer, shared;
 - the cache cleared on a failed fetch -> the last good key set is kept, indefinitely;
-- every unknown ``kid`` refetches -> at most one refetch per ``unknown_kid_cooldown``;
+- every unknown ``kid`` refetches -> at most one unknown-``kid`` refetch per
+  ``unknown_kid_cooldown``, counted against each other only: a scheduled refresh or the fetch
+  at start does not hold back the first token signed with a key published a moment ago;
+- the last of several keys sharing a ``kid`` wins -> every one is kept and tried;
+- ``use``/``key_ops`` ignored, short RSA keys accepted -> only keys meant for verifying, RSA of
+  at least 2048 bits;
 - a fixed TTL -> ``Cache-Control: max-age`` clamped to [60 s, 24 h], refreshed at 3/4 of it.
 """
 
@@ -21,6 +26,7 @@ from typing import Any
 
 import aiohttp
 import jwt
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from extauthz.clock import Clock
 from extauthz.config import IssuerSettings, JWKSSettings
@@ -32,6 +38,7 @@ log = logging.getLogger("extauthz.jwks")
 MIN_TTL = 60
 MAX_TTL = 86400
 MAX_DOCUMENT_BYTES = 1 << 20
+MIN_RSA_BITS = 2048  # NIST SP 800-131A; RFC 7518 §3.3 requires 2048 for RS*/PS*
 _MAX_AGE = re.compile(r"(?:^|[,\s])max-age\s*=\s*(\d+)", re.IGNORECASE)
 
 # Which key type (and curve) each JWS algorithm may be verified with.
@@ -72,6 +79,24 @@ def ttl_from_cache_control(header: str | None, default: int) -> int:
     return max(MIN_TTL, min(MAX_TTL, default))
 
 
+def _not_for_verifying(entry: Mapping[str, Any]) -> str | None:
+    """Why a JWK may not verify signatures (RFC 7517 §4.2, §4.3), or None if it may."""
+    if "d" in entry:
+        return "it holds private key material"
+    use = entry.get("use")
+    if use is not None and use != "sig":
+        return "its 'use' is not 'sig'"
+    ops = entry.get("key_ops")
+    if ops is not None:
+        if not isinstance(ops, list) or not all(isinstance(o, str) for o in ops):
+            return "its 'key_ops' is not a list of strings"
+        if len(set(ops)) != len(ops):
+            return "its 'key_ops' repeats an operation"
+        if "verify" not in ops:
+            return "its 'key_ops' does not include 'verify'"
+    return None
+
+
 def parse_jwks(doc: object) -> list[SigningKey]:
     """The usable signing keys of a JWKS document; others are skipped with a log line."""
     if not isinstance(doc, dict) or not isinstance(doc.get("keys"), list):
@@ -81,13 +106,18 @@ def parse_jwks(doc: object) -> list[SigningKey]:
         if not isinstance(entry, dict):
             continue
         kid = entry.get("kid")
-        if entry.get("use") not in (None, "sig") or "d" in entry:
-            log.warning("jwks: skipping key %r (not a public signing key)", kid)
+        why = _not_for_verifying(entry)
+        if why is not None:
+            log.warning("jwks: skipping key %r: %s", kid, why)
             continue
         try:
             parsed = jwt.PyJWK(entry)
         except (jwt.PyJWKError, jwt.InvalidKeyError, ValueError, TypeError, KeyError) as e:
-            log.warning("jwks: skipping key %r: %s", kid, e)
+            log.warning("jwks: skipping key %r: %r", kid, str(e))
+            continue
+        if isinstance(parsed.key, rsa.RSAPublicKey) and parsed.key.key_size < MIN_RSA_BITS:
+            log.warning("jwks: skipping key %r: RSA key of %d bits (at least %d required)",
+                        kid, parsed.key.key_size, MIN_RSA_BITS)
             continue
         alg = entry.get("alg")
         keys.append(SigningKey(
@@ -156,14 +186,16 @@ class IssuerKeys:
         self._settings = settings
         self._fetcher = fetcher
         self._clock = clock
-        self._by_kid: dict[str, SigningKey] = {}
+        self._by_kid: dict[str, tuple[SigningKey, ...]] = {}
         self._all: tuple[SigningKey, ...] = ()
         self._jwks_uri = issuer.jwks_uri
         # Keys of an https issuer come over https only (http is for local/demo issuers).
         self._schemes: tuple[str, ...] = (("https://",) if issuer.issuer.startswith("https://")
                                           else ("https://", "http://"))
         self._inflight: asyncio.Future[bool] | None = None
-        self._last_attempt = float("-inf")
+        self._last_attempt = float("-inf")  # any fetch: gates fetches while no keys are loaded
+        self._kid_refetch: asyncio.Future[None] | None = None
+        self._last_kid_refetch = float("-inf")  # unknown-kid refetches only
         # Without any keys, requests may start a fetch, but not more often than this.
         self._retry_gate = min(settings.unknown_kid_cooldown, 5.0)
         self.ttl = settings.default_ttl
@@ -172,8 +204,9 @@ class IssuerKeys:
         self.failures = 0
         self.last_error: str | None = None
 
-    async def key_for(self, kid: str | None, alg: str) -> SigningKey:
-        """The key that verifies a token with this ``kid`` and ``alg``, refetching if allowed."""
+    async def keys_for(self, kid: str | None, alg: str) -> tuple[SigningKey, ...]:
+        """The keys that may verify a token with this ``kid`` and ``alg`` (several when the
+        IdP publishes several under one ``kid``), refetching if allowed."""
         if not self.loaded:
             idle = self._inflight is None or self._inflight.done()
             if idle and self._clock.monotonic() - self._last_attempt < self._retry_gate:
@@ -181,22 +214,42 @@ class IssuerKeys:
             await self.refresh()
             if not self.loaded:
                 raise KeysUnavailable(f"signing keys of {self.issuer.issuer} are not available")
-        key = self._lookup(kid, alg)
-        if key is not None:
-            return key
-        if self._clock.monotonic() - self._last_attempt >= self._settings.unknown_kid_cooldown:
-            await self.refresh()
-            key = self._lookup(kid, alg)
-            if key is not None:
-                return key
+        keys = self._lookup(kid, alg)
+        if keys:
+            return keys
+        await self._refetch_for_unknown_kid(kid, alg)
+        keys = self._lookup(kid, alg)
+        if keys:
+            return keys
         raise TokenKeyUnknown("token is signed with a key the issuer does not publish")
 
-    def _lookup(self, kid: str | None, alg: str) -> SigningKey | None:
+    def _lookup(self, kid: str | None, alg: str) -> tuple[SigningKey, ...]:
         if kid is not None:
-            key = self._by_kid.get(kid)
-            return key if key is not None and key.can_verify(alg) else None
-        usable = [k for k in self._all if k.can_verify(alg)]
-        return usable[0] if len(usable) == 1 else None
+            return tuple(k for k in self._by_kid.get(kid, ()) if k.can_verify(alg))
+        usable = tuple(k for k in self._all if k.can_verify(alg))
+        return usable if len(usable) == 1 else ()  # no kid and a choice of keys: ambiguous
+
+    async def _refetch_for_unknown_kid(self, kid: str | None, alg: str) -> None:
+        """Refetch for a ``kid`` we do not know: at most once per cooldown, counted against
+        other unknown-``kid`` refetches only. Callers arriving while one is under way wait
+        for it (they may carry the same new key) instead of being refused."""
+        pending = self._kid_refetch
+        if pending is None or pending.done():
+            now = self._clock.monotonic()
+            if now - self._last_kid_refetch < self._settings.unknown_kid_cooldown:
+                return
+            self._last_kid_refetch = now
+            pending = self._kid_refetch = asyncio.ensure_future(self._refetch(kid, alg))
+        await asyncio.shield(pending)
+
+    async def _refetch(self, kid: str | None, alg: str) -> None:
+        # A fetch under way (a scheduled refresh) may have started before the key was
+        # published: let it finish, and fetch again only if it did not bring the key.
+        if self._inflight is not None and not self._inflight.done():
+            await asyncio.shield(self._inflight)
+            if self._lookup(kid, alg):
+                return
+        await self.refresh()
 
     async def refresh(self) -> bool:
         """Fetch the key set; concurrent callers share one fetch. False when it failed."""
@@ -220,7 +273,11 @@ class IssuerKeys:
             return False
         self._jwks_uri = uri
         self._all = tuple(keys)
-        self._by_kid = {k.kid: k for k in keys if k.kid is not None}
+        by_kid: dict[str, list[SigningKey]] = {}
+        for k in keys:
+            if k.kid is not None:
+                by_kid.setdefault(k.kid, []).append(k)
+        self._by_kid = {kid: tuple(same) for kid, same in by_kid.items()}
         self.ttl = ttl_from_cache_control(cache_control, self._settings.default_ttl)
         self.loaded = True
         self.last_error = None

@@ -40,6 +40,7 @@ class LocalIssuer:
         self.delay = 0.0  # seconds each answer waits (a slow IdP)
         self.discovery_issuer: str | None = None  # None: same as self.issuer
         self.requests: list[str] = []
+        self.extra_jwks: list[dict[str, Any]] = []  # served after the issuer's own keys, as is
         self._generation = 0
         self._lock = threading.Lock()
         self.keys: dict[str, Any] = {}
@@ -68,7 +69,7 @@ class LocalIssuer:
             if d["kid"] not in seen:
                 seen.add(d["kid"])
                 out.append(d)
-        return {"keys": out}
+        return {"keys": out + list(self.extra_jwks)}
 
     @property
     def jwks_fetches(self) -> int:
