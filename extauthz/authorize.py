@@ -92,25 +92,43 @@ class Authorizer:
             return d.unavailable(decision_id, reason=Reason.REVOCATIONS_UNAVAILABLE,
                                  description="revocations are not loaded yet")
         try:
-            match = index.match(view)
+            match, shadow = index.lookup(view)
         except KeyError:
             return d.forbidden(decision_id, reason=Reason.POLICY_UNKNOWN,
                                description="the route is bound to a policy that does not exist")
-        if match is None:
-            return await self._default(decision_id, view)
-        policy = match.policy
-        decision = await self._evaluate(decision_id, view, policy)
-        if decision.allowed or not policy.dry_run:
+        # A dry-run policy never decides: the enforcing match, or the default, does.
+        if shadow is not None and shadow.host_rule == "bound":  # fail closed, as for an unknown id
+            decision = d.forbidden(
+                decision_id, reason=Reason.POLICY_UNKNOWN,
+                description=f"the route is bound to policy {shadow.policy.id}, which is in "
+                            "dry-run mode and never decides")
+        elif match is None:
+            decision = await self._default(decision_id, view)
+        else:
+            decision = await self._evaluate(decision_id, view, match.policy)
+        if shadow is None:
             return decision
-        log.info("dry-run policy %s would deny (%s): decision %s", policy.id, decision.reason,
-                 decision_id)
-        if self._on_dry_run is not None:
-            self._on_dry_run(policy.id)
-        identity = decision.identity
-        if identity is None and policy.action == "deny":
-            identity = await self._verifier.identity_of(view, self._cookie)
-        return self._allow(decision_id, view, identity, Reason.DRY_RUN, policy,
-                           would_deny=decision.reason)
+        return await self._shadow(decision_id, view, shadow.policy, decision)
+
+    async def _shadow(self, decision_id: str, view: RequestView, policy: Policy,
+                      decision: Decision) -> Decision:
+        """Evaluate a dry-run policy for the record: its would-be denial is logged, counted
+        and kept in the audit fields (``dry_run``, ``would_deny``) of ``decision``, which is
+        otherwise returned unchanged."""
+        try:
+            would = await self._evaluate(decision_id, view, policy)
+            would_deny = None if would.allowed else would.reason
+        except Exception:  # a trial must not change the answer, not even by failing
+            log.exception("dry-run policy %s could not be evaluated: decision %s", policy.id,
+                          decision_id)
+            would_deny = Reason.INTERNAL_ERROR
+        if would_deny is not None:
+            log.info("dry-run policy %s would deny (%s); decided %s (%s) without it: decision %s",
+                     policy.id, would_deny, "allow" if decision.allowed else "deny",
+                     decision.reason, decision_id)
+            if self._on_dry_run is not None:
+                self._on_dry_run(policy.id)
+        return decision._replace(dry_run=True, would_deny=would_deny)
 
     async def _default(self, decision_id: str, view: RequestView) -> Decision:
         action = self._settings.default_action
@@ -238,7 +256,7 @@ class Authorizer:
 
     def _allow(
         self, decision_id: str, view: RequestView, identity: Identity | None, reason: str,
-        policy: Policy | None, would_deny: str | None = None,
+        policy: Policy | None,
     ) -> Decision:
         hs = self._settings.headers
         policy_id = policy.id if policy else None
@@ -257,8 +275,8 @@ class Authorizer:
         remove = headers_to_remove(view, self._names, hs, added, managed)
         return d.allow(
             decision_id, identity, reason=reason,
-            description="allowed (dry-run)" if would_deny else "allowed",
+            description="allowed",
             upstream_headers=added,
             remove_headers=(*remove, "cookie") if drop_cookie else remove,
-            policy_id=policy_id, would_deny=would_deny,
+            policy_id=policy_id,
         )

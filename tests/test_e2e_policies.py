@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -31,6 +33,15 @@ action: deny
 id: billing
 match: {bound_only: true}
 require: {scopes: [billing:read]}
+---
+id: admin
+match: {paths: [{prefix: /admin/}]}
+require: {claims: {groups: [sre]}}
+---
+id: users-trial
+match: {paths: [{prefix: /admin/users/}]}
+require: {scopes: ["users:admin"]}
+mode: dry-run
 """
 
 
@@ -42,6 +53,7 @@ def gw(idp: LocalIssuer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[G
         "issuers": [{"issuer": idp.issuer, "audiences": [AUDIENCE]}],
         "store": {"url": f"file://{work}/policies.yaml"},
         "default_action": "deny",
+        "audit": {"flush_interval": 0.05},
     }).start()
     gateway = Gateway(work, service).start()
     yield gateway
@@ -109,3 +121,33 @@ def test_dot_segments_cannot_reach_a_denied_route(gw: Gateway, idp: LocalIssuer)
         r = gw.get(path, bearer(idp.mint("RS256")))
         assert r.status in (403, 404), path  # Envoy normalises first; extauthz again
         assert r.status != 200, path
+
+
+def audit_record(gw: Gateway, path: str) -> dict[str, object]:
+    """The audit line (JSON on extauthz's stdout) of the one request for ``path``."""
+    log = gw.extauthz.workdir / f"extauthz-{gw.extauthz.grpc_port}.log"
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        for line in log.read_text().splitlines():
+            if line.startswith("{") and f'"path":"{path}"' in line:
+                return dict(json.loads(line))
+        time.sleep(0.05)
+    raise AssertionError(f"no audit record for {path}")
+
+
+def test_a_dry_run_policy_never_opens_its_subtree_through_envoy(gw: Gateway, idp: LocalIssuer) -> None:
+    # Before: the dry-run branch allowed anyone (no token, an expired one) on /admin/users/*.
+    assert gw.get("/admin/users/anonymous").status == 401
+    record = audit_record(gw, "/admin/users/anonymous")
+    assert (record["decision"], record["policy"], record["dry_run"], record["would_deny"]) == (
+        "deny", "admin", True, "token_missing")
+    now = int(time.time())
+    expired = idp.mint("RS256", iat=now - 7200, exp=now - 3600)
+    assert gw.get("/admin/users/1", bearer(expired)).status == 401
+    assert gw.get("/admin/users/1", bearer(idp.mint("RS256", groups=["dev"]))).status == 403
+    sre = gw.get("/admin/users/sre", bearer(idp.mint("RS256", groups=["sre"])))
+    assert sre.status == 200
+    assert sre.json()["headers"]["x-auth-policy"] == "admin"
+    record = audit_record(gw, "/admin/users/sre")
+    assert (record["decision"], record["dry_run"], record["would_deny"]) == (
+        "allow", True, "scope_missing")

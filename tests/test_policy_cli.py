@@ -135,3 +135,23 @@ def test_explain_shows_the_match_the_others_and_the_decision(config: Path, idp: 
     assert allowed.returncode == 0
     assert "decision: ALLOW (allowed)" in allowed.stdout
     assert "upstream header x-auth-subject: alice" in allowed.stdout
+
+
+def test_explain_shows_the_dry_run_shadow_beside_the_enforcing_decision(
+    config: Path, idp: LocalIssuer
+) -> None:
+    trial = "---\nid: users-trial\nmatch: {paths: [{prefix: /admin/users/}]}\nmode: dry-run\n"
+    run(config, "apply", "-f", "-", stdin=POLICIES + trial)
+    result = run(config, "explain", "--host", "h", "--path", "/admin/users/1")
+    out = result.stdout
+    assert result.returncode == 1, result.stderr
+    assert "admin-api: MATCHED: any host, prefix /admin/" in out
+    assert ("users-trial: DRY-RUN: any host, prefix /admin/users/; evaluated and logged only, "
+            "admin-api decides") in out
+    assert "decision: DENY 401 (token_missing)" in out
+    assert "  dry-run: policy users-trial would deny (token_missing); it does not decide" in out
+    token = idp.mint("ES256", scope="admin:write")
+    allowed = run(config, "explain", "--host", "h", "--path", "/admin/users/1", "--token", token)
+    assert allowed.returncode == 0
+    assert "decision: ALLOW (allowed)" in allowed.stdout
+    assert "  dry-run: policy users-trial would allow; it does not decide" in allowed.stdout

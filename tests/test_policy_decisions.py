@@ -156,18 +156,16 @@ async def test_no_matching_policy_uses_the_default_action(authorizer: Authorizer
     assert (d.status, d.reason) == (403, "no_policy")
 
 
-async def test_dry_run_records_the_would_be_denial_and_allows(
+async def test_dry_run_records_the_would_be_denial_and_decides_as_if_it_did_not_exist(
     authorizer: Authorizer, issuer: LocalIssuer
 ) -> None:
+    # default_action deny here: without the trial policies these requests are denied, so they are
     d = await authorizer.check(req("/trial/x", issuer.mint("RS256")))
-    assert d.allowed
-    assert (d.reason, d.dry_run, d.would_deny) == ("dry_run", True, "scope_missing")
-    assert hdrs(d)["x-auth-subject"] == "alice"
+    assert (d.allowed, d.reason, d.dry_run, d.would_deny) == (False, "no_policy", True, "scope_missing")
     anonymous = await authorizer.check(req("/trial/x"))
-    assert (anonymous.allowed, anonymous.would_deny) == (True, "token_missing")
+    assert (anonymous.allowed, anonymous.would_deny) == (False, "token_missing")
     deny = await authorizer.check(req("/trial-deny/x", issuer.mint("RS256")))
-    assert (deny.allowed, deny.would_deny) == (True, "policy_denied")
-    assert hdrs(deny)["x-auth-subject"] == "alice"
+    assert (deny.allowed, deny.would_deny) == (False, "policy_denied")
 
 
 async def test_header_templates_fill_from_claims(authorizer: Authorizer, issuer: LocalIssuer) -> None:
@@ -239,8 +237,8 @@ async def test_each_dry_run_denial_is_counted_by_policy(issuer: LocalIssuer) -> 
     counted: list[str] = []
     a = Authorizer(settings, TokenVerifier(settings, {}, clock), snapshot,
                    on_dry_run=counted.append)
-    assert (await a.check(req("/trial/x"))).allowed
-    assert (await a.check(req("/trial-deny/x"))).allowed
+    assert not (await a.check(req("/trial/x"))).allowed
+    assert not (await a.check(req("/trial-deny/x"))).allowed
     assert (await a.check(req("/public/x"))).allowed
     assert counted == ["trial", "trial-deny"]
 

@@ -246,3 +246,64 @@ def test_the_index_agrees_with_the_precedence_rules(
     expected = min(ranked)[1] if ranked else None
     match = PolicyIndex(policies).match(view(host=host, path=path, method=method))
     assert (match.policy.id if match else None) == expected
+
+
+# --- dry-run policies never decide; the one that would, if enforced, is the shadow -------
+def trial(pid: str, **kw: Any) -> Policy:
+    doc = dict(pol(pid, **kw).document)
+    return parse_policy({**doc, "mode": "dry-run"})
+
+
+def test_a_dry_run_policy_is_skipped_for_the_decision_and_returned_as_the_shadow() -> None:
+    index = PolicyIndex([pol("admin", paths=[{"prefix": "/admin/"}]),
+                         trial("users-trial", paths=[{"prefix": "/admin/users/"}]),
+                         trial("broad-trial", paths=[{"prefix": "/"}])])
+    found = index.lookup(view(path="/admin/users/1"))
+    assert (found.match and found.match.policy.id, found.shadow and found.shadow.policy.id) == (
+        "admin", "users-trial")
+    assert index.match(view(path="/admin/users/1")) == found.match
+    outranked = index.lookup(view(path="/admin/x"))  # admin outranks broad-trial: no shadow
+    assert (outranked.match and outranked.match.policy.id, outranked.shadow) == ("admin", None)
+    alone = index.lookup(view(path="/elsewhere"))
+    assert (alone.match, alone.shadow and alone.shadow.policy.id) == (None, "broad-trial")
+
+
+def test_a_route_bound_to_a_dry_run_policy_decides_nothing() -> None:
+    index = PolicyIndex([trial("billing-trial", paths=[{"prefix": "/billing/"}]),
+                         pol("catch-all")])
+    found = index.lookup(view(path="/billing/x", bound="billing-trial"))
+    assert (found.match, found.bound_to_dry_run) == (None, True)
+    with pytest.raises(KeyError):  # as if the bound id did not exist: the caller denies
+        index.match(view(path="/billing/x", bound="billing-trial"))
+
+
+def test_explain_shows_the_deciding_policy_and_the_dry_run_shadow() -> None:
+    index = PolicyIndex([pol("admin", paths=[{"prefix": "/admin/"}]),
+                         trial("users-trial", paths=[{"prefix": "/admin/users/"}]),
+                         trial("broad-trial", paths=[{"prefix": "/"}])])
+    lines = dict(explain(index, view(path="/admin/users/1")))
+    assert lines["admin"] == "MATCHED: any host, prefix /admin/"
+    assert lines["users-trial"] == ("DRY-RUN: any host, prefix /admin/users/; evaluated and logged "
+                                    "only, admin decides")
+    assert lines["broad-trial"].startswith("matches, but users-trial takes precedence")
+    alone = dict(explain(index, view(path="/x")))
+    assert alone["broad-trial"].endswith("evaluated and logged only, default_action decides")
+
+
+@settings(max_examples=300, deadline=None)
+@given(policies=_policy_sets(), trials=st.lists(st.booleans(), min_size=8, max_size=8),
+       host=st.sampled_from(["a.example.com", "x.a.example.com", "other.org", "b.example.com"]),
+       path=st.sampled_from(["/", "/a", "/a/", "/a/b", "/a/bc", "/b", "/a/B"]),
+       method=st.sampled_from(["GET", "POST"]))
+def test_the_decision_ignores_dry_run_policies_and_the_shadow_outranks_it(
+    policies: list[Policy], trials: list[bool], host: str, path: str, method: str
+) -> None:
+    policies = [parse_policy({**dict(p.document), "mode": "dry-run"}) if dry else p
+                for p, dry in zip(policies, trials, strict=False)]
+    ranked = sorted((r, p.id, p.dry_run) for p in policies
+                    if (r := _rank(p, host, path, method)) is not None)
+    enforcing = [pid for _, pid, dry in ranked if not dry]
+    top_dry_run = ranked[0][1] if ranked and ranked[0][2] else None
+    found = PolicyIndex(policies).lookup(view(host=host, path=path, method=method))
+    assert (found.match.policy.id if found.match else None) == (enforcing[0] if enforcing else None)
+    assert (found.shadow.policy.id if found.shadow else None) == top_dry_run

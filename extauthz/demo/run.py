@@ -51,7 +51,10 @@ def _self_check(gateway: str, token: str) -> list[str]:
     auth = {"authorization": f"Bearer {token}"}
     for path, headers, want in (("/docs/intro", {}, 200), ("/admin/stats", auth, 200),
                                 ("/internal/x", auth, 403), ("/billing/x", auth, 403),
-                                ("/payments/send", auth, 401)):
+                                ("/payments/send", auth, 401),
+                                # new-rule-trial is dry-run: it never decides, so this stays
+                                # default_action (authenticated): 401 without a token, 200 with
+                                ("/v1/users/bob", {}, 401), ("/v1/users/bob", auth, 200)):
         status, _, _ = _request(f"{gateway}{path}", headers)
         if status != want:
             problems.append(f"{path}: expected {want}, got {status}")

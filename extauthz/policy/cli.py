@@ -181,8 +181,10 @@ async def _explain(args: argparse.Namespace, settings: Settings) -> int:
     lines = explain(snapshot.index, view)
     for pid, why in lines:
         print(f"  {pid}: {why}")
+    shadow = next((pid for pid, why in lines if why.startswith("DRY-RUN")), None)
     if not any(why.startswith("MATCHED") for _, why in lines) and not args.route_policy:
-        print(f"no policy matched: default_action {settings.default_action} applies")
+        kind = "enforcing policy" if shadow else "policy"
+        print(f"no {kind} matched: default_action {settings.default_action} applies")
     fetcher = HttpFetcher(settings.jwks.fetch_timeout)
     keys = {i.issuer: IssuerKeys(i, settings.jwks, fetcher, SYSTEM_CLOCK) for i in settings.issuers}
     try:
@@ -196,7 +198,8 @@ async def _explain(args: argparse.Namespace, settings: Settings) -> int:
     verdict = "ALLOW" if decision.allowed else f"DENY {decision.status}"
     print(f"decision: {verdict} ({decision.reason}): {decision.description}")
     if decision.dry_run:
-        print(f"  dry-run: enforce mode would deny ({decision.would_deny})")
+        would = f"deny ({decision.would_deny})" if decision.would_deny else "allow"
+        print(f"  dry-run: policy {shadow} would {would}; it does not decide")
     for key, value in decision.upstream_headers:
         print(f"  upstream header {key}: {value}")
     for key, value in decision.response_headers:

@@ -8,6 +8,13 @@ Precedence, deterministic and explainable:
 4. then higher ``priority``, then ``id``; a policy whose methods exclude the request's
    method does not match, and the search goes on.
 
+A ``mode: dry-run`` policy never decides: the request is decided by the best enforcing
+match (or ``default_action``) exactly as if the dry-run policy did not exist. The dry-run
+policy that would win if it were enforced (its *shadow*) is found by a second index over
+every policy, built only when there are dry-run policies, and the caller evaluates it for
+the log, the metric and the audit record. A route bound to a dry-run policy is denied, as
+a route bound to an id that does not exist is (fail closed).
+
 Host and exact/prefix path lookups are dict hits (prefixes: one per distinct prefix
 length), so the cost does not grow with the number of policies. Regexes are tried one
 by one: keep them few. They are RE2 (``model.compile_regex``), linear in the path, and the
@@ -107,10 +114,28 @@ class Match(NamedTuple):
         return f"{where}, {what}"
 
 
-class PolicyIndex:
-    """All policies of one revision, compiled for lookup. Immutable once built."""
+class Lookup(NamedTuple):
+    """What decides a request (``match``; None: ``default_action``) and the dry-run policy
+    that outranks it (``shadow``), evaluated alongside for the record and never deciding."""
 
-    def __init__(self, policies: Iterable[Policy], revision: str = "") -> None:
+    match: Match | None
+    shadow: Match | None = None
+
+    @property
+    def bound_to_dry_run(self) -> bool:
+        """The route binds a dry-run policy: denied as if the policy did not exist."""
+        return self.shadow is not None and self.shadow.host_rule == "bound"
+
+
+class PolicyIndex:
+    """All policies of one revision, compiled for lookup. Immutable once built.
+
+    Its tables hold enforcing policies only (``shadows=True``: dry-run ones too, for the
+    inner index that finds a request's dry-run shadow)."""
+
+    def __init__(self, policies: Iterable[Policy], revision: str = "", *,
+                 shadows: bool = False) -> None:
+        policies = list(policies)
         self.revision = revision
         self.by_id: dict[str, Policy] = {}
         self._exact: dict[str, _PathTable] = {}
@@ -118,7 +143,7 @@ class PolicyIndex:
         self._any = _PathTable()
         for p in policies:
             self.by_id[p.id] = p
-            if p.bound_only:
+            if p.bound_only or (p.dry_run and not shadows):
                 continue
             if not p.hosts or "*" in p.hosts:
                 self._any.add(p)
@@ -134,19 +159,42 @@ class PolicyIndex:
         # Every header any policy sets: a client-sent copy is removed on every request, not
         # only where that policy matched (else a public route would pass a forged x-tenant).
         self.managed_headers = frozenset(t.name for p in self.by_id.values() for t in p.headers)
+        trials = not shadows and any(p.dry_run and not p.bound_only for p in policies)
+        self._shadows = PolicyIndex(policies, revision, shadows=True) if trials else None
 
     def __len__(self) -> int:
         return len(self.by_id)
 
-    def match(self, view: RequestView) -> Match | None:
-        """The governing policy, or None (then the configured default applies).
+    def lookup(self, view: RequestView) -> Lookup:
+        """The enforcing match that decides, and the dry-run policy (if any) that outranks it.
 
         A route-bound id that does not exist raises KeyError: the caller denies.
+        """
+        bound = view.context_extensions.get(CONTEXT_KEY) if view.context_extensions else None
+        if bound is not None:
+            policy = self.by_id[bound]
+            if policy.dry_run:
+                return Lookup(None, Match(policy, "bound", bound))
+            return Lookup(Match(policy, "bound", bound))
+        found = self.match(view)
+        if self._shadows is None:
+            return Lookup(found)
+        top = self._shadows._find(view.host.rstrip("."), normalize_path(view.path), view.method)
+        return Lookup(found, top if top is not None and top.policy.dry_run else None)
+
+    def match(self, view: RequestView) -> Match | None:
+        """The governing (enforcing) policy, or None (then the configured default applies).
+
+        A route-bound id that does not exist, or names a dry-run policy, raises KeyError:
+        the caller denies.
         """
         if view.context_extensions:
             bound = view.context_extensions.get(CONTEXT_KEY)
             if bound is not None:
-                return Match(self.by_id[bound], "bound", bound)
+                policy = self.by_id[bound]
+                if policy.dry_run:  # never decides: as if it did not exist
+                    raise KeyError(bound)
+                return Match(policy, "bound", bound)
         found = self._find(view.host.rstrip("."), normalize_path(view.path), view.method)
         if has_escaped_separator(view.path):
             # Upstreams disagree on whether %2F, %5C and '\\' split segments: both readings
@@ -179,11 +227,12 @@ class PolicyIndex:
 
 
 def explain(index: PolicyIndex, view: RequestView) -> list[tuple[str, str]]:
-    """Every policy and why it did or did not govern this request (slow; for the CLI)."""
+    """Every policy and why it did or did not govern this request (slow; for the CLI). The
+    deciding policy's line starts ``MATCHED:``, its dry-run shadow's ``DRY-RUN:``."""
     try:
-        winner = index.match(view)
+        winner, shadow = index.lookup(view)
     except KeyError:
-        winner = None
+        winner, shadow = None, None
     path = normalize_path(view.path)
     host = view.host.rstrip(".")
     lines = []
@@ -191,7 +240,14 @@ def explain(index: PolicyIndex, view: RequestView) -> list[tuple[str, str]]:
         if winner is not None and p.id == winner.policy.id:
             lines.append((p.id, f"MATCHED: {winner.why}"))
             continue
-        lines.append((p.id, _why_not(p, host, path, view.method, winner)))
+        if shadow is not None and p.id == shadow.policy.id:
+            instead = ("the route is denied as if it did not exist" if shadow.host_rule == "bound"
+                       else f"{winner.policy.id} decides" if winner else "default_action decides")
+            lines.append((p.id, f"DRY-RUN: {shadow.why}; evaluated and logged only, {instead}"))
+            continue
+        # what outranks p: for a dry-run policy, the best of all; for an enforcing one, the winner
+        top = (shadow or winner) if p.dry_run else (winner or shadow)
+        lines.append((p.id, _why_not(p, host, path, view.method, top)))
     return lines
 
 

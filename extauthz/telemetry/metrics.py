@@ -81,7 +81,8 @@ class Metrics:
         self.stepup = self._meter.create_counter(
             "extauthz.stepup.ceremonies", description="Step-up ceremonies by ceremony and outcome")
         self.dry_run = self._meter.create_counter(
-            "extauthz.dry_run.denials", description="Denials a dry-run policy recorded, then allowed")
+            "extauthz.dry_run.denials",
+            description="Requests a dry-run policy would deny (it never decides them)")
 
     def observe(self, name: str, description: str, fn: ObserveFn, *, counter: bool,
                 unit: str = "") -> None:
