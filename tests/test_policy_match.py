@@ -307,3 +307,18 @@ def test_the_decision_ignores_dry_run_policies_and_the_shadow_outranks_it(
     found = PolicyIndex(policies).lookup(view(host=host, path=path, method=method))
     assert (found.match.policy.id if found.match else None) == (enforcing[0] if enforcing else None)
     assert (found.shadow.policy.id if found.shadow else None) == top_dry_run
+
+
+def test_a_path_over_the_cap_is_refused_before_any_regex_or_fallback_sees_it() -> None:
+    from extauthz.errors import BadRequest
+    from extauthz.policy.paths import MAX_PATH
+
+    index = PolicyIndex([parse_policy({
+        "id": "reports", "match": {"paths": [{"regex": r"^/reports/([a-z0-9]+/?)+\.csv$"}]},
+        "action": "deny"})])
+    at_cap = "/reports/" + "a" * (MAX_PATH - len("/reports/.csv")) + ".csv"
+    match = index.match(view(path=at_cap))
+    assert match is not None
+    assert match.policy.id == "reports"
+    with pytest.raises(BadRequest):  # refused (400), never a no-match left to default_action
+        index.match(view(path=at_cap.replace("/reports/", "/reports/a")))
