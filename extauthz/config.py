@@ -113,6 +113,8 @@ SCHEMA: Schema = {
         "issuer": Field("str", nullable=True, doc="null: http://localhost:<http port>"),
         "audience": Field("str", default="extauthz-demo"),
         "key_file": Field("str", default=".extauthz/demo-issuer-key.pem"),
+        "username_prefix": Field("str", default="demo:", doc="as an issuer's username_prefix"),
+        "groups_prefix": Field("str", default="demo:", doc="as an issuer's groups_prefix"),
     }),
     "log_level": Field("str", default="info", choices=("debug", "info", "warning", "error")),
 }
@@ -124,8 +126,6 @@ class IssuerSettings:
     audiences: tuple[str, ...]
     jwks_uri: str | None
     algorithms: tuple[str, ...]
-        "username_prefix": Field("str", default="demo:", doc="as an issuer's username_prefix"),
-        "groups_prefix": Field("str", default="demo:", doc="as an issuer's groups_prefix"),
     ca_file: str | None
     username_claim: str
     username_prefix: str
@@ -162,6 +162,8 @@ class DemoIssuerSettings:
     issuer: str
     audience: str
     key_file: str
+    username_prefix: str = "demo:"
+    groups_prefix: str = "demo:"
 
 
 @dataclass(frozen=True)
@@ -173,8 +175,6 @@ class StoreSettings:
     state_file: str
 
 
-    username_prefix: str = "demo:"
-    groups_prefix: str = "demo:"
 @dataclass(frozen=True)
 class StepupSettings:
     rp_id: str
@@ -346,6 +346,8 @@ def settings_from_document(doc: Mapping[str, Any]) -> Settings:
         issuer=(demo["issuer"] or f"http://localhost:{http_listen[1]}").rstrip("/"),
         audience=demo["audience"],
         key_file=demo["key_file"],
+        username_prefix=demo["username_prefix"],
+        groups_prefix=demo["groups_prefix"],
     )
     issuers = [_issuer(i, item) for i, item in enumerate(d["issuers"])]
     if demo_settings.enabled and not any(i.issuer == demo_settings.issuer for i in issuers):
@@ -361,10 +363,13 @@ def settings_from_document(doc: Mapping[str, Any]) -> Settings:
             raise ConfigError(f"config: 'issuers[{i}].issuer' {iss.issuer!r} is listed twice; "
                               "merge the two entries")
         seen.add(iss.issuer)
+    if d["headers"]["kubernetes_impersonation"]:
+        for i, iss in enumerate(issuers):
+            where = f"issuers[{i}]" if i < len(d["issuers"]) else "demo_issuer"
+            _check_impersonation_prefix(iss.username_prefix, f"{where}.username_prefix")
+            _check_impersonation_prefix(iss.groups_prefix, f"{where}.groups_prefix")
     redis_url = d["store"]["url"] or ""
     if d["audit"]["redis_stream"] and not redis_url.startswith(("redis://", "rediss://", "unix://")):
-        username_prefix=demo["username_prefix"],
-        groups_prefix=demo["groups_prefix"],
         raise ConfigError("config: 'audit.redis_stream' needs a Redis store; set store.url to "
                           "redis://… or turn audit.redis_stream off")
     cookie = d["token"]["cookie"]
@@ -379,11 +384,6 @@ def settings_from_document(doc: Mapping[str, Any]) -> Settings:
         shutdown_grace=d["shutdown_grace"],
         issuers=tuple(issuers),
         token=TokenSettings(**d["token"]),
-    if d["headers"]["kubernetes_impersonation"]:
-        for i, iss in enumerate(issuers):
-            where = f"issuers[{i}]" if i < len(d["issuers"]) else "demo_issuer"
-            _check_impersonation_prefix(iss.username_prefix, f"{where}.username_prefix")
-            _check_impersonation_prefix(iss.groups_prefix, f"{where}.groups_prefix")
         jwks=JWKSSettings(**d["jwks"]),
         store=StoreSettings(**d["store"]),
         stepup=_stepup(d["stepup"], public_url),
@@ -438,6 +438,18 @@ def _header_prefix(value: str) -> str:
     return prefix
 
 
+def _check_impersonation_prefix(prefix: str, key: str) -> None:
+    """With Impersonate-User/-Group, a token's names become Kubernetes users and groups: an
+    unprefixed ``groups: [system:masters]`` would be cluster-admin."""
+    if not prefix:
+        raise ConfigError(f"config: '{key}' is empty, but headers.kubernetes_impersonation is on "
+                          "(a token's system:masters group would become cluster-admin); set a "
+                          "prefix such as \"idp:\", as kube-apiserver's --oidc-*-prefix flags do")
+    if prefix.startswith(KUBERNETES_RESERVED) or KUBERNETES_RESERVED.startswith(prefix):
+        raise ConfigError(f"config: '{key}' is {prefix!r}, which can make names in the "
+                          "apiserver's reserved system: namespace; choose another, e.g. \"idp:\"")
+
+
 def _stepup(s: Mapping[str, Any], public_url: str) -> StepupSettings:
     parts = urlsplit(public_url)
     origins = tuple(o.rstrip("/") for o in s["origins"]) or (f"{parts.scheme}://{parts.netloc}",)
@@ -459,18 +471,6 @@ def _stepup(s: Mapping[str, Any], public_url: str) -> StepupSettings:
                           "exist; give a PEM EC P-256 private key, or null to generate one")
     return StepupSettings(
         rp_id=rp_id, rp_name=s["rp_name"], origins=origins, cookie_name=name,
-def _check_impersonation_prefix(prefix: str, key: str) -> None:
-    """With Impersonate-User/-Group, a token's names become Kubernetes users and groups: an
-    unprefixed ``groups: [system:masters]`` would be cluster-admin."""
-    if not prefix:
-        raise ConfigError(f"config: '{key}' is empty, but headers.kubernetes_impersonation is on "
-                          "(a token's system:masters group would become cluster-admin); set a "
-                          "prefix such as \"idp:\", as kube-apiserver's --oidc-*-prefix flags do")
-    if prefix.startswith(KUBERNETES_RESERVED) or KUBERNETES_RESERVED.startswith(prefix):
-        raise ConfigError(f"config: '{key}' is {prefix!r}, which can make names in the "
-                          "apiserver's reserved system: namespace; choose another, e.g. \"idp:\"")
-
-
         max_age_limit=s["max_age_limit"], signing_key_file=s["signing_key_file"],
         challenge_ttl=s["challenge_ttl"], enrol_max_age=s["enrol_max_age"],
         first_enrolment_max_age=s["first_enrolment_max_age"],
