@@ -191,3 +191,10 @@ def test_a_request_view_made_by_hand_keeps_its_fields() -> None:
     view = RequestView(method="GET", scheme="https", host="h", path="/p", query="", headers={},
                        context_extensions={}, source_address="", request_id="")
     assert view.original_url == "/p"
+
+
+def test_a_policy_path_that_requests_may_not_use_is_refused_naming_the_field() -> None:
+    from extauthz.errors import PolicyInvalid
+
+    with pytest.raises(PolicyInvalid, match=r"match\.paths\[0\]\.prefix.*may not use"):
+        parse_policy({"id": "odd", "match": {"paths": [{"prefix": "/a/%2e%2e;/b/"}]}})

@@ -18,7 +18,7 @@ import re2  # type: ignore[import-untyped]  # google-re2: no stubs; typed by Reg
 import yaml
 
 from extauthz.errors import ConfigError, PolicyInvalid
-from extauthz.policy.paths import normalize_path
+from extauthz.policy.paths import AmbiguousPath, normalize_path
 from extauthz.validation import Field, check_document, did_you_mean
 
 WEBAUTHN_ACR = "urn:extauthz:webauthn"
@@ -191,7 +191,10 @@ def _path(entry: Mapping[str, Any], where: str) -> PathMatch:
         return PathMatch(kind, value, pattern)
     if not value.startswith("/"):
         raise _fail(f"{where}.{kind}", f"is {value!r}: a path starts with '/'")
-    normal = normalize_path(value)
+    try:
+        normal = normalize_path(value)
+    except AmbiguousPath as e:
+        raise _fail(f"{where}.{kind}", f"is {value!r}, which requests may not use: {e.message}") from e
     if normal != value:
         raise _fail(f"{where}.{kind}", f"is {value!r}, which requests are compared as {normal!r} "
                                        "(decoded, dot-segments resolved); write that instead")
