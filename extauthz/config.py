@@ -115,6 +115,9 @@ SCHEMA: Schema = {
         "key_file": Field("str", default=".extauthz/demo-issuer-key.pem"),
         "username_prefix": Field("str", default="demo:", doc="as an issuer's username_prefix"),
         "groups_prefix": Field("str", default="demo:", doc="as an issuer's groups_prefix"),
+        "allow_non_local": Field("bool", default=False,
+                                 doc="run it although http.public_url, http.listen or its issuer "
+                                     "is not on this machine (anyone can sign in as anyone)"),
     }),
     "log_level": Field("str", default="info", choices=("debug", "info", "warning", "error")),
 }
@@ -164,6 +167,7 @@ class DemoIssuerSettings:
     key_file: str
     username_prefix: str = "demo:"
     groups_prefix: str = "demo:"
+    allow_non_local: bool = False
 
 
 @dataclass(frozen=True)
@@ -348,14 +352,17 @@ def settings_from_document(doc: Mapping[str, Any]) -> Settings:
         key_file=demo["key_file"],
         username_prefix=demo["username_prefix"],
         groups_prefix=demo["groups_prefix"],
+        allow_non_local=demo["allow_non_local"],
     )
+    if demo_settings.enabled and not demo_settings.allow_non_local:
+        _check_demo_is_local(demo_settings, public_url, http_listen[0])
     issuers = [_issuer(i, item) for i, item in enumerate(d["issuers"])]
     if demo_settings.enabled and not any(i.issuer == demo_settings.issuer for i in issuers):
         issuers.append(IssuerSettings(
             issuer=demo_settings.issuer, audiences=(demo_settings.audience,), jwks_uri=None,
             algorithms=("ES256",), ca_file=None, username_claim="email",
             username_prefix=demo_settings.username_prefix, groups_claim="groups",
-            groups_prefix=demo_settings.groups_prefix,
+            groups_prefix=demo_settings.groups_prefix, insecure_http=demo_settings.allow_non_local,
         ))
     seen: set[str] = set()
     for i, iss in enumerate(issuers):
@@ -511,13 +518,31 @@ def _issuer(index: int, item: Mapping[str, Any]) -> IssuerSettings:
 
 def is_loopback_url(url: str) -> bool:
     """The URL's host is this machine: localhost (or a name under .localhost), 127/8, ::1."""
-    host = (urlsplit(url).hostname or "").rstrip(".")
+    return is_loopback_host(urlsplit(url).hostname or "")
+
+
+def is_loopback_host(host: str) -> bool:
+    host = host.strip("[]").rstrip(".").lower()
     if host == "localhost" or host.endswith(".localhost"):
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
-        return False
+        return False  # 0.0.0.0, ::, a name: reachable from elsewhere
+
+
+def _check_demo_is_local(demo: DemoIssuerSettings, public_url: str, listen_host: str) -> None:
+    """The demo issuer signs anyone in as anyone, with any groups: only on this machine."""
+    where = [(key, value) for key, value, local in (
+        ("http.public_url", public_url, is_loopback_url(public_url)),
+        ("http.listen", listen_host, is_loopback_host(listen_host)),
+        ("demo_issuer.issuer", demo.issuer, is_loopback_url(demo.issuer))) if not local]
+    if where:
+        key, value = where[0]
+        raise ConfigError(f"config: 'demo_issuer.enabled' is on but {key} {value!r} is not on this "
+                          "machine, and the demo issuer lets anyone who reaches it sign in as "
+                          "anyone (/.extauthz/demo/login?sub=root&groups=…); turn demo_issuer off, "
+                          "or set demo_issuer.allow_non_local: true for a throwaway demo")
 
 
 def _check_key_transport(issuer: str, jwks_uri: str | None, where: str) -> None:
@@ -542,7 +567,14 @@ def insecure_settings(settings: Settings) -> tuple[str, ...]:
     """What this configuration trusts that an attacker could exploit; logged at ERROR at
     start and periodically, so it is never on unnoticed."""
     out = []
+    demo = settings.demo_issuer
+    if demo.enabled:
+        out.append("demo_issuer.enabled is on: anyone who reaches /.extauthz/demo/login signs in "
+                   "as anyone, with any groups" + (" (allow_non_local: from other machines too)"
+                                                   if demo.allow_non_local else ""))
     for i, iss in enumerate(settings.issuers):
+        if iss.issuer == demo.issuer and demo.enabled:
+            continue  # said above
         if iss.insecure_http:
             out.append(f"issuers[{i}].insecure_http is on: the keys of {iss.issuer!r} may come "
                        "over plain http, where anyone on the path can swap them and forge tokens")

@@ -182,6 +182,8 @@ def _observe(rt: Runtime) -> None:
               lambda: [(rt.policies.staleness() or 0.0, {})], counter=False, unit="s")
     m.observe("extauthz.policy.snapshot.revision", "Policy revision in force (value 1)",
               lambda: [(1, {"revision": rt.policies.revision or "none"})], counter=False)
+    m.observe("extauthz.demo_issuer.enabled", "1 while the demo issuer (anyone signs in as "
+              "anyone) is on; alert on it", lambda: [(int(rt.demo is not None), {})], counter=False)
     m.observe("extauthz.policies", "Policies in force",
               lambda: [(len(rt.policies.index) if rt.policies.index else 0, {})], counter=False)
     m.observe("extauthz.revocations", "Revocations in force",

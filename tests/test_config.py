@@ -94,7 +94,7 @@ def test_every_key_has_an_environment_variable() -> None:
 
 
 def test_demo_issuer_joins_the_trusted_issuers() -> None:
-    s = settings_from_document({"demo_issuer": {"enabled": True}, "http": {"listen": "0.0.0.0:9100"}})
+    s = settings_from_document({"demo_issuer": {"enabled": True}, "http": {"listen": "127.0.0.1:9100"}})
     assert [i.issuer for i in s.issuers] == ["http://localhost:9100"]
     assert s.issuers[0].audiences == ("extauthz-demo",)
 
@@ -257,3 +257,45 @@ def test_the_demo_issuer_is_prefixed_and_an_empty_demo_prefix_blocks_impersonati
     with pytest.raises(ConfigError, match=re.escape("'demo_issuer.groups_prefix' is empty")):
         settings_from_document({**doc, "headers": {"kubernetes_impersonation": True},
                                 "demo_issuer": {"enabled": True, "groups_prefix": ""}})
+
+
+@pytest.mark.parametrize(("http", "demo", "message"), [
+    ({"public_url": "https://app.example.com", "listen": "127.0.0.1:9002"}, {},
+     "'demo_issuer.enabled' is on but http.public_url 'https://app.example.com' is not on this "
+     "machine"),
+    ({"listen": "0.0.0.0:9002"}, {}, "but http.listen '0.0.0.0' is not on this machine"),
+    ({"listen": "[::]:9002"}, {}, "but http.listen '::' is not on this machine"),
+    ({"listen": "127.0.0.1:9002"}, {"issuer": "http://demo.example.com:9002"},
+     "but demo_issuer.issuer 'http://demo.example.com:9002' is not on this machine"),
+])
+def test_the_demo_issuer_refuses_to_run_beyond_this_machine(
+    http: dict[str, str], demo: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)) as err:
+        settings_from_document({"http": http, "demo_issuer": {"enabled": True, **demo}})
+    assert "set demo_issuer.allow_non_local: true" in str(err.value)
+
+
+@pytest.mark.parametrize("http", [
+    {"public_url": "http://localhost:8000", "listen": "127.0.0.1:9002"},
+    {"public_url": "http://127.0.0.1:8000", "listen": "localhost:9002"},
+    {"public_url": "http://app.localhost:8000", "listen": "[::1]:9002"},
+])
+def test_the_demo_issuer_runs_on_this_machine_and_is_reported_unsafe(http: dict[str, str]) -> None:
+    from extauthz.config import insecure_settings
+
+    s = settings_from_document({"http": http, "demo_issuer": {"enabled": True}})
+    assert s.demo_issuer.enabled
+    assert insecure_settings(s) == ("demo_issuer.enabled is on: anyone who reaches "
+                                    "/.extauthz/demo/login signs in as anyone, with any groups",)
+
+
+def test_the_demo_issuer_beyond_this_machine_needs_the_opt_in_which_is_reported() -> None:
+    from extauthz.config import insecure_settings
+
+    s = load_settings(None, {"EXTAUTHZ_DEMO_ISSUER_ENABLED": "true",
+                             "EXTAUTHZ_DEMO_ISSUER_ALLOW_NON_LOCAL": "true",
+                             "EXTAUTHZ_HTTP_PUBLIC_URL": "https://demo.example.com"})
+    assert s.demo_issuer.allow_non_local is True
+    [warning] = insecure_settings(s)
+    assert warning.endswith("with any groups (allow_non_local: from other machines too)")

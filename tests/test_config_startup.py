@@ -101,3 +101,13 @@ def test_impersonation_with_unprefixed_issuer_names_stops_the_start(tmp_path: Pa
     assert line.startswith("extauthz: config: 'issuers[0].username_prefix' is empty, but "
                            "headers.kubernetes_impersonation is on (a token's system:masters "
                            "group would become cluster-admin)")
+
+
+def test_the_demo_issuer_with_a_public_url_elsewhere_stops_the_start(tmp_path: Path) -> None:
+    line = refused(serve(tmp_path, {"demo_issuer": {"enabled": True, "key_file": str(tmp_path / "k.pem")},
+                                    "http": {"public_url": "https://app.example.com"}}))
+    assert line.startswith("extauthz: config: 'demo_issuer.enabled' is on but http.public_url "
+                           "'https://app.example.com' is not on this machine")
+    assert line.endswith("turn demo_issuer off, or set demo_issuer.allow_non_local: true for a "
+                         "throwaway demo")
+    assert not (tmp_path / "k.pem").exists()  # refused before anything was made
