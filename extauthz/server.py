@@ -298,7 +298,8 @@ async def _start_http(runtime: Runtime, reuse_port: bool) -> web.AppRunner:
     stepup = StepupHttp(runtime.settings, runtime.verifier, runtime.ceremonies,
                         runtime.stepup_store, runtime.mint_stepup_cookie, runtime.stepped_up_at,
                         lambda ceremony, outcome: runtime.metrics.stepup.add(
-                            1, {"ceremony": ceremony, "outcome": outcome}))
+                            1, {"ceremony": ceremony, "outcome": outcome}),
+                        revocations=runtime.revocation_store)
     app = http_app(runtime.ready, runtime.demo, runtime.settings,
                    extra=[stepup.add_routes, _metrics_route(runtime)])
     runner = web.AppRunner(app, access_log=None,

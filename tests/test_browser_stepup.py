@@ -168,8 +168,18 @@ def test_a_passkey_removed_on_the_account_page_is_gone(site: Site, browser: Brow
     page.click("#stepup")
     expect(page).to_have_url(f"{site.base}/.extauthz/account")
     expect(page.locator("#passkeys tbody tr")).to_have_count(1)
+    page.goto("/payments/x")  # the fresh confirmation lets dave in...
+    expect(page).to_have_url(f"{site.base}/payments/x")
+    page.goto("/.extauthz/account")
     page.click("button.remove")
     expect(page.locator("#passkeys tbody tr")).to_have_count(0)
+    deadline = time.monotonic() + 2.5  # ...and removing the passkey ends it, within a second
+    while True:  # (the state file is polled every store.poll_interval)
+        page.goto("/payments/x")
+        if page.url != f"{site.base}/payments/x" or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    expect(page).to_have_url(f"{site.base}/.extauthz/stepup?rd=%2Fpayments%2Fx")
     page.goto("/.extauthz/stepup?rd=/payments/x")
     page.click("#stepup")
     expect(page.locator("#enroll")).to_be_visible()

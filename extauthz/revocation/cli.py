@@ -192,7 +192,8 @@ def _describe(r: Revocation) -> str:
     what = {"token": f"the token with jti {r.value!r} {where}",
             "subject": f"every token {where} whose `sub` is {r.value!r}",
             "client": f"every token {where} whose azp/client_id is {r.value!r}",
-            "all": f"every token {where}"}[r.kind]
+            "all": f"every token {where}",
+            "stepup": f"the step-ups {where} of `sub` {r.value!r} (a passkey was removed)"}[r.kind]
     upto = "" if r.kind == "token" else f", issued up to {_when(r.at)}"
     return f"{what}{upto}"
 

@@ -4,6 +4,8 @@
 - ``subject``: every token of a subject (at one issuer, or any) issued before the revocation;
 - ``client``: every token whose ``azp``/``client_id`` is the client, issued before it;
 - ``all``: every token of an issuer issued before it (force re-authentication).
+- ``stepup``: only the step-up proofs (cookies) of a subject at one issuer made before it:
+  written when a passkey of that user is removed, never by ``revoke`` (tokens stay valid).
 
 "Issued before" compares the token's ``iat`` with the revocation time, inclusive of that
 second; a token without ``iat`` cannot prove it is newer and is refused. Step-up cookies
@@ -27,7 +29,7 @@ from urllib.parse import unquote
 
 from extauthz.identity.model import Identity
 
-KINDS = ("token", "subject", "client", "all")
+KINDS = ("token", "subject", "client", "all", "stepup")
 ANY_ISSUER = "*"
 
 
@@ -111,6 +113,7 @@ class RevocationSet:
         self._subject: dict[tuple[str, str], int] = {}
         self._client: dict[tuple[str, str], int] = {}
         self._issuer: dict[str, int] = {}
+        self._stepup: dict[tuple[str, str], int] = {}  # passkeys removed: step-ups before then end
         for r in self.records:
             if r.kind == "token":
                 self._jti[(r.issuer, r.value)] = r.expires
@@ -120,6 +123,8 @@ class RevocationSet:
                 self._client[(r.issuer, r.value)] = max(r.at, self._client.get((r.issuer, r.value), 0))
             elif r.kind == "all":
                 self._issuer[r.issuer] = max(r.at, self._issuer.get(r.issuer, 0))
+            elif r.kind == "stepup":
+                self._stepup[(r.issuer, r.value)] = max(r.at, self._stepup.get((r.issuer, r.value), 0))
 
     def __len__(self) -> int:
         return len(self.records)
@@ -140,6 +145,9 @@ class RevocationSet:
         return self._cut_off(identity.issuer, identity.subject, identity.client_id, identity.issued_at)
 
     def stepup_revoked(self, issuer: str, subject: str, auth_time: int) -> bool:
+        ended = self._stepup.get((issuer, subject)) if self._stepup else None
+        if ended is not None and auth_time <= ended:
+            return True
         return self._cut_off(issuer, subject, None, auth_time)
 
 

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from extauthz.clock import SYSTEM_CLOCK
 from extauthz.config import Settings
 from extauthz.errors import ConfigError, ExtAuthzError
+from extauthz.revocation.store import open_revocation_store
+from extauthz.stepup.removal import end_stepups
 from extauthz.stepup.store import StepupStore, open_stepup_store, user_key
 from extauthz.table import format_table
 
@@ -75,17 +77,32 @@ async def run_webauthn_command(args: argparse.Namespace, settings: Settings) -> 
         if len(users) > 1 and args.issuer is None:
             raise ConfigError(f"subject {args.subject!r} has passkeys at several issuers; "
                               "add --issuer")
-        user, issuer, _ = users[0]
+        user, issuer, subject = users[0]
+        if not args.all and not any(p.credential_id == args.credential
+                                    for p in await store.passkeys(user)):
+            raise PasskeyNotFound(f"{args.subject} has no passkey {args.credential!r}")
+        await _end_stepups(settings, store, issuer, subject)  # first: fail closed
+        ended = "; their step-ups made before now end in every worker within a second"
         if args.all:
             count = await store.remove_all(user)
-            print(f"removed {count} passkey(s) of {args.subject} ({issuer})")
+            print(f"removed {count} passkey(s) of {args.subject} ({issuer}){ended}")
         elif await store.remove_passkey(user, args.credential):
-            print(f"removed passkey {args.credential} of {args.subject} ({issuer})")
+            print(f"removed passkey {args.credential} of {args.subject} ({issuer}){ended}")
         else:
             raise PasskeyNotFound(f"{args.subject} has no passkey {args.credential!r}")
         return 0
     finally:
         await store.close()
+
+
+async def _end_stepups(settings: Settings, store: StepupStore, issuer: str, subject: str) -> None:
+    s = settings.store
+    revocations = open_revocation_store(s.url, s.prefix, s.timeout, store, SYSTEM_CLOCK)
+    try:
+        await end_stepups(revocations, issuer, subject, int(SYSTEM_CLOCK.wall()),
+                          "passkey removed with `extauthz webauthn remove`")
+    finally:
+        await revocations.close()
 
 
 def _issuer_of(args: argparse.Namespace, settings: Settings) -> str:

@@ -24,8 +24,10 @@ from extauthz.errors import StoreUnavailable
 from extauthz.identity.model import Identity
 from extauthz.identity.verify import TokenVerifier
 from extauthz.request import RequestView
+from extauthz.revocation.store import RevocationStore
 from extauthz.stepup.ceremonies import Ceremonies, CeremonyError, passkey_name, who
 from extauthz.stepup.enrolment import FirstEnrolment, FreshSignInNeeded
+from extauthz.stepup.removal import end_stepups
 from extauthz.stepup.store import StepupStore, user_key
 from extauthz.table import printable
 from extauthz.telemetry import tracing
@@ -71,8 +73,10 @@ class StepupHttp:
     def __init__(self, settings: Settings, verifier: TokenVerifier, ceremonies: Ceremonies,
                  store: StepupStore, mint_cookie: Callable[[Identity, str], str | None],
                  stepped_up_at: Callable[[str | None, Identity], int | None],
-                 on_ceremony: Callable[[str, str], None] | None = None) -> None:
+                 on_ceremony: Callable[[str, str], None] | None = None, *,
+                 revocations: RevocationStore) -> None:
         self._on_ceremony = on_ceremony
+        self._revocations = revocations
         self._settings = settings
         self._verifier = verifier
         self._ceremonies = ceremonies
@@ -301,12 +305,20 @@ class StepupHttp:
 
     async def _remove(self, request: web.Request, identity: Identity, body: dict[str, Any]
                       ) -> web.Response:
-        if await self._has_passkeys(identity):
+        user = user_key(identity.issuer, identity.subject)
+        passkeys = await self._store.passkeys(user)
+        if passkeys:
             self._require_recent_stepup(request, identity)
         cid = body.get("id")
         if not isinstance(cid, str):
             raise CeremonyError("Say which passkey to remove ('id').")
-        if not await self._store.remove_passkey(user_key(identity.issuer, identity.subject), cid):
+        if not any(p.credential_id == cid for p in passkeys):
             raise CeremonyError(f"No such passkey for {who(identity)}.")
-        log.info("stepup: %r removed passkey %r", identity.subject, cid)
+        # First end every step-up made so far (in every worker), then remove: fail closed.
+        await end_stepups(self._revocations, identity.issuer, identity.subject,
+                          int(self._ceremonies.now()), "passkey removed on the account page")
+        if not await self._store.remove_passkey(user, cid):
+            raise CeremonyError(f"No such passkey for {who(identity)}.")
+        log.info("stepup: %r removed passkey %r; step-ups made before now are ended",
+                 identity.subject, cid)
         return web.json_response({"removed": cid})

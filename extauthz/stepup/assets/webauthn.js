@@ -116,7 +116,7 @@
       btn.textContent = "Remove";
       btn.addEventListener("click", () => run(async () => {
         await post("/.extauthz/webauthn/passkeys/remove", { id: p.id });
-        say("Removed " + p.name + ".", "ok");
+        say("Removed \u201c" + p.name + "\u201d. Pages that need a passkey will ask you to confirm again.", "ok");
         await account();
       }));
       row.insertCell().appendChild(btn);

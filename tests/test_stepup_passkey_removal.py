@@ -1,0 +1,174 @@
+"""Removing a passkey ends its user's step-up cookies at once, in every worker: a cookie
+names its passkey, but it is the removal (a ``stepup`` revocation as of now, on the
+all-worker revocation path) that Check sees."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, TypeVar
+
+import pytest
+import yaml
+from envoy_data_plane.envoy.service.auth.v3 import CheckResponse
+
+from extauthz.clock import SYSTEM_CLOCK
+from extauthz.config import settings_from_document
+from extauthz.errors import ConfigError
+from extauthz.identity.model import Identity
+from extauthz.revocation.model import Revocation, RevocationSet
+from extauthz.stepup.cookie import StepupCookies, load_signing_key, new_signing_key_pem
+from extauthz.stepup.removal import STEPUP_REVOCATION_TTL
+from extauthz.stepup.store import Passkey, RedisStepupStore, user_key
+from tests.support.issuer import AUDIENCE, LocalIssuer
+from tests.support.redis import RedisServer
+from tests.support.stack import ExtAuthz
+from tests.test_check_service import _request
+from tests.test_policy_propagation import Worker, one_per_worker
+
+_T = TypeVar("_T")
+COOKIE = "__Host-extauthz-stepup"
+POLICY = {"id": "pay", "match": {"paths": [{"prefix": "/pay/"}]},
+          "require": {"stepup": {"max_age": 3600}}}
+
+
+def person(issuer: str, subject: str) -> Identity:
+    return Identity(issuer=issuer, subject=subject, username=subject, email=None, audiences=(),
+                    groups=(), scopes=(), client_id=None, acr=None, auth_time=None, jti=None,
+                    issued_at=None, expires_at=9e9, claims=MappingProxyType({}))
+
+
+def status(worker: Worker, token: str, cookie: str | None, path: str = "/pay/x") -> int:
+    headers = {"authorization": f"Bearer {token}"}
+    if cookie:
+        headers["cookie"] = f"{COOKIE}={cookie}"
+    resp = CheckResponse.parse(worker.check(_request(headers, path=path), timeout=5))
+    return 200 if resp.status.code == 0 else int(resp.denied_response.status.code)
+
+
+def until(workers: list[Worker], token: str, cookie: str, want: int, within: float) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < within:
+        if all(status(w, token, cookie) == want for w in workers):
+            return time.monotonic() - start
+        time.sleep(0.01)
+    raise AssertionError(f"not {want} in every worker within {within}s: "
+                         f"{[status(w, token, cookie) for w in workers]}")
+
+
+def cli(config: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "extauthz", *args, "--config", str(config)],
+                          input=stdin, capture_output=True, text=True, timeout=60, check=False)
+
+
+def in_store(url: str, prefix: str, fn: Callable[[RedisStepupStore], Awaitable[_T]]) -> _T:
+    """Run one step against the step-up store on its own event loop and connection."""
+    async def run() -> _T:
+        store = RedisStepupStore(url, prefix, 2.0)
+        try:
+            return await fn(store)
+        finally:
+            await store.close()
+    return asyncio.run(run())
+
+
+def remove_on_the_page(service: ExtAuthz, token: str, cookie: str, cid: str) -> Any:
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{service.http_port}/.extauthz/webauthn/passkeys/remove",
+        data=json.dumps({"id": cid}).encode(), method="POST",
+        headers={"content-type": "application/json", "origin": "http://localhost:8000",
+                 "authorization": f"Bearer {token}", "cookie": f"{COOKIE}={cookie}"})
+    with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310
+        return json.loads(resp.read())
+
+
+def test_removing_passkeys_ends_step_up_cookies_in_every_worker_within_a_second(
+    tmp_path: Path,
+) -> None:
+    idp = LocalIssuer()
+    redis = RedisServer(tmp_path / "redis").start()
+    prefix = "rm:"
+    cfg: dict[str, Any] = {"issuers": [{"issuer": idp.issuer, "audiences": [AUDIENCE]}],
+                           "store": {"url": redis.url, "prefix": prefix},
+                           "default_action": "authenticated"}
+    config = tmp_path / "cli.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    applied = cli(config, "policy", "apply", "-f", "-", stdin=yaml.safe_dump(POLICY))
+    assert applied.returncode == 0, applied.stderr
+    service = ExtAuthz(tmp_path, cfg, args=["--workers", "2"]).start()
+    workers: list[Worker] = []
+    try:
+        workers = one_per_worker(service.grpc_port, token=idp.mint("ES256", sub="probe"))
+        pem = in_store(redis.url, prefix, lambda st: st.signing_key(new_signing_key_pem))  # theirs
+        cookies = StepupCookies(load_signing_key(pem, "redis"), 43200, SYSTEM_CLOCK)
+
+        # The CLI: `webauthn remove --all` ends alice's cookie in both workers.
+        alice, alice_token = person(idp.issuer, "alice"), idp.mint("ES256", sub="alice")
+        in_store(redis.url, prefix, lambda st: st.save_passkey(user_key(idp.issuer, "alice"), Passkey(
+            "c1", "pk", 0, "laptop", 1, None, (), idp.issuer, "alice")))
+        alice_cookie = cookies.mint(alice, "c1")
+        until(workers, alice_token, alice_cookie, 200, within=1.0)
+        assert status(workers[0], alice_token, None) == 401  # the cookie is what lets her in
+        removed = cli(config, "webauthn", "remove", "--subject", "alice", "--all")
+        assert removed.returncode == 0, removed.stderr
+        assert "step-ups made before now end in every worker within a second" in removed.stdout
+        assert until(workers, alice_token, alice_cookie, 401, within=1.0) < 1.0
+        assert all(status(w, alice_token, None, path="/other") == 200 for w in workers)  # token ok
+
+        # The account page: removing one of bob's two passkeys ends his current cookie too.
+        bob, bob_token = person(idp.issuer, "bob"), idp.mint("ES256", sub="bob")
+        for cid in ("c2", "c3"):
+            pk = Passkey(cid, "pk", 0, cid, 1, None, (), idp.issuer, "bob")
+            in_store(redis.url, prefix, lambda st, pk=pk: st.save_passkey(  # type: ignore[misc]
+                user_key(idp.issuer, "bob"), pk))
+        bob_cookie = cookies.mint(bob, "c3")
+        until(workers, bob_token, bob_cookie, 200, within=1.0)
+        assert remove_on_the_page(service, bob_token, bob_cookie, "c2") == {"removed": "c2"}
+        assert until(workers, bob_token, bob_cookie, 401, within=1.0) < 1.0
+        left = in_store(redis.url, prefix, lambda st: st.passkeys(user_key(idp.issuer, "bob")))
+        assert [p.credential_id for p in left] == ["c3"]
+
+        time.sleep(1.05)  # a confirmation after the removal (with c3, which he still has) counts
+        until(workers, bob_token, cookies.mint(bob, "c3"), 200, within=1.0)
+
+        # What was recorded: a step-up revocation per user, outliving any cookie it ends.
+        records = [Revocation.from_json(v) for v in
+                   redis.client().hgetall(f"{prefix}revocations").values()]
+        ended = sorted((r.value, r.issuer, r.kind) for r in records)
+        assert ended == [("alice", idp.issuer, "stepup"), ("bob", idp.issuer, "stepup")]
+        for r in records:
+            assert r.expires is not None
+            assert r.expires - r.at == STEPUP_REVOCATION_TTL
+        listed = cli(config, "revoke", "list")
+        assert listed.returncode == 0, listed.stderr
+        assert "passkey removed on the account page" in listed.stdout
+    finally:
+        for w in workers:
+            w.channel.close()
+        service.stop()
+        redis.stop()
+        idp.close()
+
+
+def test_the_step_up_revocation_outlives_the_longest_cookie_any_config_allows() -> None:
+    longest = settings_from_document({"stepup": {"max_age_limit": 30 * 86400}}).stepup
+    assert longest.max_age_limit + 60 <= STEPUP_REVOCATION_TTL
+    with pytest.raises(ConfigError, match="max_age_limit"):
+        settings_from_document({"stepup": {"max_age_limit": 30 * 86400 + 1}})
+
+
+def test_a_step_up_revocation_ends_older_cookies_of_that_user_only() -> None:
+    rs = RevocationSet([Revocation("stepup", "alice", "https://idp", 1000, 9e9)])  # type: ignore[arg-type]
+    assert rs.stepup_revoked("https://idp", "alice", 999)
+    assert rs.stepup_revoked("https://idp", "alice", 1000)  # the same second: ended
+    assert not rs.stepup_revoked("https://idp", "alice", 1001)
+    assert not rs.stepup_revoked("https://other", "alice", 999)
+    assert not rs.stepup_revoked("https://idp", "bob", 999)
+    assert not rs.token_revoked(person("https://idp", "alice"))  # tokens are untouched
