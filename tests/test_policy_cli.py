@@ -137,6 +137,21 @@ def test_explain_shows_the_match_the_others_and_the_decision(config: Path, idp: 
     assert "upstream header x-auth-subject: alice" in allowed.stdout
 
 
+@pytest.mark.parametrize(("host", "path", "why"), [
+    ("api.example.com:1:1", "/admin/x", "the Host has a port"),
+    ("api.example.com", "/admin/%2e%2e;/docs/", "a dot segment hidden"),
+    ("api.example.com", "/admin%2Fusers", "an encoded"),
+])
+def test_explain_refuses_an_ambiguous_request_as_the_service_does(
+    config: Path, host: str, path: str, why: str,
+) -> None:
+    run(config, "apply", "-f", "-", stdin=POLICIES)
+    result = run(config, "explain", "--host", host, "--path", path)
+    assert result.returncode == 1, result.stderr
+    assert "decision: DENY 400 (bad_request): " + why in result.stdout
+    assert result.stderr == ""
+
+
 def test_explain_shows_the_dry_run_shadow_beside_the_enforcing_decision(
     config: Path, idp: LocalIssuer
 ) -> None:

@@ -145,8 +145,10 @@ async def run_policy_command(args: argparse.Namespace, settings: Settings) -> in
 
 async def _explain(args: argparse.Namespace, settings: Settings) -> int:
     from extauthz.authorize import Authorizer
+    from extauthz.errors import BadRequest
     from extauthz.identity.jwks import HttpFetcher, IssuerKeys
     from extauthz.identity.verify import TokenVerifier
+    from extauthz.policy.paths import normalize_path
     from extauthz.policy.sync import PolicySnapshot
     from extauthz.request import split_host
 
@@ -159,8 +161,15 @@ async def _explain(args: argparse.Namespace, settings: Settings) -> int:
     if args.token:
         headers["authorization"] = f"Bearer {args.token}"
     path, _, query = args.path.partition("?")
+    try:  # what the service refuses as ambiguous, explain refuses the same way
+        host = split_host(args.host)
+        normalize_path(path)
+    except BadRequest as e:
+        print(f"request: {args.method.upper()} {args.host!r} {args.path!r}")
+        print(f"decision: DENY 400 ({e.code}): {e.message}")
+        return 1
     view = RequestView(
-        method=args.method.upper(), scheme="https", host=split_host(args.host), path=path,
+        method=args.method.upper(), scheme="https", host=host, path=path,
         query=query, headers=headers,
         context_extensions={"policy": args.route_policy} if args.route_policy else {},
         source_address="", request_id="explain",
@@ -178,7 +187,11 @@ async def _explain(args: argparse.Namespace, settings: Settings) -> int:
         print(f"store: {store.description}, revision {snapshot.revision}")
     assert snapshot.index is not None
     print(f"request: {view.method} {view.host}{view.original_url}")
-    lines = explain(snapshot.index, view)
+    try:
+        lines = explain(snapshot.index, view)
+    except BadRequest as e:  # an encoded separator that changes which policy applies
+        print(f"decision: DENY 400 ({e.code}): {e.message}")
+        return 1
     for pid, why in lines:
         print(f"  {pid}: {why}")
     shadow = next((pid for pid, why in lines if why.startswith("DRY-RUN")), None)
