@@ -85,7 +85,7 @@ def _keep(record: dict[str, Any], args: argparse.Namespace) -> bool:
 
 
 async def run_audit_command(args: argparse.Namespace, settings: Settings) -> int:
-    url = settings.store.url or ""
+    url = settings.audit.redis_url or settings.store.url or ""
     if not url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError("the audit trail is read from Redis: set store.url to redis://… and "
                           "audit.redis_stream: true (stdout lines go to your log pipeline)")

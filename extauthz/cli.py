@@ -57,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     from extauthz.audit_cli import add_audit_commands
 
     add_audit_commands(sub, with_config)
+    from extauthz.store_cli import add_store_commands
+
+    add_store_commands(sub, with_config)
     return parser
 
 
@@ -147,6 +150,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from extauthz.revocation.cli import run_revoke_command
 
             return asyncio.run(run_revoke_command(args, _settings(args, {})))
+        if args.command == "store":
+            from extauthz.store_cli import run_store_command
+
+            return asyncio.run(run_store_command(args, _settings(args, {})))
     except ExtAuthzError as e:
         print(f"extauthz: {e.message}", file=sys.stderr)
         return 2

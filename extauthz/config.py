@@ -77,6 +77,12 @@ SCHEMA: Schema = {
         "timeout": Field("float", default=2.0, minimum=0.1, maximum=60),
         "state_file": Field("str", default=".extauthz/state.json",
                             doc="passkeys, challenges and keys when the store is not Redis"),
+        "snapshot_file": Field("str", nullable=True,
+                               doc="each worker's last good Redis snapshot (the local floor); "
+                                   "null: next to state_file"),
+        "require_safe_redis": Field("bool", default=False,
+                                    doc="refuse to start unless Redis is noeviction and persistent"),
+        "safety_check_interval": Field("float", default=60.0, minimum=1, maximum=86400),
     }),
     "stepup": Field("section", schema={
         "rp_id": Field("str", nullable=True, doc="null: the host of http.public_url"),
@@ -99,6 +105,8 @@ SCHEMA: Schema = {
         "redis_stream": Field("bool", default=False, doc="also XADD to <prefix>audit (Redis store)"),
         "stream_maxlen": Field("int", default=100_000, minimum=1000, maximum=100_000_000),
         "flush_interval": Field("float", default=0.2, minimum=0.01, maximum=10),
+        "redis_url": Field("str", nullable=True,
+                           doc="the stream's own Redis; null: the store's (shares its memory)"),
     }),
     "default_action": Field("str", default="deny", choices=DEFAULT_ACTIONS),
     "login_url": Field("str", nullable=True),
@@ -177,6 +185,9 @@ class StoreSettings:
     poll_interval: float
     timeout: float
     state_file: str
+    snapshot_file: str | None
+    require_safe_redis: bool
+    safety_check_interval: float
 
 
 @dataclass(frozen=True)
@@ -200,6 +211,7 @@ class AuditSettings:
     redis_stream: bool
     stream_maxlen: int
     flush_interval: float
+    redis_url: str | None
 
 
 @dataclass(frozen=True)
@@ -376,9 +388,14 @@ def settings_from_document(doc: Mapping[str, Any]) -> Settings:
             _check_impersonation_prefix(iss.username_prefix, f"{where}.username_prefix")
             _check_impersonation_prefix(iss.groups_prefix, f"{where}.groups_prefix")
     redis_url = d["store"]["url"] or ""
-    if d["audit"]["redis_stream"] and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+    audit_url = d["audit"]["redis_url"]
+    if audit_url is not None and not audit_url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError("config: 'audit.redis_url' must be redis://…, rediss://… or unix://…; "
+                          "or null to use the store's Redis")
+    if d["audit"]["redis_stream"] and not (audit_url or redis_url).startswith(
+            ("redis://", "rediss://", "unix://")):
         raise ConfigError("config: 'audit.redis_stream' needs a Redis store; set store.url to "
-                          "redis://… or turn audit.redis_stream off")
+                          "redis://… (or audit.redis_url) or turn audit.redis_stream off")
     cookie = d["token"]["cookie"]
     if cookie is not None and not cookie.strip():
         raise ConfigError("config: 'token.cookie' is empty; give a cookie name or null")

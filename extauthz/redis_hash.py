@@ -1,16 +1,60 @@
 """What the policy and revocation stores share in Redis: a hash of records, a revision
-counter, and the events channel that tells every worker about a change."""
+counter with its epoch, and the events channel that tells every worker about a change.
+
+Keys, per hash (``<prefix>policies``, ``<prefix>revocations``): the hash itself,
+``<hash>:revision`` (a counter), ``<hash>:revision:epoch`` (set when the counter starts: a
+store time, or ``reseed-<time>`` when an operator restored it), ``<hash>:revision:count``
+(how many records the last write left) and ``<hash>:revision:lost`` (set by a worker that saw
+the store lose data; ordinary writes are refused while it is there).
+
+A store loses data to a ``FLUSHALL``, a restart without persistence, eviction or a failover
+to a lagging replica. What that looks like from here (``judge``): the epoch is gone, the
+counter went backwards, fewer records than the last write left, or a new epoch that no
+operator made. A worker holding a snapshot refuses such a store and keeps what it has; only
+``extauthz store reseed`` (a new ``reseed-`` epoch) moves it on.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from extauthz.errors import StoreUnavailable
+
+RESEED_PREFIX = "reseed-"
+LOST_REPLY = "EXTAUTHZ_STORE_LOST"
+RESTORE_HINT = ("restore it with `extauthz store reseed --from-snapshot FILE` (a worker's "
+                "store.snapshot_file) or `extauthz store reseed --policies-from DIR` (from git); "
+                "`extauthz store status` shows what happened")
+
+# The conditions a worker refuses a store for; the codes are metric labels and readiness text.
+EPOCH_LOST = "epoch_lost"
+REVISION_BACKWARDS = "revision_backwards"
+RECORDS_LOST = "records_lost"
+EPOCH_REPLACED = "epoch_replaced"
+RESTORE_PENDING = "restore_pending"
+CONDITIONS = {
+    EPOCH_LOST: "the store lost its epoch (flushed, restarted without persistence, or evicted)",
+    REVISION_BACKWARDS: "the store's revision went backwards (a failover to a lagging replica, "
+                        "or a restore from an older backup)",
+    RECORDS_LOST: "the store holds fewer records than its last write left (evicted)",
+    EPOCH_REPLACED: "the store was re-created by an ordinary write after losing its data, "
+                    "not restored",
+    RESTORE_PENDING: "a worker saw the store lose data and it has not been restored yet",
+}
+
+
+class StoreLost(StoreUnavailable):
+    """The store lost data; ordinary writes are refused until an operator restores it."""
+
+    code = "store_lost"
 
 
 def redacted_url(url: str) -> str:
@@ -27,7 +71,120 @@ def redacted_url(url: str) -> str:
     return urlunsplit(parts)
 
 
+@dataclass(frozen=True)
+class StoreState:
+    """What a hash's metadata says, read in one step: cheap (no records are read)."""
+
+    epoch: str | None
+    counter: int
+    count: int | None  # records the last write left; None: not recorded (an older release)
+    records: int  # records there now
+    lost: str | None = None  # the marker a worker left (JSON), if any
+
+    @property
+    def revision(self) -> str:
+        return f"{self.epoch or '-'}:{self.counter}"
+
+    @property
+    def empty(self) -> bool:
+        """Nothing was ever written (or everything, marker included, is gone)."""
+        return self.epoch is None and self.counter == 0 and not self.records and not self.count
+
+
+def _reseed_time(epoch: str) -> tuple[int, int] | None:
+    if not epoch.startswith(RESEED_PREFIX):
+        return None
+    sec, _, usec = epoch[len(RESEED_PREFIX):].partition(".")
+    return (int(sec), int(usec)) if sec.isdigit() and usec.isdigit() else None
+
+
+def judge(held: StoreState | None, remote: StoreState) -> str | None:
+    """Why ``remote`` must not replace what a worker holds (a CONDITIONS code), or None.
+
+    ``held`` is the state of the snapshot in memory; None (or an empty store) when the
+    worker has nothing worth keeping yet.
+    """
+    if held is None or held.empty:
+        if remote.lost is not None:
+            return RESTORE_PENDING
+        if remote.epoch is None and not remote.empty:
+            return EPOCH_LOST
+    elif remote.epoch is None:
+        return EPOCH_LOST
+    elif remote.epoch == held.epoch:
+        if remote.counter < held.counter:
+            return REVISION_BACKWARDS
+        if held.count is not None and remote.count is None:
+            return RECORDS_LOST  # the count went, the epoch stayed: keys were evicted
+    else:
+        new, old = _reseed_time(remote.epoch), _reseed_time(held.epoch or "")
+        if new is None or (old is not None and new <= old):
+            return EPOCH_REPLACED
+    if remote.count is not None and remote.records < remote.count:
+        return RECORDS_LOST
+    return None
+
+
+def lost_message(description: str, marker: str) -> str:
+    try:
+        condition = str(json.loads(marker).get("condition", ""))
+    except (ValueError, AttributeError):
+        condition = ""
+    why = CONDITIONS.get(condition, "the store lost data")
+    return f"{description}: {why}; nothing was written. Do not re-apply by hand: {RESTORE_HINT}"
+
+
+# Lua shared by every ordinary write. KEYS: 1 hash, 2 counter, 3 channel, 4 epoch, 5 lost
+# marker, 6 count. A store that lost data refuses the write, so the next `policy apply` or
+# `revoke` cannot quietly turn a flushed store into the new truth.
+GUARD = f"""
+local lost = redis.call('GET', KEYS[5])
+if lost then return redis.error_reply('{LOST_REPLY} ' .. lost) end
+local count = tonumber(redis.call('GET', KEYS[6]) or '-1')
+local hlen = redis.call('HLEN', KEYS[1])
+if redis.call('EXISTS', KEYS[4]) == 0 then
+  if redis.call('EXISTS', KEYS[2]) == 1 or hlen > 0 or count > 0 then
+    return redis.error_reply('{LOST_REPLY} {{"condition":"{EPOCH_LOST}"}}')
+  end
+elseif redis.call('EXISTS', KEYS[2]) == 0 then
+  return redis.error_reply('{LOST_REPLY} {{"condition":"{REVISION_BACKWARDS}"}}')
+elseif hlen < count then
+  return redis.error_reply('{LOST_REPLY} {{"condition":"{RECORDS_LOST}"}}')
+end
+"""
+# After the write: the epoch of a brand-new store, the count, the revision and the event.
+BUMP = """
+if redis.call('EXISTS', KEYS[4]) == 0 then
+  local t = redis.call('TIME')
+  redis.call('SET', KEYS[4], t[1] .. '.' .. t[2])
+end
+redis.call('SET', KEYS[6], redis.call('HLEN', KEYS[1]))
+local rev = redis.call('INCR', KEYS[2])
+redis.call('PUBLISH', KEYS[3], cjson.encode({kind = ARGV[1], revision = rev}))
+return redis.call('GET', KEYS[4]) .. ':' .. rev
+"""
+# An operator's restore. ARGV: 1 kind, 2 'replace' (the whole set) | 'add' (keep what is
+# there, add what is missing), then field, value pairs. A new reseed- epoch, counter 1.
+_RESEED = """
+if ARGV[2] == 'replace' then redis.call('DEL', KEYS[1]) end
+for i = 3, #ARGV - 1, 2 do
+  if ARGV[2] == 'replace' then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  else redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1]) end
+end
+local t = redis.call('TIME')
+local epoch = string.format('reseed-%d.%06d', tonumber(t[1]), tonumber(t[2]))
+redis.call('SET', KEYS[4], epoch)
+redis.call('SET', KEYS[2], 1)
+redis.call('DEL', KEYS[5])
+redis.call('SET', KEYS[6], redis.call('HLEN', KEYS[1]))
+redis.call('PUBLISH', KEYS[3], cjson.encode({kind = ARGV[1], revision = 1}))
+return epoch
+"""
+
+
 class RedisHash:
+    kind = "data"  # the "kind" of its events
+
     def __init__(self, url: str, timeout: float, key: str, revision_key: str, channel: str) -> None:
         self.description = f"redis {redacted_url(url)}"
         self.client: Any = aioredis.from_url(
@@ -37,40 +194,78 @@ class RedisHash:
         # Set when the counter starts: after a flush and a re-seed the counter repeats, the
         # epoch does not, so no worker mistakes new content for what it already has.
         self.epoch_key = revision_key + ":epoch"
+        self.lost_key = revision_key + ":lost"
+        self.count_key = revision_key + ":count"
         self.channel = channel
+        self._reseed = self.client.register_script(_RESEED)
 
     def unavailable(self, e: Exception) -> StoreUnavailable:
         return StoreUnavailable(f"{self.description}: {e.__class__.__name__}: {e}")
 
     def keys(self) -> list[str]:
-        return [self.key, self.revision_key, self.channel, self.epoch_key]
+        return [self.key, self.revision_key, self.channel, self.epoch_key, self.lost_key,
+                self.count_key]
 
-    @staticmethod
-    def _revision(counter: str | None, epoch: str | None) -> str:
-        return f"{epoch or '-'}:{counter or 0}"
-
-    async def revision(self) -> str:
-        try:
-            counter, epoch = await self.client.mget(self.revision_key, self.epoch_key)
-        except (RedisError, OSError) as e:
-            raise self.unavailable(e) from e
-        return self._revision(counter, epoch)
-
-    async def read(self) -> tuple[str, dict[str, str]]:
-        """The revision and every record, read together (MULTI/EXEC)."""
+    async def state(self) -> StoreState:
+        """The revision, the counts and any loss marker: one round trip, no records read."""
         try:
             async with self.client.pipeline(transaction=True) as pipe:
-                counter, epoch, raw = await (pipe.get(self.revision_key).get(self.epoch_key)
-                                             .hgetall(self.key).execute())
+                meta, records = await (pipe.mget(self.revision_key, self.epoch_key, self.count_key,
+                                                 self.lost_key).hlen(self.key).execute())
         except (RedisError, OSError) as e:
             raise self.unavailable(e) from e
-        return self._revision(counter, epoch), raw
+        return self._state(meta, int(records))
+
+    @staticmethod
+    def _state(meta: Sequence[str | None], records: int) -> StoreState:
+        counter, epoch, count, lost = meta
+        return StoreState(epoch or None, int(counter or 0),
+                          int(count) if count is not None else None, records, lost)
+
+    async def revision(self) -> str:
+        return (await self.state()).revision
+
+    async def read_state(self) -> tuple[StoreState, dict[str, str]]:
+        """The state and every record, read together (MULTI/EXEC)."""
+        try:
+            async with self.client.pipeline(transaction=True) as pipe:
+                meta, raw = await (pipe.mget(self.revision_key, self.epoch_key, self.count_key,
+                                             self.lost_key).hgetall(self.key).execute())
+        except (RedisError, OSError) as e:
+            raise self.unavailable(e) from e
+        return self._state(meta, len(raw)), raw
+
+    async def read(self) -> tuple[str, dict[str, str]]:
+        state, raw = await self.read_state()
+        return state.revision, raw
 
     async def run(self, script: Any, args: list[Any]) -> Any:
         try:
             return await script(keys=self.keys(), args=args)
+        except ResponseError as e:
+            text = str(e)
+            if text.startswith(LOST_REPLY):
+                raise StoreLost(lost_message(self.description, text[len(LOST_REPLY):].strip())) from e
+            raise self.unavailable(e) from e
         except (RedisError, OSError) as e:
             raise self.unavailable(e) from e
+
+    async def mark_lost(self, condition: str, held: str | None, seen: str, at: float) -> bool:
+        """Leave the marker that stops ordinary writes and tells starting workers to wait.
+        The first worker's marker stays (SET NX): it names what was held before the loss."""
+        marker = json.dumps({"condition": condition, "held": held, "seen": seen, "at": int(at)},
+                            separators=(",", ":"))
+        try:
+            return bool(await self.client.set(self.lost_key, marker, nx=True))
+        except (RedisError, OSError) as e:
+            raise self.unavailable(e) from e
+
+    async def reseed(self, fields: Sequence[tuple[str, str]], *, replace: bool) -> str:
+        """Restore the hash under a new ``reseed-`` epoch (an operator's explicit act)."""
+        args: list[str] = [self.kind, "replace" if replace else "add"]
+        for field, value in fields:
+            args += [field, value]
+        return str(await self.run(self._reseed, args))
 
     async def close(self) -> None:
         with contextlib.suppress(RedisError, OSError):

@@ -15,8 +15,10 @@ import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
+import redis.asyncio as aioredis
 from aiohttp import web
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
@@ -28,7 +30,7 @@ from extauthz.clock import SYSTEM_CLOCK, Clock
 from extauthz.config import Settings, insecure_settings
 from extauthz.demo.issuer import DemoIssuer, demo_issuer
 from extauthz.errors import ConfigError, StoreUnavailable
-from extauthz.follow import follow_file, follow_redis
+from extauthz.follow import adopt_floor, follow_file, follow_redis
 from extauthz.http_app import http_app
 from extauthz.identity.jwks import HttpFetcher, IssuerKeys
 from extauthz.identity.model import Identity
@@ -37,6 +39,8 @@ from extauthz.policy.match import PolicyIndex
 from extauthz.policy.store import FilePolicyStore, PolicyStore, RedisPolicyStore, open_store
 from extauthz.policy.sync import PolicySnapshot
 from extauthz.policy.sync import followed as followed_policies
+from extauthz.redis_hash import redacted_url
+from extauthz.redis_safety import PROBLEMS, RedisSafety, check_redis
 from extauthz.revocation.store import (
     FileRevocationStore,
     RedisRevocationStore,
@@ -51,6 +55,7 @@ from extauthz.stepup.ceremonies import Ceremonies
 from extauthz.stepup.cookie import StepupCookies, load_signing_key, new_signing_key_pem
 from extauthz.stepup.http import StepupHttp
 from extauthz.stepup.store import StepupStore, open_stepup_store
+from extauthz.store_floor import Floor, floor_path, store_id
 from extauthz.telemetry import tracing
 from extauthz.telemetry.metrics import Metrics, SharedMetrics
 
@@ -80,13 +85,21 @@ class Runtime:
     demo: DemoIssuer | None
     serving: bool = False
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    floor: Floor | None = None  # Redis: each worker's last good snapshot, on local disk
+    redis_safety: RedisSafety | None = None  # the last check of Redis' settings
+    audit_redis: Any = None  # audit.redis_url: the stream's own Redis client
 
     def cold(self) -> str | None:
         """What is still missing before checks can be answered, or None."""
         if not self.policies.ready:
-            return f"no policies loaded yet ({self.policies.error or 'connecting'})"
+            return f"no policies loaded yet ({self.policies.note or 'connecting'})"
         if not self.revocations.ready:
-            return f"no revocations loaded yet ({self.revocations.error or 'connecting'})"
+            return f"no revocations loaded yet ({self.revocations.note or 'connecting'})"
+        if self.settings.store.require_safe_redis and isinstance(self.store, RedisPolicyStore):
+            safety = self.redis_safety
+            if safety is None or not safety.safe:
+                return ("store.require_safe_redis: " + (safety.detail if safety else
+                                                        "Redis' settings not checked yet"))
         missing = [k.issuer.issuer for k in self.issuer_keys.values() if not k.loaded]
         if missing:
             return "no signing keys yet for: " + ", ".join(missing)
@@ -120,6 +133,11 @@ class Runtime:
         stale = self.policies.staleness()
         if self.policies.error and stale is not None:
             status += f", stale for {stale:.0f}s ({self.policies.error})"
+        for snap in (self.policies, self.revocations):
+            if snap.refused is not None:
+                status += f"; {snap.what}: {snap.note}"
+        if self.redis_safety is not None and not self.redis_safety.safe:
+            status += f"; UNSAFE REDIS: {self.redis_safety.detail}"
         for unsafe in insecure_settings(self.settings):  # ready, but never silently so
             status += f"; UNSAFE: {unsafe}"
         return True, status
@@ -148,9 +166,17 @@ def build_runtime(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> Runtime:
         stepup.cookies = StepupCookies(key, settings.stepup.max_age_limit, clock)
     metrics = Metrics(worker=os.environ.get("EXTAUTHZ_WORKER_ID", "0"))
     a = settings.audit
+    audit_redis: Any = None
+    if a.redis_stream and a.redis_url:  # its own Redis: the stream cannot crowd out the state
+        audit_redis = aioredis.from_url(a.redis_url, socket_timeout=s.timeout,
+                                        socket_connect_timeout=s.timeout, decode_responses=True)
+    elif a.redis_stream and isinstance(store, RedisPolicyStore):
+        log.warning("audit: the stream shares Redis with the policies and revocations, capped at "
+                    "about %d records (audit.stream_maxlen); size maxmemory for it, or give it its "
+                    "own instance with audit.redis_url", a.stream_maxlen)
+        audit_redis = store.client
     audit = AuditLog(clock, stdout=a.stdout, flush_interval=a.flush_interval,
-                     redis=store.client if a.redis_stream and isinstance(store, RedisPolicyStore)
-                     else None, stream=s.prefix + "audit", maxlen=a.stream_maxlen)
+                     redis=audit_redis, stream=s.prefix + "audit", maxlen=a.stream_maxlen)
     runtime = Runtime(settings=settings, fetcher=fetcher, issuer_keys=keys, verifier=verifier,
                    audit=audit, metrics=metrics,
                    shared_metrics=SharedMetrics(metrics, os.environ.get("EXTAUTHZ_METRICS_DIR")),
@@ -160,6 +186,10 @@ def build_runtime(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> Runtime:
                    revocation_store=revocation_store, stepup_store=stepup_store, stepup=stepup,
                    ceremonies=Ceremonies(settings.stepup, stepup_store, clock), clock=clock,
                    demo=demo)
+    if a.redis_url and audit_redis is not None:
+        runtime.audit_redis = audit_redis
+    if isinstance(store, RedisPolicyStore) and s.url:
+        runtime.floor = Floor(floor_path(s), store_id(s.url, s.prefix))
     _observe(runtime)
     return runtime
 
@@ -188,6 +218,21 @@ def _observe(rt: Runtime) -> None:
               lambda: [(len(rt.policies.index) if rt.policies.index else 0, {})], counter=False)
     m.observe("extauthz.revocations", "Revocations in force",
               lambda: [(len(rt.revocations.current) if rt.revocations.current else 0, {})],
+              counter=False)
+    m.observe("extauthz.store.loads", "Full reads of the records from the store (each parses "
+              "and compiles; an event whose revision is unchanged costs none)",
+              lambda: [(rt.policies.loads, {"data": "policies"}),
+                       (rt.revocations.loads, {"data": "revocations"})], counter=True)
+    m.observe("extauthz.store.refused", "1 while the worker refuses the store's data for the "
+              "named condition (epoch_lost, revision_backwards, records_lost, epoch_replaced, "
+              "restore_pending) and keeps its snapshot; restore with `extauthz store reseed`",
+              lambda: [(1, {"data": snap.what, "condition": snap.refused})
+                       for snap in (rt.policies, rt.revocations) if snap.refused is not None],
+              counter=False)
+    m.observe("extauthz.store.redis_unsafe", "1 for each way Redis' settings can lose the state "
+              "(eviction, no_persistence) or could not be checked (unchecked)",
+              lambda: [] if rt.redis_safety is None else [
+                  (1 if p in rt.redis_safety.problems else 0, {"problem": p}) for p in PROBLEMS],
               counter=False)
 
 
@@ -233,10 +278,16 @@ async def _start_sync(runtime: Runtime) -> list[asyncio.Task[None]]:
     store, revs, interval = runtime.store, runtime.revocation_store, runtime.settings.store.poll_interval
     if isinstance(store, RedisPolicyStore):
         assert isinstance(revs, RedisRevocationStore)
-        watched = [followed_policies(store, runtime.policies),
-                   followed_revocations(revs, runtime.revocations)]
+        floor = runtime.floor
+        watched = [followed_policies(store, runtime.policies, floor),
+                   followed_revocations(revs, runtime.revocations, floor)]
+        sections = await asyncio.to_thread(floor.read) if floor is not None else {}
+        for f in watched:
+            if f.kind in sections:  # serve the last good snapshot until the store confirms it
+                adopt_floor(f, sections[f.kind])
         return [asyncio.create_task(follow_redis(store.client, store.channel, watched, interval),
-                                    name="redis-sync")]
+                                    name="redis-sync"),
+                asyncio.create_task(_watch_redis(runtime, store), name="redis-safety")]
     assert isinstance(revs, FileRevocationStore)
     runtime.revocations.install(await revs.load())
     tasks = [asyncio.create_task(follow_file(revs.signature, followed_revocations(
@@ -250,6 +301,45 @@ async def _start_sync(runtime: Runtime) -> list[asyncio.Task[None]]:
         tasks.append(asyncio.create_task(follow_file(
             store.signature, followed_policies(store, runtime.policies), interval), name="policies"))
     return tasks
+
+
+async def _watch_redis(runtime: Runtime, store: RedisPolicyStore) -> None:
+    """At start and every ``store.safety_check_interval``: is Redis fit to hold the state?
+    Unsafe settings are an ERROR every time they are seen (and a metric, and /readyz)."""
+    interval = runtime.settings.store.safety_check_interval
+    while True:
+        try:
+            safety = await check_redis(store.client, store.description)
+        except StoreUnavailable:
+            pass  # the sync loop says so; check again later
+        else:
+            if not safety.safe:
+                log.error("store: Redis can lose the policies and revocations: %s (see the "
+                          "README, Redis)", safety.detail)
+            elif runtime.redis_safety is None or not runtime.redis_safety.safe:
+                log.info("store: %s", safety.detail)
+            runtime.redis_safety = safety
+        await asyncio.sleep(interval)
+
+
+async def _require_safe_redis(settings: Settings) -> None:
+    """``store.require_safe_redis``: refuse to start on a Redis that can lose the state. An
+    unreachable Redis is checked later (the worker is not ready until it passes)."""
+    s = settings.store
+    if not (s.require_safe_redis and s.url and s.url.startswith(("redis://", "rediss://", "unix://"))):
+        return
+    client = aioredis.from_url(s.url, socket_timeout=s.timeout, socket_connect_timeout=s.timeout,
+                               decode_responses=True)
+    try:
+        safety = await check_redis(client, f"redis {redacted_url(s.url)}")
+    except StoreUnavailable:
+        return
+    finally:
+        with contextlib.suppress(Exception):
+            await client.aclose()
+    if not safety.safe:
+        raise ConfigError(f"store.require_safe_redis: {safety.detail}; fix Redis, or set "
+                          "store.require_safe_redis: false to run with a warning")
 
 
 def grpc_server_options(reuse_port: bool) -> list[tuple[str, int]]:
@@ -344,6 +434,7 @@ async def serve(
 ) -> None:
     """Run one worker until ``stop`` is set or SIGTERM/SIGINT arrives."""
     tracing.configure()  # only when the OTEL_* variables ask for it
+    await _require_safe_redis(settings)
     runtime = build_runtime(settings)
     sync = await _start_sync(runtime)
     if stop is None:  # a real process: the signals stop it (tests pass their own event)
@@ -397,5 +488,8 @@ async def serve(
             await runtime.store.close()
         await runtime.stepup_store.close()
         await runtime.revocation_store.close()
+        if runtime.audit_redis is not None:
+            with contextlib.suppress(Exception):
+                await runtime.audit_redis.aclose()
         runtime.metrics.shutdown()
         log.info("stopped")

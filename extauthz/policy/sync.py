@@ -7,9 +7,14 @@ snapshot (and says so); a worker that never loaded one is not ready: its checks 
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 from extauthz.follow import Followed, TrackedSnapshot
 from extauthz.policy.match import PolicyIndex
+from extauthz.policy.model import parse_policies
 from extauthz.policy.store import FilePolicyStore, PolicySet, RedisPolicyStore
+from extauthz.store_floor import Floor
 
 
 class PolicySnapshot(TrackedSnapshot):
@@ -23,6 +28,13 @@ class PolicySnapshot(TrackedSnapshot):
     def describe(self, loaded: PolicySet) -> str:
         return f"revision {loaded.revision}, {len(loaded.policies)} policies"
 
+    def floor_items(self) -> list[Mapping[str, Any]]:
+        index = self.index
+        return [] if index is None else [dict(p.document) for p in index.by_id.values()]
+
+    def from_floor_items(self, revision: str, items: Sequence[Mapping[str, Any]]) -> PolicySet:
+        return PolicySet(revision, tuple(parse_policies([dict(i) for i in items], "local floor")))
+
     @property
     def index(self) -> PolicyIndex | None:
         return self.value  # type: ignore[no-any-return]
@@ -32,9 +44,7 @@ class PolicySnapshot(TrackedSnapshot):
         self.set(index, index.revision)
 
 
-def followed(store: RedisPolicyStore | FilePolicyStore, snapshot: PolicySnapshot) -> Followed:
-    async def remote_revision() -> str:
-        assert isinstance(store, RedisPolicyStore)
-        return await store.revision()
-
-    return Followed("policies", store.description, store.load, remote_revision, snapshot)
+def followed(store: RedisPolicyStore | FilePolicyStore, snapshot: PolicySnapshot,
+             floor: Floor | None = None) -> Followed:
+    redis = store if isinstance(store, RedisPolicyStore) else None
+    return Followed("policies", store.description, store.load, snapshot, redis=redis, floor=floor)

@@ -1,17 +1,19 @@
 """Revocations in the store: Redis (every replica) or the embedded state file.
 
-Redis: ``revocations`` (hash: key -> record JSON) and ``revocations:revision``; a change
-is one Lua script that also drops expired records, bumps the revision and publishes
-``{"kind": "revocations"}`` on the events channel, the path policies use.
+Redis: ``revocations`` (hash: key -> record JSON) and ``revocations:revision`` (with its
+epoch, count and loss marker: see ``extauthz/redis_hash.py``); a change is one Lua script
+that also drops expired records, bumps the revision and publishes ``{"kind": "revocations"}``
+on the events channel, the path policies use. A store that lost data refuses changes.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from typing import Protocol
 
 from extauthz.clock import Clock
-from extauthz.redis_hash import RedisHash
+from extauthz.redis_hash import BUMP, GUARD, RedisHash, StoreState
 from extauthz.revocation.model import Revocation, RevocationList
 from extauthz.stepup.store import FileStepupStore
 
@@ -28,8 +30,8 @@ class RevocationStore(Protocol):
     async def close(self) -> None: ...
 
 
-_ADD = """
-local now = tonumber(ARGV[3])
+_ADD = GUARD + """
+local now = tonumber(ARGV[4])
 local all = redis.call('HGETALL', KEYS[1])
 for i = 1, #all, 2 do
   local rec = cjson.decode(all[i + 1])
@@ -37,41 +39,70 @@ for i = 1, #all, 2 do
     redis.call('HDEL', KEYS[1], all[i])
   end
 end
-if ARGV[1] ~= '' then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], ARGV[2], ARGV[3]) end
+""" + BUMP
+_REMOVE = GUARD + """
+if redis.call('HDEL', KEYS[1], ARGV[2]) == 0 then return -1 end
+""" + BUMP
+# A worker writing back the revocations it holds that a restore left out (ARGV: 1 kind,
+# 2 the reseed epoch it saw, then key, record pairs): only into that epoch, never over a
+# record, and only a store that is not marked lost again.
+_WRITE_BACK = """
+if redis.call('GET', KEYS[5]) or redis.call('GET', KEYS[4]) ~= ARGV[2] then return -1 end
+local added = 0
+for i = 3, #ARGV - 1, 2 do
+  added = added + redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+if added == 0 then return 0 end
+redis.call('SET', KEYS[6], redis.call('HLEN', KEYS[1]))
 local rev = redis.call('INCR', KEYS[2])
-if rev == 1 then local t = redis.call('TIME'); redis.call('SET', KEYS[4], t[1] .. '.' .. t[2]) end
-redis.call('PUBLISH', KEYS[3], cjson.encode({kind = 'revocations', revision = rev}))
-return rev
-"""
-_REMOVE = """
-if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return -1 end
-local rev = redis.call('INCR', KEYS[2])
-if rev == 1 then local t = redis.call('TIME'); redis.call('SET', KEYS[4], t[1] .. '.' .. t[2]) end
-redis.call('PUBLISH', KEYS[3], cjson.encode({kind = 'revocations', revision = rev}))
-return rev
+redis.call('PUBLISH', KEYS[3], cjson.encode({kind = ARGV[1], revision = rev}))
+return added
 """
 
 
 class RedisRevocationStore(RedisHash):
+    kind = "revocations"
+
     def __init__(self, url: str, prefix: str, timeout: float, clock: Clock) -> None:
         super().__init__(url, timeout, prefix + "revocations", prefix + "revocations:revision",
                          prefix + "events")
         self._clock = clock
         self._add = self.client.register_script(_ADD)
         self._remove = self.client.register_script(_REMOVE)
+        self._write_back = self.client.register_script(_WRITE_BACK)
 
     async def load(self) -> RevocationList:
-        rev, raw = await self.read()
+        return (await self.load_state())[1]
+
+    async def load_state(self) -> tuple[StoreState, RevocationList]:
+        state, raw = await self.read_state()
         now = self._clock.wall()
         records = [Revocation.from_json(v) for v in raw.values()]
-        return RevocationList(rev, tuple(r for r in records if r.expires is None or r.expires > now))
+        return state, RevocationList(state.revision, tuple(
+            r for r in records if r.expires is None or r.expires > now))
 
     async def add(self, revocation: Revocation) -> str:
-        return str(await self.run(self._add, [revocation.key, revocation.to_json(),
+        return str(await self.run(self._add, [self.kind, revocation.key, revocation.to_json(),
                                               int(self._clock.wall())]))
 
     async def remove(self, key: str) -> bool:
-        return int(await self.run(self._remove, [key])) >= 0
+        return bool(await self.run(self._remove, [self.kind, key]) != -1)
+
+    async def restore(self, records: Sequence[Revocation]) -> str:
+        """An operator's restore: add every record still in force that the store lacks
+        (records there stay), under a new reseed epoch."""
+        now = self._clock.wall()
+        return await self.reseed([(r.key, r.to_json()) for r in records
+                                  if r.expires is None or r.expires > now], replace=False)
+
+    async def write_back(self, epoch: str, records: Sequence[Revocation]) -> int:
+        """Add records a worker holds that a restore left out; how many were added (-1: the
+        store is no longer at ``epoch``)."""
+        args: list[str] = [self.kind, epoch]
+        for r in records:
+            args += [r.key, r.to_json()]
+        return int(await self.run(self._write_back, args))
 
 
 class FileRevocationStore:
