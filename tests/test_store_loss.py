@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from extauthz.clock import SYSTEM_CLOCK, FakeClock
 from extauthz.follow import Followed, adopt_floor, follow_redis
@@ -383,3 +386,23 @@ def test_which_store_states_a_worker_refuses(held: StoreState | None, remote: St
                                              condition: str | None) -> None:
     assert judge(held, remote) == condition
 
+
+
+def test_the_first_apply_to_an_empty_redis_says_it_started_the_store(
+    server: RedisServer, tmp_path: Path
+) -> None:
+    config = tmp_path / "cli.yaml"
+    config.write_text(yaml.safe_dump({"store": {"url": server.url, "prefix": "first:"}}))
+
+    def apply(doc: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "extauthz", "policy", "apply", "-f", "-",
+                               "--config", str(config)], input=yaml.safe_dump(doc),
+                              capture_output=True, text=True, timeout=60, check=False)
+
+    first = apply({"id": "a"})
+    assert first.returncode == 0, first.stderr
+    assert "the store was empty, so this started it" in first.stderr
+    assert "extauthz store status" in first.stderr
+    second = apply({"id": "b"})
+    assert second.returncode == 0
+    assert "the store was empty" not in second.stderr

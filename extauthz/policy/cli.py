@@ -126,6 +126,10 @@ async def run_policy_command(args: argparse.Namespace, settings: Settings) -> in
             revision = await store.apply(batch)
             print(f"applied {len(batch)} polic{'y' if len(batch) == 1 else 'ies'} to "
                   f"{store.description} (revision {revision})")
+            if revision.endswith(":1") and not current:  # a Redis store's first write
+                print("note: the store was empty, so this started it (a new epoch). If it held "
+                      "policies before, Redis lost them: workers that held them refuse this set; "
+                      "see `extauthz store status`", file=sys.stderr)
         elif cmd == "get":
             pset = await store.load()
             found = [p for p in pset.policies if p.id == args.id]
