@@ -244,3 +244,35 @@ def test_an_evicting_redis_without_persistence_is_reported_or_refused_at_start(
         service.stop()
         redis.stop()
         idp.close()
+
+
+def test_the_audit_stream_can_live_on_its_own_redis_away_from_the_state(tmp_path: Path) -> None:
+    idp = LocalIssuer()
+    state = RedisServer(tmp_path / "state").start()
+    audit = RedisServer(tmp_path / "audit").start()
+    store = {"url": state.url, "prefix": "own:"}
+    audit_cfg = {"redis_stream": True, "redis_url": audit.url, "flush_interval": 0.05,
+                 "stdout": False}
+    service = ExtAuthz(tmp_path, {"issuers": [{"issuer": idp.issuer, "audiences": [AUDIENCE]}],
+                                  "store": store, "audit": audit_cfg,
+                                  "default_action": "authenticated"})
+    config = tmp_path / "cli.yaml"
+    config.write_text(yaml.safe_dump({"store": store, "audit": audit_cfg}))
+    try:
+        service.start()
+        conn = Conn(service.grpc_port)
+        assert conn.status(idp.mint("ES256", sub="ada"))[1] == 200
+        conn.channel.close()
+        deadline = time.monotonic() + 10
+        while audit.client().xlen("own:audit") < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert state.client().exists("own:audit") == 0  # nothing competes with the state
+        tail = cli(config, "audit", "tail", "--subject", "ada")
+        assert tail.returncode == 0, tail.stderr
+        assert '"subject":"ada"' in tail.stdout.replace(" ", "")
+    finally:
+        service.stop()
+        state.stop()
+        audit.stop()
+        idp.close()
