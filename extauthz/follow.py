@@ -278,6 +278,7 @@ async def sync_redis(f: Followed) -> None:
         added = await f.write_back(state.epoch, kept)
         if added >= 0:
             snap.written_back()
+        if added > 0:  # another worker may have been first: then there is nothing to say
             log.warning("%s: wrote back %d record(s) still in force that the restore left out",
                         snap.what, added)
     if f.floor is not None:
