@@ -51,6 +51,7 @@ class Instance:
     http_port: int
     process: Process
     workers: int = 1
+    admin_port: int = 0  # /metrics (admin.listen)
 
     @property
     def address(self) -> str:
@@ -62,7 +63,7 @@ class Instance:
         return children(self.process.proc.pid)
 
     def metrics(self) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/metrics", timeout=5) as r:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/metrics", timeout=5) as r:
             return str(r.read().decode())
 
 
@@ -126,7 +127,7 @@ class Stack:
         """Through the CLI, as an operator would: one atomic batch into Redis."""
         docs = self.work / f"policies-{prefix.rstrip(':')}.yaml"
         docs.write_text(yaml.safe_dump_all(policyset.policies(count), sort_keys=False))
-        config = self._config(prefix, {}, 1, 1)  # ports unused by `policy apply`
+        config = self._config(prefix, {}, 1, 1, 2)  # ports unused by `policy apply`
         proc = self._start(
             f"apply-{prefix.rstrip(':')}",
             [_extauthz(), "policy", "apply", "-f", str(docs), "--config", str(config)],
@@ -135,10 +136,12 @@ class Stack:
         if proc.proc.wait(120) != 0:
             raise BenchError(f"policy apply failed:\n{proc.output()[-2000:]}")
 
-    def _config(self, prefix: str, extra: dict[str, Any], grpc_port: int, http_port: int) -> Path:
+    def _config(self, prefix: str, extra: dict[str, Any], grpc_port: int, http_port: int,
+                admin_port: int) -> Path:
         assert self.issuer is not None
         doc: dict[str, Any] = {
             "grpc": {"listen": f"127.0.0.1:{grpc_port}"},
+            "admin": {"listen": f"127.0.0.1:{admin_port}"},
             "http": {
                 "listen": f"127.0.0.1:{http_port}",
                 "public_url": f"http://localhost:{self.gateway_port}",
@@ -156,13 +159,14 @@ class Stack:
     def start_instance(
         self, name: str, prefix: str, *, workers: int = 1, extra: dict[str, Any] | None = None
     ) -> Instance:
-        grpc_port, http_port = free_port(), free_port()
-        config = self._config(prefix, {"workers": workers, **(extra or {})}, grpc_port, http_port)
+        grpc_port, http_port, admin_port = free_port(), free_port(), free_port()
+        config = self._config(prefix, {"workers": workers, **(extra or {})}, grpc_port, http_port,
+                              admin_port)
         # The audit trail (stdout) is formatted and written as in production, into /dev/null:
         # a log file would add the disk's writeback to the figures.
         proc = self._start(f"extauthz-{name}", [_extauthz(), "serve", "--config", str(config)],
                            discard_stdout=True)
-        instance = Instance(name, grpc_port, http_port, proc, workers)
+        instance = Instance(name, grpc_port, http_port, proc, workers, admin_port)
         self.instances[name] = instance
         return instance
 

@@ -32,6 +32,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="worker processes sharing the ports (env: EXTAUTHZ_WORKERS)")
     serve.add_argument("--grpc-listen", metavar="HOST:PORT", help="env: EXTAUTHZ_GRPC_LISTEN")
     serve.add_argument("--http-listen", metavar="HOST:PORT", help="env: EXTAUTHZ_HTTP_LISTEN")
+    serve.add_argument("--admin-listen", metavar="HOST:PORT",
+                       help="/metrics and /readyz details; null: off (env: EXTAUTHZ_ADMIN_LISTEN)")
+    serve.add_argument("--admin-grpc-listen", metavar="HOST:PORT",
+                       help="gRPC reflection; null: off (env: EXTAUTHZ_ADMIN_GRPC_LISTEN)")
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
 
     token = sub.add_parser("token", help="mint a token from the built-in demo issuer")
@@ -72,7 +76,9 @@ def _settings(args: argparse.Namespace, overrides: dict[str, str]) -> Settings:
 def _serve(args: argparse.Namespace) -> int:
     overrides = {"EXTAUTHZ_WORKERS": str(args.workers) if args.workers else None,
                  "EXTAUTHZ_GRPC_LISTEN": args.grpc_listen,
-                 "EXTAUTHZ_HTTP_LISTEN": args.http_listen}
+                 "EXTAUTHZ_HTTP_LISTEN": args.http_listen,
+                 "EXTAUTHZ_ADMIN_LISTEN": args.admin_listen,
+                 "EXTAUTHZ_ADMIN_GRPC_LISTEN": args.admin_grpc_listen}
     settings = _settings(args, {k: v for k, v in overrides.items() if v is not None})
     _setup_logging(settings.log_level)
     if settings.workers > 1 and not args.reuse_port:
@@ -83,7 +89,10 @@ def _serve(args: argparse.Namespace) -> int:
             demo_issuer(settings.demo_issuer)  # create the key once, before the workers race
         argv = [a for a in ("--config", args.config) if args.config]
         argv += [x for flag, v in (("--grpc-listen", args.grpc_listen),
-                                   ("--http-listen", args.http_listen)) if v for x in (flag, v)]
+                                   ("--http-listen", args.http_listen),
+                                   ("--admin-listen", args.admin_listen),
+                                   ("--admin-grpc-listen", args.admin_grpc_listen))
+                 if v for x in (flag, v)]
         return Supervisor(argv, settings.workers, settings.shutdown_grace).run()
     from extauthz.server import serve
 

@@ -55,6 +55,17 @@ SCHEMA: Schema = {
     "http": Field("section", schema={
         "listen": Field("str", default="0.0.0.0:9002"),
         "public_url": Field("str", default="http://localhost:8000"),
+        "header_timeout": Field("float", default=10.0, minimum=0.1, maximum=600,
+                                doc="seconds a client has to send a request's headers on a new "
+                                    "or idle connection (and then its body)"),
+        "max_connections": Field("int", default=1000, minimum=1, maximum=1_000_000,
+                                 doc="open HTTP connections per worker; more are answered 503"),
+    }),
+    "admin": Field("section", schema={
+        "listen": Field("str", default="127.0.0.1:9004", nullable=True,
+                        doc="/metrics and /readyz details; null: off"),
+        "grpc_listen": Field("str", nullable=True,
+                             doc="gRPC server reflection and health; null: off"),
     }),
     "workers": Field("int", default=1, minimum=1, maximum=256),
     "shutdown_grace": Field("float", default=10.0, minimum=0, maximum=600),
@@ -233,6 +244,10 @@ class Settings:
     headers: HeaderSettings
     demo_issuer: DemoIssuerSettings
     log_level: str
+    admin_listen: tuple[str, int] | None = None  # /metrics, /readyz details (admin.listen)
+    admin_grpc_listen: tuple[str, int] | None = None  # gRPC reflection (admin.grpc_listen)
+    http_header_timeout: float = 10.0
+    http_max_connections: int = 1000
 
 
 def env_name(path: str) -> str:
@@ -400,6 +415,7 @@ def settings_from_document(doc: Mapping[str, Any]) -> Settings:
     if cookie is not None and not cookie.strip():
         raise ConfigError("config: 'token.cookie' is empty; give a cookie name or null")
     prefix = _header_prefix(d["headers"]["prefix"])
+    admin_listen = _admin_listen(d["admin"]["listen"], "admin.listen", (http_listen, grpc_listen))
     return Settings(
         grpc_listen=grpc_listen,
         http_listen=http_listen,
@@ -422,7 +438,25 @@ def settings_from_document(doc: Mapping[str, Any]) -> Settings:
         ),
         demo_issuer=demo_settings,
         log_level=d["log_level"],
+        admin_listen=admin_listen,
+        admin_grpc_listen=_admin_listen(d["admin"]["grpc_listen"], "admin.grpc_listen",
+                                        (http_listen, grpc_listen, *filter(None, [admin_listen]))),
+        http_header_timeout=d["http"]["header_timeout"],
+        http_max_connections=d["http"]["max_connections"],
     )
+
+
+def _admin_listen(value: str | None, key: str,
+                  public: tuple[tuple[str, int], ...]) -> tuple[str, int] | None:
+    """An admin address, never one of the public ports (whoever reaches those must not get
+    the metrics or the readiness details)."""
+    if value is None:
+        return None
+    listen = parse_listen(value, key)
+    if any(listen[1] == port for _, port in public):
+        raise ConfigError(f"config: '{key}' {value!r} uses the port of another listener (grpc, "
+                          "http or admin); give it its own port, or null")
+    return listen
 
 
 # Every incoming header starting with headers.prefix is removed, so the prefix must not

@@ -31,7 +31,7 @@ from extauthz.config import Settings, insecure_settings
 from extauthz.demo.issuer import DemoIssuer, demo_issuer
 from extauthz.errors import ConfigError, StoreUnavailable
 from extauthz.follow import adopt_floor, follow_file, follow_redis
-from extauthz.http_app import http_app
+from extauthz.http_app import CappedSite, Listener, admin_app, http_app, start_site
 from extauthz.identity.jwks import HttpFetcher, IssuerKeys
 from extauthz.identity.model import Identity
 from extauthz.identity.verify import TokenVerifier
@@ -49,6 +49,7 @@ from extauthz.revocation.store import (
 )
 from extauthz.revocation.sync import RevocationSnapshot
 from extauthz.revocation.sync import followed as followed_revocations
+from extauthz.rlimits import http_connection_budget, raise_open_file_limit
 from extauthz.service import SERVICE_NAME as AUTH_SERVICE
 from extauthz.service import AuthorizationService
 from extauthz.stepup.ceremonies import Ceremonies
@@ -350,18 +351,21 @@ def grpc_server_options(reuse_port: bool) -> list[tuple[str, int]]:
     ]
 
 
+def _address(listen: tuple[str, int]) -> str:
+    host, port = listen
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 async def _start_grpc(
     runtime: Runtime, reuse_port: bool
-) -> tuple[grpc.aio.Server, health_aio.HealthServicer]:
+) -> tuple[list[grpc.aio.Server], health_aio.HealthServicer]:
+    """The Check server (Check and health), then the admin one (reflection and health) when
+    admin.grpc_listen is set: who can reach the Check port does not get reflection."""
     server = grpc.aio.server(options=grpc_server_options(reuse_port))
     AuthorizationService(runtime.authorizer, runtime.audit, runtime.metrics).add_to_server(server)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    reflection.enable_server_reflection(
-        [AUTH_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-         reflection.SERVICE_NAME], server)
-    host, port = runtime.settings.grpc_listen
-    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    address = _address(runtime.settings.grpc_listen)
     try:
         server.add_insecure_port(address)
     except RuntimeError as e:
@@ -370,7 +374,36 @@ async def _start_grpc(
     await server.start()
     for name in ("", AUTH_SERVICE):
         await health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-    return server, health
+    servers = [server]
+    if runtime.settings.admin_grpc_listen is not None:
+        try:
+            servers.append(await _start_admin_grpc(runtime.settings.admin_grpc_listen, health,
+                                                   reuse_port))
+        except BaseException:
+            await server.stop(None)
+            raise
+    return servers, health
+
+
+async def _start_admin_grpc(listen: tuple[str, int], health: health_aio.HealthServicer,
+                            reuse_port: bool) -> grpc.aio.Server:
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 1 if reuse_port else 0)])
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection(
+        [AUTH_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+         reflection.SERVICE_NAME], server)
+    address = _address(listen)
+    try:
+        server.add_insecure_port(address)
+    except RuntimeError as e:
+        raise ConfigError(f"cannot listen for admin gRPC on {address}: the port is taken or the "
+                          "address is not local; set admin.grpc_listen "
+                          "(EXTAUTHZ_ADMIN_GRPC_LISTEN)") from e
+    await server.start()
+    return server
+
+
+ADMIN_MAX_CONNECTIONS = 64  # scrapers and operators: a few at a time
 
 
 def _metrics_route(runtime: Runtime) -> Callable[[web.Application], None]:
@@ -384,26 +417,44 @@ def _metrics_route(runtime: Runtime) -> Callable[[web.Application], None]:
     return add
 
 
-async def _start_http(runtime: Runtime, reuse_port: bool) -> web.AppRunner:
+async def _start_http(runtime: Runtime, reuse_port: bool) -> list[web.AppRunner]:
+    """The public HTTP side, and the admin one unless admin.listen is null; each with the
+    header timeout and a connection cap that leaves the Check port its descriptors."""
     stepup = StepupHttp(runtime.settings, runtime.verifier, runtime.ceremonies,
                         runtime.stepup_store, runtime.mint_stepup_cookie, runtime.stepped_up_at,
                         lambda ceremony, outcome: runtime.metrics.stepup.add(
                             1, {"ceremony": ceremony, "outcome": outcome}),
                         revocations=runtime.revocation_store)
-    app = http_app(runtime.ready, runtime.demo, runtime.settings,
-                   extra=[stepup.add_routes, _metrics_route(runtime)])
-    runner = web.AppRunner(app, access_log=None,
-                           handle_signals=False, shutdown_timeout=runtime.settings.shutdown_grace)
-    await runner.setup()
-    host, port = runtime.settings.http_listen
-    site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
+    s = runtime.settings
+    open_files = raise_open_file_limit()
+    cap = http_connection_budget(s.http_max_connections, open_files, "http.max_connections")
+    apps = [(http_app(runtime.ready, runtime.demo, s, extra=[stepup.add_routes]),
+             Listener("HTTP", "http.listen", *s.http_listen, s.http_header_timeout, cap))]
+    if s.admin_listen is not None:
+        apps.append((admin_app(runtime.ready, s, extra=[_metrics_route(runtime)]),
+                     Listener("admin HTTP", "admin.listen", *s.admin_listen,
+                              s.http_header_timeout, min(ADMIN_MAX_CONNECTIONS, cap))))
+    runners: list[web.AppRunner] = []
+    sites: list[CappedSite] = []
     try:
-        await site.start()
-    except OSError as e:
-        await runner.cleanup()
-        raise ConfigError(f"cannot listen for HTTP on {host}:{port}: {e.strerror}; "
-                          "set http.listen (EXTAUTHZ_HTTP_LISTEN)") from e
-    return runner
+        for app, listener in apps:
+            runner, site = await start_site(app, listener, reuse_port=reuse_port,
+                                            shutdown_timeout=s.shutdown_grace)
+            runners.append(runner)
+            sites.append(site)
+    except BaseException:
+        for runner in runners:
+            await runner.cleanup()
+        raise
+    runtime.metrics.observe(
+        "extauthz.http.connections", "Open HTTP connections, by listener",
+        lambda: [(site.open_connections, {"listener": site.listener.key}) for site in sites],
+        counter=False)
+    runtime.metrics.observe(
+        "extauthz.http.refused", "HTTP connections answered 503 and closed at the cap",
+        lambda: [(site.refused, {"listener": site.listener.key}) for site in sites],
+        counter=True)
+    return runners
 
 
 async def _wait_warm(runtime: Runtime, limit: float) -> None:
@@ -445,7 +496,7 @@ async def serve(
                 loop.add_signal_handler(sig, stop.set)
     # HTTP first (the demo issuer's JWKS is served there), then keys and policies, and the
     # Check port last: a worker that (re)starts takes no checks while it is still cold.
-    runner = await _start_http(runtime, reuse_port)
+    runners = await _start_http(runtime, reuse_port)
     runtime.tasks = [asyncio.create_task(k.run(), name=f"jwks:{k.issuer.issuer}")
                      for k in runtime.issuer_keys.values()]
     runtime.tasks += sync
@@ -460,16 +511,19 @@ async def serve(
         runtime.tasks.append(asyncio.create_task(_load_stepup_key(runtime), name="stepup-key"))
     await _wait_warm(runtime, settings.jwks.fetch_timeout + settings.store.timeout + 1)
     try:
-        server, health = await _start_grpc(runtime, reuse_port)
+        servers, health = await _start_grpc(runtime, reuse_port)
     except BaseException:
         for task in runtime.tasks:
             task.cancel()
-        await runner.cleanup()
+        for runner in runners:
+            await runner.cleanup()
         raise
     runtime.serving = True
     runtime.tasks.append(asyncio.create_task(_report_ready(runtime, health), name="ready"))
-    log.info("serving gRPC on %s:%d and HTTP on %s:%d", *settings.grpc_listen,
-             *settings.http_listen)
+    log.info("serving gRPC on %s:%d and HTTP on %s:%d; admin HTTP on %s, admin gRPC on %s",
+             *settings.grpc_listen, *settings.http_listen,
+             _address(settings.admin_listen) if settings.admin_listen else "(off)",
+             _address(settings.admin_grpc_listen) if settings.admin_grpc_listen else "(off)")
     if on_started is not None:
         await on_started(runtime)
     try:
@@ -478,11 +532,12 @@ async def serve(
         log.info("shutting down: draining for up to %.0fs", settings.shutdown_grace)
         runtime.serving = False
         await health.enter_graceful_shutdown()
-        await server.stop(settings.shutdown_grace)
+        await asyncio.gather(*(server.stop(settings.shutdown_grace) for server in servers))
         for task in runtime.tasks:
             task.cancel()
         await asyncio.gather(*runtime.tasks, return_exceptions=True)
-        await runner.cleanup()
+        for runner in runners:
+            await runner.cleanup()
         await runtime.fetcher.close()
         if runtime.store is not None:
             await runtime.store.close()

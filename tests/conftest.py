@@ -37,6 +37,7 @@ def make_settings(*issuers: LocalIssuer, **overrides: Any) -> Settings:
         "default_action": "authenticated",
         "jwks": {"fetch_timeout": 2.0},
         "store": {"state_file": f"{tempfile.mkdtemp(prefix='extauthz-state-')}/state.json"},
+        "admin": {"listen": None},  # in-process servers: no shared 127.0.0.1:9004 (pass one to test it)
     }
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(doc.get(key), dict):

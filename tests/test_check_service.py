@@ -34,7 +34,8 @@ CHECK = "/envoy.service.auth.v3.Authorization/Check"
 @pytest.fixture(scope="module")
 def server(idp: LocalIssuer) -> Iterator[ServerThread]:
     s = make_settings(idp, grpc={"listen": f"127.0.0.1:{free_port()}"},
-                      http={"listen": f"127.0.0.1:{free_port()}"}, login_url=None)
+                      http={"listen": f"127.0.0.1:{free_port()}"}, login_url=None,
+                      admin={"grpc_listen": f"127.0.0.1:{free_port()}"})
     thread = ServerThread(s).start()
     yield thread
     thread.stop()
@@ -122,7 +123,8 @@ def test_the_grpc_health_service_reports_serving(server: ServerThread) -> None:
 
 
 def test_server_reflection_lists_the_authorization_service(server: ServerThread) -> None:
-    with server.channel() as channel:
+    assert server.settings.admin_grpc_listen is not None  # reflection is on the admin side
+    with grpc.insecure_channel(f"127.0.0.1:{server.settings.admin_grpc_listen[1]}") as channel:
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
         req = reflection_pb2.ServerReflectionRequest(list_services="")
         resp = next(iter(stub.ServerReflectionInfo(iter([req]), timeout=5)))

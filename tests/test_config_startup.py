@@ -82,7 +82,7 @@ def test_the_plain_http_opt_in_is_logged_as_an_error_and_shown_in_readyz(
     service = ExtAuthz(tmp_path, {"issuers": [{"issuer": idp.issuer, "audiences": [AUDIENCE],
                                                "insecure_http": True}]}).start()
     try:
-        ready = http_get(f"http://127.0.0.1:{service.http_port}/readyz")
+        ready = http_get(f"http://127.0.0.1:{service.admin_port}/readyz")  # details: admin
         assert ready.status == 200
         assert b"; UNSAFE: issuers[0].insecure_http is on" in ready.body
     finally:

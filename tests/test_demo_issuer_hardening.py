@@ -33,7 +33,7 @@ def test_the_opted_in_demo_issuer_is_an_error_in_the_log_and_a_detail_of_readyz(
     cfg = _demo_settings(tmp_path, allow_non_local=True)
     service = ExtAuthz(tmp_path, {**cfg, "http": {"public_url": "https://demo.example.com"}}).start()
     try:
-        ready = http_get(f"http://127.0.0.1:{service.http_port}/readyz")
+        ready = http_get(f"http://127.0.0.1:{service.admin_port}/readyz")  # details: admin
         assert ready.status == 200
         assert f"; {UNSAFE_DEMO}".encode() in ready.body
         assert b"(allow_non_local: from other machines too)" in ready.body

@@ -109,7 +109,7 @@ def test_changes_reach_every_worker_within_a_second_and_survive_redis_outages(
         redis.kill()
         time.sleep(1.5)  # both workers notice the loss, and keep their snapshot
         assert [w.ask()[1] for w in workers] == [403, 403]
-        ready = http_get(f"http://127.0.0.1:{service.http_port}/readyz")
+        ready = http_get(f"http://127.0.0.1:{service.admin_port}/readyz")  # details: admin
         assert ready.status == 200
         assert b"stale for" in ready.body  # it says how stale its snapshot is
 
@@ -129,7 +129,7 @@ def test_without_redis_and_without_a_snapshot_a_worker_is_not_ready_and_denies(
     service = ExtAuthz(tmp_path, _config(tmp_path, "redis://127.0.0.1:1/0", idp)).start(
         wait_ready=False)
     try:
-        url = f"http://127.0.0.1:{service.http_port}/readyz"
+        url = f"http://127.0.0.1:{service.admin_port}/readyz"  # with its details
         wait_for_port(service.http_port)
         deadline = time.monotonic() + 20
         while True:

@@ -52,7 +52,7 @@ def test_metrics_count_decisions_in_every_worker_and_parse_as_prometheus(tmp_pat
             assert w.ask()[1] == 401
         time.sleep(2.2)  # each worker writes its snapshot every second
         for _ in range(4):  # whichever worker answers, the picture is whole
-            fams = scrape(service.http_port)
+            fams = scrape(service.admin_port)  # /metrics is on the admin listener
             checks = fams["extauthz_checks"]
             assert {s.labels["worker"] for s in checks} == {"0", "1"}
             assert total(checks, "extauthz_checks_total", decision="allow", reason="allowed") >= 8

@@ -53,6 +53,7 @@ class ExtAuthz:
     env: dict[str, str] = field(default_factory=dict)
     grpc_port: int = field(default_factory=free_port)
     http_port: int = field(default_factory=free_port)
+    admin_port: int = field(default_factory=free_port)  # /metrics and /readyz details
     process: Process | None = None
 
     def start(self, wait_ready: bool = True) -> ExtAuthz:
@@ -63,6 +64,7 @@ class ExtAuthz:
                "grpc": {"listen": f"127.0.0.1:{self.grpc_port}"}, "store": store,
                "shutdown_grace": self.config.get("shutdown_grace", 2)}
         cfg["http"] = {**cfg["http"], "listen": f"127.0.0.1:{self.http_port}"}
+        cfg["admin"] = {"listen": f"127.0.0.1:{self.admin_port}", **self.config.get("admin", {})}
         path = self.workdir / f"extauthz-{self.grpc_port}.yaml"
         path.write_text(yaml.safe_dump(cfg))
         self.process = Process("extauthz", [sys.executable, "-m", "extauthz", "serve",
@@ -72,6 +74,10 @@ class ExtAuthz:
         if wait_ready:
             self.process.wait_http(f"http://127.0.0.1:{self.http_port}/readyz")
         return self
+
+    def admin(self, path: str) -> Response:
+        """GET on the admin listener: /metrics, /readyz with its details."""
+        return http_get(f"http://127.0.0.1:{self.admin_port}{path}")
 
     def stop(self) -> int | None:
         return self.process.stop() if self.process else None
