@@ -77,6 +77,7 @@ def test_the_recipe_builds_installs_and_serves(tmp_path: Path) -> None:
     service = Process("image", [str(venv / "bin" / "extauthz"), "serve"], tmp_path / "image.log",
                       env={"EXTAUTHZ_GRPC_LISTEN": f"127.0.0.1:{free_port()}",
                            "EXTAUTHZ_HTTP_LISTEN": f"127.0.0.1:{http_port}",
+                           "EXTAUTHZ_ADMIN_LISTEN": f"127.0.0.1:{free_port()}",  # not :9004
                            "EXTAUTHZ_STORE_STATE_FILE": str(tmp_path / "state.json")}).start()
     try:
         service.wait_http(f"http://127.0.0.1:{http_port}/healthz")
