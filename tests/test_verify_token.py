@@ -238,6 +238,19 @@ async def test_discovery_must_name_the_configured_issuer_exactly(issuer: LocalIs
     await fetcher.close()
 
 
+async def test_a_local_http_issuer_may_not_send_key_fetches_over_http_to_another_host(
+    issuer: LocalIssuer,
+) -> None:
+    issuer.discovery_jwks_uri = "http://keys.example.net/jwks"  # refused before any fetch
+    settings = make_settings(issuer)
+    fetcher = HttpFetcher(2.0)
+    keys = IssuerKeys(settings.issuers[0], settings.jwks, fetcher, FakeClock())
+    assert not await keys.refresh()
+    assert keys.last_error is not None
+    assert "plain-http jwks_uri on another host" in keys.last_error
+    await fetcher.close()
+
+
 async def test_concurrent_refreshes_share_one_fetch(rig: Rig) -> None:
     before = rig.issuer.jwks_fetches
     assert all(await asyncio.gather(*(rig.keys.refresh() for _ in range(20))))

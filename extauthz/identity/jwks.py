@@ -29,7 +29,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from extauthz.clock import Clock
-from extauthz.config import IssuerSettings, JWKSSettings
+from extauthz.config import IssuerSettings, JWKSSettings, is_loopback_url
 from extauthz.errors import JWKSFetchError, KeysUnavailable, TokenKeyUnknown
 from extauthz.telemetry import tracing
 
@@ -298,6 +298,11 @@ class IssuerKeys:
         if not isinstance(uri, str) or not uri.startswith(self._schemes):
             raise JWKSFetchError(f"discovery at {url} has no usable jwks_uri (an https issuer "
                                  "must publish its keys over https)")
+        if (uri.startswith("http://") and not self.issuer.insecure_http
+                and not is_loopback_url(uri)):
+            # A local http issuer may not send key fetches over plain http to another host.
+            raise JWKSFetchError(f"discovery at {url} names a plain-http jwks_uri on another "
+                                 "host; publish the keys over https (or set insecure_http)")
         return uri
 
     async def run(self) -> None:

@@ -39,6 +39,7 @@ class LocalIssuer:
         self.down = False
         self.delay = 0.0  # seconds each answer waits (a slow IdP)
         self.discovery_issuer: str | None = None  # None: same as self.issuer
+        self.discovery_jwks_uri: str | None = None  # None: this issuer's own /jwks
         self.requests: list[str] = []
         self.extra_jwks: list[dict[str, Any]] = []  # served after the issuer's own keys, as is
         self._generation = 0
@@ -126,7 +127,7 @@ class LocalIssuer:
                 prefix = issuer.issuer[len(issuer.base):]
                 if self.path == prefix + "/.well-known/openid-configuration":
                     body = {"issuer": issuer.discovery_issuer or issuer.issuer,
-                            "jwks_uri": f"{issuer.base}{prefix}/jwks"}
+                            "jwks_uri": issuer.discovery_jwks_uri or f"{issuer.base}{prefix}/jwks"}
                     self._json(body, None)
                 elif self.path == prefix + "/jwks":
                     self._json(issuer.jwks(), issuer.cache_control)
