@@ -64,6 +64,8 @@ class ExtAuthz:
                "grpc": {"listen": f"127.0.0.1:{self.grpc_port}"}, "store": store,
                "shutdown_grace": self.config.get("shutdown_grace", 2)}
         cfg["http"] = {**cfg["http"], "listen": f"127.0.0.1:{self.http_port}"}
+        while self.admin_port in (self.grpc_port, self.http_port):  # free_port() may repeat
+            self.admin_port = free_port()
         cfg["admin"] = {"listen": f"127.0.0.1:{self.admin_port}", **self.config.get("admin", {})}
         path = self.workdir / f"extauthz-{self.grpc_port}.yaml"
         path.write_text(yaml.safe_dump(cfg))
