@@ -80,6 +80,8 @@ def _parse_authority(authority: str) -> str:
         raise BadAuthority("the request has no Host")
     if len(authority) > _HOST_LENGTH + 6:
         raise BadAuthority("the Host is too long")
+    if not authority.isascii():  # never folded: 'K' (Kelvin sign) lower-cases to 'k'
+        raise BadAuthority("the Host is not ASCII (send IDNs as xn-- labels)")
     text = authority.lower()
     if text.startswith("["):
         end = text.find("]")
@@ -92,8 +94,9 @@ def _parse_authority(authority: str) -> str:
         rest = colon + port
         if not _REG_NAME.fullmatch(host) or len(host) > 254:
             raise BadAuthority("the Host is not a host name or address")
-        if any(len(label) > 63 for label in host.split(".")):
-            raise BadAuthority("the Host has a label longer than 63 characters")
+        labels = host.removesuffix(".").split(".")
+        if any(len(label) > 63 or label.startswith("-") or label.endswith("-") for label in labels):
+            raise BadAuthority("the Host has a label that is too long or starts or ends with '-'")
         host = host.removesuffix(".")
     if rest and (rest[0] != ":" or not _PORT.fullmatch(rest[1:])
                  or (rest[1:] and int(rest[1:]) > 65535)):

@@ -57,10 +57,23 @@ def cookie_value(cookie_header: str | None, name: str) -> str | None:
 
 
 def without_cookies(cookie_header: str, names: frozenset[str]) -> str:
-    """The ``Cookie`` header less the named cookies (credentials the upstream must not
-    see), read by the same parser as ``cookie_value``."""
-    return "; ".join(f"{key}={value}" if key else value
-                     for key, value in parse_cookies(cookie_header) if key not in names)
+    """The ``Cookie`` header less the named cookies (credentials the upstream must not see).
+
+    Pieces are found as ``parse_cookies`` finds them (split at ``;`` and ``,``, names
+    stripped), so every copy ``cookie_value`` could read is removed; every other piece is
+    kept byte for byte, with its ``,``: an application cookie such as ``prefs=a,b`` or
+    ``cart="1 2"`` reaches the upstream as it was sent. Unchanged when nothing is removed."""
+    kept: list[str] = []
+    removed = False
+    for piece in cookie_header.split(";"):
+        parts = piece.split(",")
+        rest = [p for p in parts if p.partition("=")[0].strip() not in names or "=" not in p]
+        if len(rest) != len(parts):
+            removed = True
+        joined = ",".join(rest).strip()
+        if joined:
+            kept.append(joined)
+    return "; ".join(kept) if removed else cookie_header
 
 
 def find_token(view: RequestView, cookie_name: str | None) -> str | None:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from extauthz.policy.model import Policy
-from extauthz.policy.paths import AmbiguousPath, has_escaped_separator, literal_path, normalize_path
+from extauthz.policy.paths import AmbiguousPath, has_second_reading, literal_path, normalize_path
 from extauthz.request import RequestView
 
 CONTEXT_KEY = "policy"
@@ -196,12 +196,14 @@ class PolicyIndex:
                     raise KeyError(bound)
                 return Match(policy, "bound", bound)
         found = self._find(view.host.rstrip("."), normalize_path(view.path), view.method)
-        if has_escaped_separator(view.path):
-            # Upstreams disagree on whether %2F, %5C and '\\' split segments: both readings
-            # must fall under the same policy, or the request is refused (never guessed).
+        if has_second_reading(view.path):
+            # Upstreams disagree on whether %2F, %5C and '\\' split segments, '//' merges and
+            # ';' parameters drop: both readings must fall under the same policy, or the
+            # request is refused (never guessed).
             other = self._find(view.host.rstrip("."), literal_path(view.path), view.method)
             if (other.policy if other else None) is not (found.policy if found else None):
-                raise AmbiguousPath("an encoded '/' or '\\' in the path changes which policy applies")
+                raise AmbiguousPath("the path reads under another policy where an encoded '/' or '\\', "
+                                    "a '//' or a ';' parameter is read literally")
         return found
 
     def _find(self, host: str, path: str, method: str) -> Match | None:

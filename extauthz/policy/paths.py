@@ -11,11 +11,17 @@ So a path whose meaning depends on who decodes it is refused (``AmbiguousPath``,
   ``..%3B``;
 - a dot segment in a path that also holds an escaped separator (``%2F``, ``%5C``) or a
   backslash: whether ``a%2F..`` climbs depends on whether the upstream decodes ``%2F``;
-- a double-encoded dot, separator or ``;`` (``%252e``, ``%252F``, ``%253B``), an overlong
-  UTF-8 escape (``%C0%AE``), or a segment that folds to a dot segment under Unicode NFKC
-  (a full-width dot U+FF0E, raw or as ``%EF%BC%8E``);
+- a double-encoded dot, separator or ``;`` (``%252e``, ``%252F``, ``%253B``), escapes that
+  are not strict UTF-8 (overlong ``%C0%AE`` or ``%E0%80%AE``, surrogates, Latin-1), or a
+  segment that folds to a dot segment under Unicode NFKC (a full-width dot U+FF0E, raw or
+  as ``%EF%BC%8E``);
+- a path that does not start with ``/`` (no origin-form request target);
 - a ``..`` right after an empty segment (``/a//../b``, ``/a/;x/../b``): merging slashes
-  before or after resolving gives two different paths.
+  before or after resolving gives two different paths;
+- (in the matcher) a path with an escaped separator, a ``//`` or a ``;`` parameter whose
+  literal reading (not split, not merged, parameter kept) falls under another policy than
+  the normalised one: ``/admin%2Fx``, ``//docs/`` or ``/docs;x/`` where ``/admin/`` or
+  ``/docs/`` have their own policy.
 
 What remains has one reading. It is normalised for matching: ``/``, ``\\``, ``%2F`` and
 ``%5C`` separate segments (many upstreams treat them so; the stricter reading for a policy
@@ -31,7 +37,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from functools import lru_cache
-from urllib.parse import unquote
+from urllib.parse import unquote, unquote_to_bytes
 
 from extauthz.errors import BadRequest
 
@@ -47,7 +53,6 @@ _ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _ENCODED_CONTROL = re.compile(r"%(?:[01][0-9A-Fa-f]|7[Ff])")
 _DOUBLE_ENCODED = re.compile(r"%25(?:2[EeFf]|5[Cc]|3[Bb])")
-_OVERLONG = re.compile(r"%[Cc][01]")  # never valid UTF-8; lax decoders read %C0%AE as '.'
 
 _SEPARATORS = re.compile(r"(/|\\|%2[Ff]|%5[Cc])")
 _SLASH = re.compile(r"(/)")
@@ -96,15 +101,21 @@ def has_escaped_separator(path: str) -> bool:
     return "\\" in path or ("%" in path and _ESCAPED_SEPARATOR.search(path) is not None)
 
 
+def has_second_reading(path: str) -> bool:
+    """Whether upstreams may read this path in two ways: an escaped separator (split there
+    or not), ``//`` (merged or not), a ``;`` parameter (dropped or kept)."""
+    return "//" in path or ";" in path or has_escaped_separator(path)
+
+
 def literal_path(path: str) -> str:
-    """The path as an upstream that does not decode ``%2F``/``%5C`` reads it: those escapes
-    (and a backslash, as ``%5C``) stay inside their segment. The matcher refuses a path whose
-    two readings fall under different policies."""
-    return _normalize(path.replace("\\", "%5C"), _SLASH)
+    """The path as the most literal upstream reads it: ``%2F``/``%5C`` (and a backslash, as
+    ``%5C``) stay inside their segment, ``//`` is not merged, ``;`` parameters are kept. The
+    matcher refuses a path whose two readings fall under different policies."""
+    return _normalize(path.replace("\\", "%5C"), _SLASH, literal=True)
 
 
 @lru_cache(maxsize=4096)
-def _normalize(path: str, separators: re.Pattern[str]) -> str:
+def _normalize(path: str, separators: re.Pattern[str], *, literal: bool = False) -> str:
     if len(path) > MAX_PATH:
         raise AmbiguousPath(f"the path is longer than {MAX_PATH} bytes")
     if any(c < " " or c == "\x7f" for c in path):
@@ -116,10 +127,12 @@ def _normalize(path: str, separators: re.Pattern[str]) -> str:
             raise AmbiguousPath("the path holds an encoded control character")
         if _DOUBLE_ENCODED.search(path):
             raise AmbiguousPath("the path holds a double-encoded '.', '/', '\\' or ';'")
-        if _OVERLONG.search(path):
-            raise AmbiguousPath("the path holds an overlong UTF-8 escape (%C0, %C1)")
-    if not path.startswith(("/", "\\")) and separators.match(path) is None:
-        path = "/" + path
+        try:  # strict: overlong forms (%C0%AE, %E0%80%AE), surrogates, Latin-1 escapes
+            unquote_to_bytes(path).decode("utf-8")
+        except UnicodeError as e:
+            raise AmbiguousPath("the path is not valid UTF-8 once percent-decoded") from e
+    if not path.startswith("/"):
+        raise AmbiguousPath("the path does not start with '/'")
     parts = separators.split(path)  # segment, separator, segment, ...: parts[0] is ""
     segments = parts[2::2]
     escaped_separator = has_escaped_separator(path)
@@ -144,9 +157,10 @@ def _normalize(path: str, separators: re.Pattern[str]) -> str:
             out.append(seg)
     kept: list[str] = []
     for i, seg in enumerate(out):
-        seg = seg.split(";", 1)[0]
+        if not literal:
+            seg = seg.split(";", 1)[0]
         if "%" in seg:
             seg = _ESCAPE.sub(_decode_unreserved, seg)
-        if seg or i == len(out) - 1:
+        if seg or literal or i == len(out) - 1:
             kept.append(seg)
     return "/" + "/".join(kept)
