@@ -90,6 +90,7 @@ async def run_webauthn_command(args: argparse.Namespace, settings: Settings) -> 
             print(f"removed passkey {args.credential} of {args.subject} ({issuer}){ended}")
         else:
             raise PasskeyNotFound(f"{args.subject} has no passkey {args.credential!r}")
+        await _end_stepups(settings, store, issuer, subject)  # again: ends one made meanwhile
         return 0
     finally:
         await store.close()

@@ -319,6 +319,10 @@ class StepupHttp:
                           int(self._ceremonies.now()), "passkey removed on the account page")
         if not await self._store.remove_passkey(user, cid):
             raise CeremonyError(f"No such passkey for {who(identity)}.")
+        # And again once it is gone: a ceremony with this passkey that finished in between
+        # (a second later) is ended too.
+        await end_stepups(self._revocations, identity.issuer, identity.subject,
+                          int(self._ceremonies.now()), "passkey removed on the account page")
         log.info("stepup: %r removed passkey %r; step-ups made before now are ended",
                  identity.subject, cid)
         return web.json_response({"removed": cid})

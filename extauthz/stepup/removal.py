@@ -11,8 +11,9 @@ this second stops working, whichever passkey made it, and the user confirms agai
 passkey they still have. Tokens are untouched.
 
 The revocation is written *before* the passkey is removed: if the removal then fails, the
-cookies are ended anyway (fail closed); the other order could leave a removed passkey's
-cookie alive. It lives as long as the longest step-up cookie any configuration can mint
+cookies are ended anyway (fail closed); and written again, as of that later second, once
+the passkey is gone, so a ceremony with it that finished in between is ended too. It
+lives as long as the longest step-up cookie any configuration can mint
 (``stepup.max_age_limit`` at its maximum) plus a minute of clock skew, so it outlives every
 cookie it ends even if the CLI and the workers read different configs.
 """
