@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 import statistics
 import threading
 import time
@@ -15,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from benchmarks import policyset
 from benchmarks.checks import check_request, grpc_frame
 from benchmarks.load import LoadResult, grpc_url, h2load, paced, wrk
@@ -22,8 +23,6 @@ from benchmarks.procs import cpu_seconds, rss_mb
 from benchmarks.stack import NOAUTH_HOST, BenchError, Instance, Stack, check_once
 
 UNAUTHENTICATED, PERMISSION_DENIED = 16, 7
-_CHECKS = re.compile(r"^extauthz_checks_total\{([^}]*)\} ([0-9.e+]+)$", re.MULTILINE)
-_REASON = re.compile(r'reason="([^"]*)"')
 
 
 ENVOY_VARIANTS = {
@@ -103,10 +102,11 @@ def summarise(outcome: Outcome) -> dict[str, Any]:
 def decisions(instance: Instance) -> dict[str, float]:
     """Checks answered so far by reason, summed over the instance's workers."""
     out: dict[str, float] = {}
-    for labels, value in _CHECKS.findall(instance.metrics()):
-        reason = _REASON.search(labels)
-        if reason:
-            out[reason.group(1)] = out.get(reason.group(1), 0.0) + float(value)
+    for family in text_string_to_metric_families(instance.metrics()):
+        if family.name == "extauthz_checks":
+            for s in family.samples:
+                if s.name == "extauthz_checks_total" and "reason" in s.labels:
+                    out[s.labels["reason"]] = out.get(s.labels["reason"], 0.0) + s.value
     return out
 
 

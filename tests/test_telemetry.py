@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from collections.abc import Iterator
@@ -13,9 +14,12 @@ import grpc
 import pytest
 from envoy_data_plane.envoy.service.auth.v3 import CheckResponse
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from extauthz.telemetry import tracing
+from extauthz.telemetry.metrics import Metrics, SharedMetrics
 from tests.conftest import make_settings
 from tests.support.inproc import ServerThread
 from tests.support.issuer import AUDIENCE, LocalIssuer
@@ -218,3 +222,136 @@ def test_otlp_export_sends_the_check_span_and_the_metrics(tmp_path: Path) -> Non
         service.stop()
         idp.close()
         collector.close()
+
+
+# --- /metrics through prometheus_client ------------------------------------------------
+
+def _worker(directory: Path, worker: str) -> tuple[Metrics, SharedMetrics]:
+    metrics = Metrics(worker=worker, environ={})
+    return metrics, SharedMetrics(metrics, str(directory))
+
+
+def test_each_worker_leaves_prometheus_client_multiprocess_files_that_any_worker_merges(
+    tmp_path: Path,
+) -> None:
+    zero, shared_zero = _worker(tmp_path, "0")
+    one, shared_one = _worker(tmp_path, "1")
+    zero.checked(True, "allowed", 0.0003)
+    for seconds in (0.0002, 0.004):
+        one.checked(False, "token_missing", seconds)
+    one.stepup.add(1, {"ceremony": "stepup", "outcome": "ok"})
+    one.observe("extauthz.policy.snapshot.age", "age", lambda: [(2.5, {})], counter=False, unit="s")
+    shared_one.write()  # what worker 1's loop does every second
+
+    fams = {f.name: f.samples for f in text_string_to_metric_families(shared_zero.text())}
+    checks = fams["extauthz_checks"]
+    assert total(checks, "extauthz_checks_total", worker="0", reason="allowed") == 1
+    assert total(checks, "extauthz_checks_total", worker="1", reason="token_missing") == 2
+    duration = fams["extauthz_check_duration_seconds"]
+    assert total(duration, "extauthz_check_duration_seconds_bucket", worker="1", le="0.00025") == 1
+    assert total(duration, "extauthz_check_duration_seconds_bucket", worker="1", le="0.005") == 2
+    assert total(duration, "extauthz_check_duration_seconds_count", worker="1") == 2
+    assert total(duration, "extauthz_check_duration_seconds_sum", worker="1") == pytest.approx(0.0042)
+    assert total(fams["extauthz_stepup_ceremonies"], "extauthz_stepup_ceremonies_total",
+                 worker="1", outcome="ok") == 1
+    assert total(fams["extauthz_policy_snapshot_age_seconds"],
+                 "extauthz_policy_snapshot_age_seconds", worker="1") == 2.5
+    # the files are prometheus_client's own multiprocess format: its collector reads them as is
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(tmp_path))
+    assert registry.get_sample_value("extauthz_checks_total", {
+        "decision": "deny", "reason": "token_missing", "worker": "1"}) == 2
+
+
+def test_a_series_a_worker_stops_reporting_leaves_the_merged_view(tmp_path: Path) -> None:
+    """Each write replaces a worker's files whole: a condition that cleared is not kept."""
+    refused: list[tuple[float, dict[str, str]]] = [(1, {"data": "policies", "condition": "epoch_lost"})]
+    _, shared_zero = _worker(tmp_path, "0")
+    one, shared_one = _worker(tmp_path, "1")
+    one.observe("extauthz.store.refused", "refused", lambda: list(refused), counter=False)
+    shared_one.write()
+    assert "extauthz_store_refused{" in shared_zero.text()
+    refused.clear()
+    shared_one.write()
+    assert "extauthz_store_refused{" not in shared_zero.text()
+
+
+def test_a_worker_that_stopped_writing_is_left_out_of_metrics(tmp_path: Path) -> None:
+    _, shared_zero = _worker(tmp_path, "0")
+    one, shared_one = _worker(tmp_path, "1")
+    one.checked(True, "allowed", 0.001)
+    shared_one.write()
+    assert 'worker="1"' in shared_zero.text()
+    old = time.time() - 11  # it wrote last 11 s ago: gone (crashed, or being restarted)
+    for f in tmp_path.glob("*_1.db"):
+        os.utime(f, (old, old))
+    text = shared_zero.text()
+    assert 'worker="1"' not in text
+    assert 'worker="0"' in text
+
+
+# Names and labels are what dashboards and alerts are written against.
+DASHBOARD_SERIES = {
+    "extauthz_checks": ("counter", {"decision", "reason", "worker"}),
+    "extauthz_check_duration_seconds": ("histogram", {"worker", "le"}),
+    "extauthz_token_cache_lookups": ("counter", {"result", "worker"}),
+    "extauthz_jwks_fetches": ("counter", {"issuer", "result", "worker"}),
+    "extauthz_store_errors": ("counter", {"data", "worker"}),
+    "extauthz_store_loads": ("counter", {"data", "worker"}),
+    "extauthz_policy_snapshot_age_seconds": ("gauge", {"worker"}),
+    "extauthz_policy_snapshot_revision": ("gauge", {"revision", "worker"}),
+    "extauthz_policies": ("gauge", {"worker"}),
+    "extauthz_revocations": ("gauge", {"worker"}),
+    "extauthz_demo_issuer_enabled": ("gauge", {"worker"}),
+    "extauthz_http_connections": ("gauge", {"listener", "worker"}),
+    "extauthz_http_refused": ("counter", {"listener", "worker"}),
+    # listed once they have a series: while something is refused, with Redis, after a ceremony,
+    # after a dry-run denial
+    "extauthz_store_refused": ("gauge", set()),
+    "extauthz_store_redis_unsafe": ("gauge", set()),
+    "extauthz_stepup_ceremonies": ("counter", set()),
+    "extauthz_dry_run_denials": ("counter", set()),
+}
+
+
+def test_the_metric_names_and_labels_stay_as_dashboards_know_them(issuer: LocalIssuer) -> None:
+    admin = free_port()
+    settings = make_settings(issuer, grpc={"listen": f"127.0.0.1:{free_port()}"},
+                             http={"listen": f"127.0.0.1:{free_port()}"},
+                             admin={"listen": f"127.0.0.1:{admin}"})
+    server = ServerThread(settings).start()
+    try:
+        with grpc.insecure_channel(server.target) as channel:
+            channel.unary_unary(CHECK)(_request({"authorization": f"Bearer {issuer.mint('ES256')}"}),
+                                       timeout=5)
+        response = http_get(f"http://127.0.0.1:{admin}/metrics")
+    finally:
+        server.stop()
+    assert response.headers["content-type"].startswith("text/plain")
+    families = {f.name: f for f in text_string_to_metric_families(response.body.decode())}
+    assert set(families) == {name for name, (_, labels) in DASHBOARD_SERIES.items() if labels}
+    for name, family in families.items():
+        kind, labels = DASHBOARD_SERIES[name]
+        assert family.type == kind, name
+        assert {k for s in family.samples for k in s.labels} == labels, name
+
+
+def test_the_benchmark_counts_decisions_by_reason_over_every_worker(tmp_path: Path) -> None:
+    from benchmarks.scenarios import decisions
+    from benchmarks.stack import Instance
+
+    zero, shared_zero = _worker(tmp_path, "0")
+    one, shared_one = _worker(tmp_path, "1")
+    for metrics in (zero, one):
+        metrics.checked(True, "allowed", 0.0001)
+    one.checked(False, "token_missing", 0.0001)
+    shared_one.write()
+
+    class Scraped(Instance):
+        def __init__(self, text: str) -> None:
+            self.text = text
+
+        def metrics(self) -> str:
+            return self.text
+
+    assert decisions(Scraped(shared_zero.text())) == {"allowed": 2.0, "token_missing": 1.0}

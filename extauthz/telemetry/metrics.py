@@ -1,34 +1,47 @@
-"""Metrics through the OpenTelemetry API, exposed as Prometheus text at GET /metrics.
+"""Metrics: plain counters in each worker, exposed by ``prometheus_client`` at GET /metrics.
 
-Counters that already exist as plain integers (token cache, JWKS fetches, store errors)
-are read by observable instruments at scrape time, so they cost nothing per request.
-With several worker processes each writes a snapshot of its series (labelled
-``worker``) to a shared directory every second; whichever worker answers the scrape
-merges them, so /metrics gives the whole picture whatever connection it arrives on.
+The per-check series are plain integers (a dict increment and a bisected bucket array);
+everything else is read from the state it describes (``observe``). A prometheus_client
+collector reads them all at scrape time, so the hot path pays nothing for the rest.
+
+With ``--workers N`` each worker writes its series once a second (and before it answers a
+scrape) into prometheus_client's multiprocess files, one set per worker in the shared
+directory, replaced whole; whichever worker a scrape reaches merges them with
+``MultiProcessCollector``, so /metrics gives the whole picture whatever connection it
+arrives on. Every series carries a ``worker`` label.
+
+OTLP export (when the OTEL_* variables ask for it) reads the same values through the
+OpenTelemetry SDK, which is not started otherwise.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import os
+import re
+import threading
 import time
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from opentelemetry.metrics import CallbackOptions, Observation
-from opentelemetry.sdk.metrics import Counter, Histogram, MeterProvider, ObservableCounter
-from opentelemetry.sdk.metrics.export import (
-    AggregationTemporality,
-    InMemoryMetricReader,
-    MetricReader,
-    NumberDataPoint,
-    PeriodicExportingMetricReader,
-    Sum,
+from prometheus_client.exposition import generate_latest
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
 )
-from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
-from opentelemetry.sdk.resources import Resource
+from prometheus_client.mmap_dict import MmapedDict, mmap_key
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.utils import floatToGoString
+
+if TYPE_CHECKING:
+    from opentelemetry.metrics import CallbackOptions, Histogram, Observation
+
+log = logging.getLogger("extauthz.metrics")
 
 # Fine enough for sub-millisecond checks, wide enough for a JWKS fetch on a cache miss.
 LATENCY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0025, 0.005, 0.01, 0.025,
@@ -36,8 +49,8 @@ LATENCY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0025, 0.0
 DURATION_HELP = "Time to answer a Check"
 STALE_SNAPSHOT = 10.0  # seconds: a worker that stopped writing is left out of /metrics
 
-Family = dict[str, Any]  # {"name", "type", "help", "samples": [[suffix, labels, value], ...]}
-ObserveFn = Callable[[], Iterable[tuple[float, Mapping[str, str]]]]
+Reading = tuple[float, Mapping[str, str]]  # a value and its labels
+ObserveFn = Callable[[], Iterable[Reading]]
 
 
 def otlp_metrics_enabled(environ: Mapping[str, str]) -> bool:
@@ -48,49 +61,75 @@ def otlp_metrics_enabled(environ: Mapping[str, str]) -> bool:
         environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or environ.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")))
 
 
+class LabelledCounter:
+    """Events counted by label set in a dict of plain integers, read at scrape time."""
+
+    def __init__(self) -> None:
+        self._counts: dict[tuple[tuple[str, str], ...], int] = {}
+
+    def add(self, amount: int, attributes: Mapping[str, str]) -> None:
+        key = tuple(sorted(attributes.items()))
+        self._counts[key] = self._counts.get(key, 0) + amount
+
+    def readings(self) -> list[Reading]:
+        return [(n, dict(key)) for key, n in list(self._counts.items())]
+
+
+@dataclass(frozen=True)
+class _Observed:
+    """A series read at scrape time. ``name`` is the OTel name (``extauthz.store.loads``);
+    the Prometheus one follows from it (``extauthz_store_loads_total``)."""
+
+    name: str
+    description: str
+    fn: ObserveFn
+    counter: bool
+    unit: str
+
+    def family(self, worker: str) -> Metric:
+        name = self.name.replace(".", "_")
+        if self.unit == "s" and not name.endswith("_seconds"):
+            name += "_seconds"
+        readings = list(self.fn())
+        labels = [*readings[0][1], "worker"] if readings else ["worker"]
+        family = (CounterMetricFamily(name, self.description, labels=labels) if self.counter
+                  else GaugeMetricFamily(name, self.description, labels=labels))
+        for value, attrs in readings:
+            family.add_metric([*(str(attrs[k]) for k in labels[:-1]), worker], float(value))
+        return family
+
+
 class Metrics:
+    """One worker's series; a prometheus_client collector (``collect``)."""
+
     def __init__(self, worker: str = "0", environ: Mapping[str, str] | None = None) -> None:
         environ = os.environ if environ is None else environ
         self.worker = worker
-        self._reader = InMemoryMetricReader(preferred_temporality={
-            Counter: AggregationTemporality.CUMULATIVE, Histogram: AggregationTemporality.CUMULATIVE,
-            ObservableCounter: AggregationTemporality.CUMULATIVE})
-        readers: list[MetricReader] = [self._reader]
-        if otlp_metrics_enabled(environ):
-            from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-
-            readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
-        self._provider = MeterProvider(
-            metric_readers=readers,
-            resource=Resource.create({"service.name": "extauthz", "service.instance.id": worker}),
-            views=[View(instrument_name="extauthz.check.duration",
-                        aggregation=ExplicitBucketHistogramAggregation(LATENCY_BUCKETS))])
-        self._meter = self._provider.get_meter("extauthz")
         # The two per-Check series are plain integers on the hot path (an OTel add and
-        # record cost ~15 µs a check, a tenth of the gRPC floor); the counter is read at
-        # scrape time and the histogram is rendered from our own buckets.
+        # record cost ~15 µs a check, a tenth of the gRPC floor).
         self._counts: dict[tuple[bool, str], int] = {}
         self._buckets = [0] * (len(LATENCY_BUCKETS) + 1)
         self._duration_sum = 0.0
-        self._meter.create_observable_counter(
-            "extauthz.checks", callbacks=[self._observe_checks],
-            description="Check decisions by decision and reason code")
+        self._observed: list[_Observed] = []
+        self._otlp = _Otlp(worker) if otlp_metrics_enabled(environ) else None
         # OTLP has no observable histogram: only when it is exported do checks pay for one.
-        self._otlp_duration = self._meter.create_histogram(
-            "extauthz.check.duration", unit="s", description=DURATION_HELP) if len(readers) > 1 else None
-        self.stepup = self._meter.create_counter(
-            "extauthz.stepup.ceremonies", description="Step-up ceremonies by ceremony and outcome")
-        self.dry_run = self._meter.create_counter(
-            "extauthz.dry_run.denials",
-            description="Requests a dry-run policy would deny (it never decides them)")
+        self._otlp_duration = self._otlp.duration if self._otlp is not None else None
+        self.stepup = LabelledCounter()
+        self.dry_run = LabelledCounter()
+        self.observe("extauthz.checks", "Check decisions by decision and reason code",
+                     self._check_readings, counter=True)
+        self.observe("extauthz.stepup.ceremonies", "Step-up ceremonies by ceremony and outcome",
+                     self.stepup.readings, counter=True)
+        self.observe("extauthz.dry_run.denials",
+                     "Requests a dry-run policy would deny (it never decides them)",
+                     self.dry_run.readings, counter=True)
 
     def observe(self, name: str, description: str, fn: ObserveFn, *, counter: bool,
                 unit: str = "") -> None:
-        def callback(_: CallbackOptions) -> Iterable[Observation]:
-            return [Observation(value, dict(attrs)) for value, attrs in fn()]
-        create = (self._meter.create_observable_counter if counter
-                  else self._meter.create_observable_gauge)
-        create(name, callbacks=[callback], description=description, unit=unit)
+        observed = _Observed(name, description, fn, counter, unit)
+        self._observed.append(observed)
+        if self._otlp is not None:
+            self._otlp.observe(observed)
 
     def checked(self, allowed: bool, reason: str, seconds: float) -> None:
         """Hot path: two integer increments and a bisect."""
@@ -101,110 +140,154 @@ class Metrics:
         if self._otlp_duration is not None:
             self._otlp_duration.record(seconds)
 
-    def _observe_checks(self, _: CallbackOptions) -> Iterable[Observation]:
-        return [Observation(n, {"decision": "allow" if allowed else "deny", "reason": str(reason)})
+    def _check_readings(self) -> list[Reading]:
+        return [(n, {"decision": "allow" if allowed else "deny", "reason": str(reason)})
                 for (allowed, reason), n in list(self._counts.items())]
 
-    def _duration_family(self) -> Family:
-        labels = {"worker": self.worker}
-        samples: list[list[Any]] = []
-        running = 0
-        for bound, count in zip(LATENCY_BUCKETS, self._buckets, strict=False):
+    def collect(self) -> Iterator[Metric]:
+        duration = HistogramMetricFamily("extauthz_check_duration_seconds", DURATION_HELP,
+                                         labels=["worker"])
+        buckets, running = [], 0
+        for bound, count in zip((*LATENCY_BUCKETS, float("inf")), list(self._buckets), strict=True):
             running += count
-            samples.append(["_bucket", {**labels, "le": repr(float(bound))}, running])
-        total = running + self._buckets[-1]
-        samples.append(["_bucket", {**labels, "le": "+Inf"}, total])
-        samples.append(["_sum", labels, self._duration_sum])
-        samples.append(["_count", labels, total])
-        return {"name": "extauthz_check_duration_seconds", "type": "histogram",
-                "help": DURATION_HELP, "samples": samples}
+            buckets.append((floatToGoString(bound), float(running)))
+        duration.add_metric([self.worker], buckets, self._duration_sum)
+        yield duration
+        for observed in self._observed:
+            try:
+                family = observed.family(self.worker)
+            except Exception:  # a broken reading loses its own series, never the whole scrape
+                log.exception("metrics: cannot read %s", observed.name)
+                continue
+            if family.samples:  # as in a merged scrape: a family with no series is not listed
+                yield family
 
-    # --- Prometheus text -------------------------------------------------------------
-    def families(self) -> list[Family]:
-        data = self._reader.get_metrics_data()
-        out: list[Family] = [self._duration_family()]
-        if data is None:
-            return out
-        for rm in data.resource_metrics:
-            for sm in rm.scope_metrics:
-                for m in sm.metrics:
-                    if m.name != "extauthz.check.duration":  # ours above; OTel's is for OTLP
-                        out.append(self._family(m))
-        return out
+    def shutdown(self) -> None:
+        if self._otlp is not None:
+            self._otlp.shutdown()
 
-    def _family(self, m: Any) -> Family:
-        name = m.name.replace(".", "_")
-        if m.unit == "s" and not name.endswith("_seconds"):
-            name += "_seconds"
-        samples: list[list[Any]] = []
-        agg = m.data
-        if isinstance(agg, Sum) and agg.is_monotonic:
-            kind = "counter"
-            name += "_total"  # text format 0.0.4: the TYPE line names the sample, _total included
-            for dp in agg.data_points:
-                samples.append(["", {**self._labels(dp)}, dp.value])
-        else:  # gauges; the one histogram (check duration) is rendered by _duration_family
-            kind = "gauge"
-            for dp in agg.data_points:
-                assert isinstance(dp, NumberDataPoint)
-                samples.append(["", self._labels(dp), dp.value])
-        return {"name": name, "type": kind, "help": m.description or m.name, "samples": samples}
 
-    def _labels(self, dp: Any) -> dict[str, str]:
-        return {**{k: str(v) for k, v in (dp.attributes or {}).items()}, "worker": self.worker}
+class _Otlp:
+    """The OpenTelemetry SDK exporting the same readings over OTLP."""
+
+    def __init__(self, worker: str) -> None:
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+        from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+        from opentelemetry.sdk.resources import Resource
+
+        self._provider = MeterProvider(
+            metric_readers=[PeriodicExportingMetricReader(OTLPMetricExporter())],
+            resource=Resource.create({"service.name": "extauthz", "service.instance.id": worker}),
+            views=[View(instrument_name="extauthz.check.duration",
+                        aggregation=ExplicitBucketHistogramAggregation(LATENCY_BUCKETS))])
+        self._meter = self._provider.get_meter("extauthz")
+        self.duration: Histogram = self._meter.create_histogram(
+            "extauthz.check.duration", unit="s", description=DURATION_HELP)
+
+    def observe(self, observed: _Observed) -> None:
+        from opentelemetry.metrics import Observation
+
+        def callback(_: CallbackOptions) -> Iterable[Observation]:
+            return [Observation(value, dict(attrs)) for value, attrs in observed.fn()]
+        create = (self._meter.create_observable_counter if observed.counter
+                  else self._meter.create_observable_gauge)
+        create(observed.name, callbacks=[callback], description=observed.description,
+               unit=observed.unit)
 
     def shutdown(self) -> None:
         self._provider.shutdown()
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+# prometheus_client's multiprocess files: "<type>_<id>.db"; a gauge's type names how its
+# values merge ("sum": one series per label set, and ours differ by worker).
+_FILE_KINDS = {"counter": "counter", "gauge": "gauge_sum", "histogram": "histogram"}
+_UNSAFE_ID = re.compile(r"[^A-Za-z0-9-]")
 
 
-def render(families: Iterable[Family]) -> str:
-    """Prometheus text format 0.0.4; families of the same name (one per worker) merged."""
-    merged: dict[str, Family] = {}
-    for fam in families:
-        into = merged.setdefault(fam["name"], {**fam, "samples": []})
-        into["samples"].extend(fam["samples"])
-    lines: list[str] = []
-    for name in sorted(merged):
-        fam = merged[name]
-        lines.append(f"# HELP {name} {_escape(fam['help'])}")
-        lines.append(f"# TYPE {name} {fam['type']}")
-        for suffix, labels, value in fam["samples"]:
-            text = ",".join(f'{k}="{_escape(str(v))}"' for k, v in sorted(labels.items()))
-            lines.append(f"{name}{suffix}{{{text}}} {float(value)!r}")
-    return "\n".join(lines) + "\n"
+def _file_samples(family: Metric) -> Iterator[tuple[str, dict[str, str], float]]:
+    """A family's samples as the multiprocess files hold them: counters and gauges as they
+    are, a histogram's buckets per bucket (the merge adds them up again) with its sum."""
+    if family.type != "histogram":
+        yield from ((s.name, s.labels, s.value) for s in family.samples)
+        return
+    below: dict[tuple[tuple[str, str], ...], float] = {}
+    for s in family.samples:
+        if s.name.endswith("_bucket"):
+            series = tuple(sorted((k, v) for k, v in s.labels.items() if k != "le"))
+            yield s.name, s.labels, s.value - below.get(series, 0.0)
+            below[series] = s.value
+        elif s.name.endswith("_sum"):
+            yield s.name, s.labels, s.value
+
+
+def _fresh(directory: Path) -> list[str]:
+    """The workers' files written in the last ``STALE_SNAPSHOT`` seconds."""
+    now, fresh = time.time(), []
+    for f in directory.glob("*.db"):
+        try:
+            if now - f.stat().st_mtime <= STALE_SNAPSHOT:
+                fresh.append(str(f))
+        except OSError:
+            continue  # gone meanwhile
+    return fresh
 
 
 class SharedMetrics:
-    """Per-worker snapshots in a directory, so any worker can answer for all of them."""
+    """The metrics of every worker: each leaves its own in a shared directory, and any one
+    answers a scrape for all of them. Without a directory (one worker) only its own."""
 
     def __init__(self, metrics: Metrics, directory: str | None) -> None:
         self.metrics = metrics
         self.dir = Path(directory) if directory else None
+        self._lock = threading.Lock()  # the periodic write and a scrape's run in threads
+        self._id = _UNSAFE_ID.sub("-", metrics.worker) or "0"
 
     def write(self) -> None:
+        """Replace this worker's files with its series now (each file whole, atomically)."""
         if self.dir is None:
             return
-        self.dir.mkdir(parents=True, exist_ok=True)
-        target = self.dir / f"worker-{self.metrics.worker}.json"
-        tmp = target.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.metrics.families()))
-        os.replace(tmp, target)
+        with self._lock:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            files: dict[str, MmapedDict] = {}
+            suffix = f".{os.getpid()}.tmp"  # not "*.db": a merge never reads a file half written
+            try:
+                for family in self.metrics.collect():
+                    kind = _FILE_KINDS.get(family.type)
+                    if kind is None:
+                        continue
+                    db = files.get(kind)
+                    if db is None:
+                        path = self.dir / f"{kind}_{self._id}.db{suffix}"
+                        path.unlink(missing_ok=True)  # one a failed write left would keep its keys
+                        db = files[kind] = MmapedDict(str(path))
+                    for name, labels, value in _file_samples(family):
+                        key = mmap_key(family.name, name, list(labels), list(labels.values()),
+                                       family.documentation)
+                        db.write_value(key, value, 0.0)
+            finally:
+                for db in files.values():
+                    db.close()
+            for kind in _FILE_KINDS.values():
+                target = self.dir / f"{kind}_{self._id}.db"
+                if kind in files:
+                    os.replace(target.with_name(target.name + suffix), target)
+                else:  # no series of this type now: none left from before either
+                    target.unlink(missing_ok=True)
+
+    def collect(self) -> Iterable[Metric]:
+        if self.dir is None:
+            return self.metrics.collect()
+        self.write()
+        for _ in range(3):
+            try:
+                merged: Iterable[Metric] = MultiProcessCollector.merge(_fresh(self.dir), accumulate=True)
+            except FileNotFoundError:
+                continue  # a worker removed a file it no longer needs meanwhile: read again
+            return merged
+        return self.metrics.collect()  # files coming and going all along: this worker alone
 
     def text(self) -> str:
-        families = self.metrics.families()
-        if self.dir is not None and self.dir.is_dir():
-            now = time.time()
-            for f in self.dir.glob("worker-*.json"):
-                if f.name == f"worker-{self.metrics.worker}.json":
-                    continue
-                try:
-                    if now - f.stat().st_mtime > STALE_SNAPSHOT:
-                        continue
-                    families += json.loads(f.read_text())
-                except (OSError, ValueError):
-                    continue  # a snapshot being replaced or gone: the next scrape has it
-        return render(families)
+        """Prometheus text format 0.0.4."""
+        return generate_latest(self).decode()
