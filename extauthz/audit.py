@@ -18,6 +18,7 @@ import sys
 from collections import deque
 from typing import IO, Any
 
+import orjson
 from redis.exceptions import RedisError
 
 from extauthz.clock import Clock
@@ -40,11 +41,20 @@ def safe_path(path: str) -> str:
     return _PATH_PARAMETER.sub("", path) if ";" in path else path
 
 
-def audit_record(decision: Decision, view: RequestView | None, now: float) -> dict[str, Any]:
-    ident = decision.identity
+def _iso(now: float) -> str:
+    """``2026-11-23T10:00:00.123Z``: UTC, milliseconds."""
     stamp = datetime.datetime.fromtimestamp(now, datetime.UTC)
+    return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def audit_record(decision: Decision, view: RequestView | None, now: float) -> dict[str, Any]:
+    return _record(decision, view, _iso(now))
+
+
+def _record(decision: Decision, view: RequestView | None, time: str) -> dict[str, Any]:
+    ident = decision.identity
     return {
-        "time": stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "time": time,
         "decision_id": decision.decision_id,
         "decision": "allow" if decision.allowed else "deny",
         "status": decision.status,
@@ -66,31 +76,16 @@ def audit_record(decision: Decision, view: RequestView | None, now: float) -> di
     }
 
 
-_encode_str = json.encoder.encode_basestring_ascii
-_MEMO_LIMIT = 8192
-
-
-def _json(value: object) -> str:
-    """One JSON scalar, exactly as ``json.dumps`` writes it."""
-    if value is None:
-        return "null"
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if isinstance(value, str):
-        return str(_encode_str(value))
-    return json.dumps(value)
-
-
 class LineFormat:
-    """``json.dumps(audit_record(...))``, byte for byte, at a fraction of the cost: the
-    part that depends on the decision and the caller (the same for every request of a
-    user on a route) is written once and kept; the second of the timestamp too."""
+    """``json.dumps(audit_record(...), separators=(",", ":"))``, byte for byte, written by
+    orjson (as fast as the hand-built format it replaced, ~1.7 µs a line, against ~5.5 µs
+    for json.dumps). Lines stay printable ASCII as json.dumps writes them: orjson writes
+    other characters raw, and a reader that splits lines at U+2028 or NEL (Python's
+    ``splitlines`` does) must never see a client's value break one, so such a rare line
+    is written by json.dumps instead. The timestamp's second is formatted once a second."""
 
     def __init__(self) -> None:
         self._stamp: tuple[int, str] = (-1, "")  # one tuple: a second and its text, never mixed
-        self._middle: dict[tuple[object, ...], tuple[object, str]] = {}
 
     def _time(self, now: float) -> str:
         second = int(now)
@@ -104,29 +99,15 @@ class LineFormat:
             self._stamp = stamp
         return f"{stamp[1]}.{micros // 1000:03d}Z"
 
-    def _decided(self, decision: Decision) -> str:
-        ident = decision.identity
-        key = (id(ident), decision.allowed, decision.status, decision.reason, decision.policy_id,
-               decision.dry_run, decision.would_deny)
-        kept = self._middle.get(key)
-        if kept is not None and kept[0] is ident:
-            return kept[1]
-        record = audit_record(decision, None, 0.0)
-        text = ",".join(f'"{name}":{_json(record[name])}' for name in FIELDS[2:14])
-        if len(self._middle) >= _MEMO_LIMIT:
-            self._middle.clear()
-        self._middle[key] = (ident, text)  # holds ident: its id cannot be reused meanwhile
-        return text
-
     def line(self, decision: Decision, view: RequestView | None, now: float) -> str:
-        if view is None:
-            tail = '"method":null,"host":null,"path":null,"source":null,"request_id":null'
-        else:
-            tail = (f'"method":{_json(view.method)},"host":{_json(view.host)},'
-                    f'"path":{_json(safe_path(view.path))},"source":{_json(view.source_address)},'
-                    f'"request_id":{_json(view.request_id)}')
-        return (f'{{"time":"{self._time(now)}","decision_id":{_json(decision.decision_id)},'
-                f"{self._decided(decision)},{tail}}}")
+        record = _record(decision, view, self._time(now))
+        try:
+            line = orjson.dumps(record).decode()
+        except orjson.JSONEncodeError:  # an integer beyond 64 bits
+            return json.dumps(record, separators=(",", ":"))
+        if line.isascii() and "\x7f" not in line:
+            return line
+        return json.dumps(record, separators=(",", ":"))
 
 
 class AuditLog:

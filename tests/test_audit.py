@@ -230,3 +230,38 @@ def test_the_envoy_examples_replace_a_clients_request_id(name: str) -> None:
                 assert hcm["use_remote_address"] is True
                 assert hcm["preserve_external_request_id"] is False
                 assert hcm["generate_request_id"] is True
+
+
+@pytest.mark.parametrize("value", ["line\u2028break", "nel\x85", "del\x7f", "bell\x07", "é", "\ud800"])
+def test_an_audit_line_stays_one_printable_ascii_line_whatever_a_client_sends(value: str) -> None:
+    """orjson writes non-ASCII raw; a reader that splits at U+2028 or NEL (Python's splitlines
+    does) must still see one line per decision, exactly as json.dumps writes it."""
+    from extauthz import decision as d
+    from extauthz.audit import LineFormat, audit_record
+    from extauthz.request import RequestView
+
+    view = RequestView(method="GET", scheme="https", host="h.example", path="/p", query="",
+                       headers={}, context_extensions={}, source_address="203.0.113.7",
+                       request_id=value)
+    decision = d.allow("id-1", None, reason="allowed", description="public", upstream_headers=(),
+                       remove_headers=(), policy_id=value)
+    line = LineFormat().line(decision, view, 1700000000.25)
+    assert line == json.dumps(audit_record(decision, view, 1700000000.25), separators=(",", ":"))
+    assert line.isascii()
+    assert all(" " <= c < "\x7f" for c in line)
+    assert line.splitlines() == [line]
+    assert json.loads(line)["request_id"] == json.loads(line)["policy"] == value
+
+
+def test_a_step_up_time_beyond_64_bits_is_still_written() -> None:
+    from extauthz import decision as d
+    from extauthz.audit import LineFormat
+    from extauthz.identity.model import Identity
+
+    ident = Identity(issuer="https://idp.example", subject="alice", username="alice", email=None,
+                     audiences=("api",), groups=(), scopes=(), client_id="cli", acr="phr",
+                     auth_time=-(2**70), jti="j1", issued_at=1.0, expires_at=2.0,
+                     claims={})  # type: ignore[arg-type]
+    decision = d.allow("id-1", ident, reason="allowed", description="allowed",
+                       upstream_headers=(), remove_headers=(), policy_id="p1")
+    assert json.loads(LineFormat().line(decision, None, 1700000000.0))["stepup_auth_time"] == -(2**70)
