@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable
 
 from extauthz import decision as d
+from extauthz.cache import BoundedCache
 from extauthz.clock import SYSTEM_CLOCK, Clock
 from extauthz.config import Settings
 from extauthz.decision import Decision, Headers, Reason
@@ -36,6 +37,7 @@ log = logging.getLogger("extauthz.authorize")
 _PUBLIC = Requirements(False, frozenset(), frozenset(), (), ())
 _SIGNED_IN = Requirements(True, frozenset(), frozenset(), (), ())
 _RENDERED_LIMIT = 8192
+_Rendered = tuple[Identity | None, Policy | None, Headers]  # identity and policy held: ids stay theirs
 
 
 class DecisionIds:
@@ -69,7 +71,7 @@ class Authorizer:
         self._clock = clock
         self._names = HeaderNames.with_prefix(settings.headers.prefix)
         self._ids = DecisionIds()
-        self._rendered: dict[tuple[int, int], tuple[Identity | None, Policy | None, Headers]] = {}
+        self._rendered: BoundedCache[tuple[int, int], _Rendered] = BoundedCache(_RENDERED_LIMIT)
         self._cookie = settings.token.cookie
         # Our credentials ride in cookies too: never pass them to the upstream.
         names = {settings.stepup.cookie_name}
@@ -236,11 +238,8 @@ class Authorizer:
                                  policy_id=policy.id if policy else None)
         if policy is not None and policy.headers:
             added += self._policy_headers(policy, identity)
-        if len(self._rendered) >= _RENDERED_LIMIT:
-            self._rendered.clear()
         # The entry holds identity and policy, so their ids cannot be reused while it lives.
-        self._rendered[key] = (identity, policy, added)
-        return added
+        return self._rendered.put(key, (identity, policy, added))[2]
 
     def _policy_headers(self, policy: Policy, identity: Identity | None) -> Headers:
         """A policy's template headers, less any in our own namespace. Validation refuses

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from functools import lru_cache
 
+from extauthz.cache import BoundedCache
 from extauthz.config import KUBERNETES_RESERVED, HeaderSettings
 from extauthz.errors import ExtAuthzError
 from extauthz.identity.model import Identity
@@ -125,7 +125,11 @@ def lookalikes(header_names: tuple[str, ...], prefix: str, managed: frozenset[st
     ``x-remote-`` or a policy's template header, with '_' read as '-'. Clients send the same few sets
     of names over and over, so the answer is kept per set (sets of ordinary size only)."""
     if len(header_names) <= _MEMO_NAMES and sum(map(len, header_names)) <= _MEMO_NAME_BYTES:
-        return _lookalikes_kept(header_names, prefix, managed)
+        key = (header_names, prefix, managed)
+        kept = _LOOKALIKES.get(key)
+        if kept is None:
+            kept = _LOOKALIKES.put(key, _lookalikes(header_names, prefix, managed))
+        return kept
     return _lookalikes(header_names, prefix, managed)
 
 
@@ -138,7 +142,8 @@ def _lookalikes(header_names: tuple[str, ...], prefix: str, managed: frozenset[s
     return tuple(out)
 
 
-_lookalikes_kept = lru_cache(maxsize=2048)(_lookalikes)
+_LOOKALIKES: BoundedCache[tuple[tuple[str, ...], str, frozenset[str]], tuple[str, ...]] = \
+    BoundedCache(2048)
 
 
 def headers_to_remove(

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
+from extauthz.cache import BoundedCache
 from extauthz.errors import BadRequest
 from extauthz.policy.paths import normalize_path
 
@@ -55,8 +56,8 @@ class BadAuthority(BadRequest):
     with an optional all-digit port."""
 
 
-_HOSTS: dict[str, str] = {}
-_HOSTS_LIMIT, _HOST_LENGTH = 4096, 255
+_HOSTS: BoundedCache[str, str] = BoundedCache(4096)
+_HOST_LENGTH = 255
 _REG_NAME = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*\.?")
 _PORT = re.compile(r"[0-9]{0,5}")
 
@@ -68,10 +69,7 @@ def split_host(authority: str) -> str:
     same few authorities again and again: the answers are kept (bounded)."""
     host = _HOSTS.get(authority)
     if host is None:
-        host = _parse_authority(authority)
-        if len(_HOSTS) >= _HOSTS_LIMIT:
-            _HOSTS.clear()
-        _HOSTS[authority] = host
+        host = _HOSTS.put(authority, _parse_authority(authority))
     return host
 
 

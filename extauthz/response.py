@@ -12,6 +12,7 @@ from typing import Any, cast
 
 from google.rpc import status_pb2
 
+from extauthz.cache import BoundedCache
 from extauthz.decision import Decision
 from extauthz.pb.envoy.config.core.v3 import base_pb2
 from extauthz.pb.envoy.service.auth.v3 import external_auth_pb2 as ext
@@ -103,8 +104,8 @@ class ResponseEncoder:
 
     def __init__(self, decision_id_header: str) -> None:
         self._id_key = _field(1, decision_id_header.encode())
-        self._ok: dict[tuple[object, ...], bytes] = {}
-        self._denied: dict[tuple[object, ...], bytes] = {}
+        self._ok: BoundedCache[tuple[object, ...], bytes] = BoundedCache(_MEMO_LIMIT)
+        self._denied: BoundedCache[tuple[object, ...], bytes] = BoundedCache(_MEMO_LIMIT)
 
     def encode(self, decision: Decision) -> bytes:
         if decision.allowed:
@@ -123,10 +124,8 @@ class ResponseEncoder:
         return denied
 
     @staticmethod
-    def _keep(memo: dict[tuple[object, ...], bytes], key: tuple[object, ...], value: bytes) -> bytes:
+    def _keep(memo: BoundedCache[tuple[object, ...], bytes], key: tuple[object, ...],
+              value: bytes) -> bytes:
         if len(value) > _MEMO_BYTES:  # a long redirect URL, say: not worth keeping
             return value
-        if len(memo) >= _MEMO_LIMIT:  # bounded: many distinct users start it over
-            memo.clear()
-        memo[key] = value
-        return value
+        return memo.put(key, value)  # bounded: many distinct users start it over

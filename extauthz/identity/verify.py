@@ -18,13 +18,13 @@ import binascii
 import hashlib
 import math
 import re
-from collections import OrderedDict
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
 from jwt.algorithms import Algorithm, get_default_algorithms
 
+from extauthz.cache import BoundedCache
 from extauthz.clock import Clock
 from extauthz.config import IssuerSettings, Settings
 from extauthz.errors import (
@@ -215,8 +215,7 @@ class TokenVerifier:
         self._clock = clock
         self._leeway = settings.token.leeway
         self._max_bytes = settings.token.max_bytes
-        self._cache_size = settings.token.cache_size
-        self._cache: OrderedDict[bytes, Identity] = OrderedDict()
+        self._cache: BoundedCache[bytes, Identity] = BoundedCache(settings.token.cache_size, lru=True)
         self.cache_hits = 0
         self.cache_misses = 0
 
@@ -228,18 +227,14 @@ class TokenVerifier:
         cached = self._cache.get(digest)
         if cached is not None:
             if self._clock.wall() > cached.expires_at + self._leeway:
-                del self._cache[digest]
+                self._cache.discard(digest)
                 raise TokenExpired("token expired")
             self.cache_hits += 1
-            self._cache.move_to_end(digest)
+            self._cache.touch(digest)
             self._check_revoked(cached)
             return cached
         self.cache_misses += 1
-        identity = await self._verify_uncached(token)
-        if self._cache_size:
-            self._cache[digest] = identity
-            if len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
+        identity = self._cache.put(digest, await self._verify_uncached(token))
         self._check_revoked(identity)
         return identity
 

@@ -36,9 +36,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from functools import lru_cache
 from urllib.parse import unquote, unquote_to_bytes
 
+from extauthz.cache import BoundedCache
 from extauthz.errors import BadRequest
 
 
@@ -114,8 +114,19 @@ def literal_path(path: str) -> str:
     return _normalize(path.replace("\\", "%5C"), _SLASH, literal=True)
 
 
-@lru_cache(maxsize=4096)
+_NORMALIZED: BoundedCache[tuple[str, re.Pattern[str], bool], str] = BoundedCache(4096)
+
+
 def _normalize(path: str, separators: re.Pattern[str], *, literal: bool = False) -> str:
+    """Kept per path (an ambiguous one is refused anew each time: refusals are not kept)."""
+    key = (path, separators, literal)
+    kept = _NORMALIZED.get(key)
+    if kept is None:
+        kept = _NORMALIZED.put(key, _normalized(path, separators, literal=literal))
+    return kept
+
+
+def _normalized(path: str, separators: re.Pattern[str], *, literal: bool) -> str:
     if len(path) > MAX_PATH:
         raise AmbiguousPath(f"the path is longer than {MAX_PATH} bytes")
     if any(c < " " or c == "\x7f" for c in path):

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from extauthz.cache import BoundedCache
 from extauthz.clock import Clock
 from extauthz.identity.model import Identity
 from extauthz.policy.model import WEBAUTHN_ACR
@@ -57,8 +57,8 @@ class StepupCookies:
         self._public = key.public_key()
         self._lifetime = lifetime
         self._clock = clock
-        self._cache: OrderedDict[bytes, StepupProof | None] = OrderedDict()
-        self._cache_size = cache_size
+        # (proof,): a cookie that is not valid is kept too, as (None,)
+        self._cache: BoundedCache[bytes, tuple[StepupProof | None]] = BoundedCache(cache_size, lru=True)
 
     def mint(self, identity: Identity, credential_id: str) -> str:
         now = int(self._clock.wall())
@@ -84,14 +84,12 @@ class StepupCookies:
     def verify(self, value: str, identity: Identity) -> StepupProof | None:
         """The proof in a valid, unexpired cookie of this same user, else None."""
         digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).digest()
-        if digest in self._cache:
-            proof = self._cache[digest]
-            self._cache.move_to_end(digest)
+        kept = self._cache.get(digest)
+        if kept is None:
+            kept = self._cache.put(digest, (self._parse(value),))
         else:
-            proof = self._parse(value)
-            self._cache[digest] = proof
-            if len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
+            self._cache.touch(digest)
+        proof = kept[0]
         if proof is None or self._clock.wall() > proof.expires_at:
             return None
         if (proof.issuer, proof.subject) != (identity.issuer, identity.subject):
