@@ -299,3 +299,42 @@ def test_the_demo_issuer_beyond_this_machine_needs_the_opt_in_which_is_reported(
     assert s.demo_issuer.allow_non_local is True
     [warning] = insecure_settings(s)
     assert warning.endswith("with any groups (allow_non_local: from other machines too)")
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_nan_or_infinity_for_a_number_is_refused(value: float) -> None:
+    # Before: shutdown_grace: .nan passed every bound check (NaN compares false) and started.
+    with pytest.raises(ConfigError, match="'shutdown_grace' must be a finite number"):
+        settings_from_document({"shutdown_grace": value})
+
+
+def test_a_section_given_as_null_is_its_defaults() -> None:
+    s = settings_from_document({"grpc": None, "token": None, "stepup": None})
+    assert s.grpc_listen == ("0.0.0.0", 9001)
+    assert s.token.leeway == 30
+
+
+def test_a_list_item_of_the_wrong_type_is_named_by_its_index() -> None:
+    with pytest.raises(ConfigError) as err:
+        settings_from_document({"issuers": [{"issuer": "https://idp", "audiences": ["api", 7]}]})
+    assert str(err.value) == "config: 'issuers[0].audiences[1]' must be a string, got a number"
+
+
+def test_a_document_that_is_not_a_mapping_is_one_error_not_a_traceback() -> None:
+    with pytest.raises(ConfigError, match="the document must be a mapping of keys, got a list"):
+        settings_from_document(["grpc"])  # type: ignore[arg-type]
+
+
+def test_broken_yaml_in_the_config_file_is_one_line_with_the_place(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("grpc: [unclosed\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings(str(bad), {})
+    assert str(err.value) == (f"config: {bad} is not valid YAML: while parsing a flow sequence: "
+                              "expected ',' or ']', but got '<stream end>' (line 2, column 1)")
+
+
+def test_a_text_key_takes_its_variable_as_written_and_null_only_where_it_may_be_null() -> None:
+    s = load_settings(None, {"EXTAUTHZ_REALM": "null", "EXTAUTHZ_TOKEN_COOKIE": "null",
+                             "EXTAUTHZ_DEFAULT_ACTION": "allow", "EXTAUTHZ_WORKERS": "3"})
+    assert (s.realm, s.token.cookie, s.default_action, s.workers) == ("null", None, "allow", 3)

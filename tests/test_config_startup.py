@@ -111,3 +111,19 @@ def test_the_demo_issuer_with_a_public_url_elsewhere_stops_the_start(tmp_path: P
     assert line.endswith("turn demo_issuer off, or set demo_issuer.allow_non_local: true for a "
                          "throwaway demo")
     assert not (tmp_path / "k.pem").exists()  # refused before anything was made
+
+
+def test_broken_yaml_in_the_config_file_stops_the_start_in_one_line(tmp_path: Path) -> None:
+    cfg = tmp_path / "broken.yaml"
+    cfg.write_text("grpc: {listen: 127.0.0.1:9001\nworkers: 2\n")
+    line = refused(serve(tmp_path, None, None, "--config", str(cfg)))
+    assert line.startswith(f"extauthz: config: {cfg} is not valid YAML: while parsing a flow "
+                           "mapping: ")
+    assert line.endswith(")")  # (line L, column C)
+
+
+def test_an_unknown_key_in_the_config_file_stops_the_start_with_the_closest_key(
+    tmp_path: Path,
+) -> None:
+    line = refused(serve(tmp_path, {"token": {"leway": 60}}))
+    assert line == "extauthz: config: unknown key 'token.leway': did you mean 'leeway'?"

@@ -151,3 +151,42 @@ def test_a_regex_re2_cannot_run_is_refused_naming_the_policy_and_the_pattern(reg
     assert message.startswith(f"policies.yaml: policy 'reports': 'match.paths[1].regex' is {regex!r}, "
                               f"which RE2 refuses ({why}): write an RE2 regex")
     assert "\n" not in message  # one line, even for a pattern with a newline in it
+
+
+@pytest.mark.parametrize("pid", ["abc\n", "abc\r\n", "a" * 64, "-abc", "abc-"])
+def test_a_policy_id_outside_the_pattern_is_refused(pid: str) -> None:
+    # Before: Python's '$' matched before a final newline, so id "abc\n" was stored and logged.
+    with pytest.raises(PolicyInvalid) as err:
+        parse_policy({"id": pid})
+    message = str(err.value)
+    assert message.startswith("policy: 'id' is ")
+    assert message.endswith(": use lower-case letters, digits and '-' (at most 63, not starting "
+                            "or ending with '-')")
+    assert "\n" not in message
+
+
+def test_broken_yaml_is_one_line_naming_the_source_and_the_place() -> None:
+    with pytest.raises(PolicyInvalid) as err:
+        documents_from_text("id: a\nmatch: {paths: [{prefix: /a/}]\n", "f.yaml")
+    assert str(err.value) == ("f.yaml: not valid YAML or JSON: while parsing a flow mapping: "
+                              "expected ',' or '}', but got '<stream end>' (line 3, column 1)")
+
+
+def test_a_problem_in_a_list_item_names_its_index() -> None:
+    with pytest.raises(PolicyInvalid) as err:
+        parse_policies([{"id": "a", "match": {"hosts": ["api.example.com", 443]}}], "p.yaml")
+    assert str(err.value) == "p.yaml: policy 'a': 'match.hosts[1]' must be a string, got a number"
+
+
+def test_the_stored_form_has_every_key_in_order_and_only_each_path_s_kind() -> None:
+    p = parse_policy({"id": "a", "match": {"paths": [{"prefix": "/a/", "exact": None}],
+                                           "methods": ["get"]},
+                      "require": {"stepup": {}}})
+    assert p.document == {
+        "id": "a", "priority": 0,
+        "match": {"hosts": [], "paths": [{"prefix": "/a/"}], "methods": ["GET"], "bound_only": False},
+        "require": {"authenticated": True, "issuers": [], "audiences": [], "scopes": [],
+                    "claims": None, "stepup": {"max_age": 300, "acr_values": ["urn:extauthz:webauthn"]}},
+        "action": "allow", "mode": "enforce", "headers": None, "description": ""}
+    assert list(p.document) == ["id", "priority", "match", "require", "action", "mode", "headers",
+                                "description"]

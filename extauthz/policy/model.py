@@ -1,68 +1,45 @@
-"""Policy documents: parsed once, validated with errors that name the field and the fix.
+"""Policies: a validated document (``document.py``) compiled for the matcher.
 
-A document is YAML or JSON; a file may hold one policy, a YAML stream of them, or a
-list (JSON array). Unknown keys are errors (``methdos:`` must not silently match
-every method). Parsed policies are frozen; ``document`` is their canonical form, the
-one stored and shown by ``policy get``.
+``parse_policy`` checks what the declared schema cannot (RE2 compiles each regex, paths are
+in the form requests are compared in, methods are standard, header templates name claims)
+and builds the frozen ``Policy`` the matcher reads, with errors that name the policy, the
+field and the fix. ``Policy.document`` is the canonical form, the one stored and shown by
+``policy get``.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import re2  # type: ignore[import-untyped]  # google-re2: no stubs; typed by Regex below
 import yaml
 
-from extauthz.errors import ConfigError, PolicyInvalid
+from extauthz.errors import PolicyInvalid
+from extauthz.policy.document import (
+    METHODS,
+    POLICY_DOCUMENT,
+    WEBAUTHN_ACR,
+    PathDocument,
+    PolicyDocument,
+    StepupDocument,
+    canonical_document,
+    documents_from_text,
+)
 from extauthz.policy.paths import AmbiguousPath, normalize_path
-from extauthz.validation import Field, check_document, did_you_mean
+from extauthz.schema.messages import did_you_mean
 
-WEBAUTHN_ACR = "urn:extauthz:webauthn"
-ID_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+__all__ = ["METHODS", "WEBAUTHN_ACR", "ClaimValue", "HeaderTemplate", "PathMatch", "Policy",
+           "Regex", "Requirements", "StepupRequirement", "compile_regex", "documents_from_text",
+           "parse_policies", "parse_policy", "policies_to_yaml"]
+
 _HOST_LABELS = re.compile(r"^(\*\.)?([a-z0-9]([a-z0-9-]*[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-# RFC 9110 §9 and PATCH (RFC 5789). Anything else is refused by name: a typo such as DELET on a
-# deny policy would otherwise match no request and silently let DELETE through.
-METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _RESERVED_HEADERS = ("authorization", "cookie", "host", "content-length", "transfer-encoding",
                      "connection", "te", "upgrade")
-
-_PATH_SCHEMA = {
-    "exact": Field("str", nullable=True),
-    "prefix": Field("str", nullable=True),
-    "regex": Field("str", nullable=True),
-}
-POLICY_SCHEMA: Mapping[str, Field] = {
-    "id": Field("str", required=True, doc="lower-case letters, digits and '-'"),
-    "priority": Field("int", default=0, minimum=-1_000_000, maximum=1_000_000),
-    "match": Field("section", schema={
-        "hosts": Field("list[str]", default=[]),
-        "paths": Field("list[section]", default=[], schema=_PATH_SCHEMA),
-        "methods": Field("list[str]", default=[]),
-        "bound_only": Field("bool", default=False,
-                            doc="true: only routes that bind it via context_extensions use it"),
-    }),
-    "require": Field("section", schema={
-        "authenticated": Field("bool", default=True),
-        "issuers": Field("list[str]", default=[]),
-        "audiences": Field("list[str]", default=[]),
-        "scopes": Field("list[str]", default=[]),
-        "claims": Field("any", default=None, nullable=True),
-        "stepup": Field("section", nullable=True, default=None, schema={
-            "max_age": Field("int", default=300, minimum=1, maximum=30 * 86400),
-            "acr_values": Field("list[str]", default=[WEBAUTHN_ACR]),
-        }),
-    }),
-    "action": Field("str", default="allow", choices=("allow", "deny")),
-    "mode": Field("str", default="enforce", choices=("enforce", "dry-run")),
-    "headers": Field("any", default=None, nullable=True),
-    "description": Field("str", default=""),
-}
 
 ClaimValue = str | int | float | bool
 
@@ -177,8 +154,9 @@ def _method(value: str, where: str) -> str:
     return method
 
 
-def _path(entry: Mapping[str, Any], where: str) -> PathMatch:
-    given = [(k, v) for k, v in entry.items() if v is not None]
+def _path(entry: PathDocument, where: str) -> PathMatch:
+    given = [(k, v) for k, v in (("exact", entry.exact), ("prefix", entry.prefix),
+                                 ("regex", entry.regex)) if v is not None]
     if len(given) != 1:
         raise _fail(where, "needs exactly one of exact, prefix or regex, e.g. {prefix: /admin/}")
     kind, value = given[0]
@@ -219,12 +197,12 @@ def _claims(value: object, where: str) -> tuple[tuple[str, tuple[ClaimValue, ...
     return tuple(out)
 
 
-def _stepup(value: Mapping[str, Any] | None) -> StepupRequirement | None:
+def _stepup(value: StepupDocument | None) -> StepupRequirement | None:
     if value is None:
         return None
-    if not value["acr_values"]:
+    if not value.acr_values:
         raise _fail("require.stepup.acr_values", f"is empty; list at least {WEBAUTHN_ACR}")
-    return StepupRequirement(max_age=value["max_age"], acr_values=tuple(value["acr_values"]))
+    return StepupRequirement(max_age=value.max_age, acr_values=value.acr_values)
 
 
 def _headers(value: object, where: str) -> tuple[HeaderTemplate, ...]:
@@ -260,61 +238,44 @@ def _headers(value: object, where: str) -> tuple[HeaderTemplate, ...]:
 
 def parse_policy(doc: object, where: str = "policy") -> Policy:
     """One document to a Policy, or a PolicyInvalid naming the field."""
-    try:
-        d = check_document(doc, POLICY_SCHEMA, what=where)
-    except PolicyInvalid:
-        raise
-    except ConfigError as e:  # the shared checker's error, as a policy error
-        raise PolicyInvalid(e.message) from e
-    pid = d["id"]
-    if not ID_PATTERN.match(pid):
-        raise PolicyInvalid(f"{where}: 'id' is {pid!r}: use lower-case letters, digits and '-' "
-                            "(at most 63, not starting or ending with '-')")
+    d = POLICY_DOCUMENT.validate(doc, what=where, error=PolicyInvalid)
     if where == "policy":
-        where = f"policy '{pid}'"
+        where = f"policy '{d.id}'"
     try:
-        return _parse_fields(d, pid)
+        return _compile(d)
     except _FieldInvalid as e:
         raise PolicyInvalid(f"{where}: '{e.field}' {e.message}") from e
 
 
-def _parse_fields(d: dict[str, Any], pid: str) -> Policy:
-    m, r = d["match"], d["require"]
-    hosts = tuple(dict.fromkeys(_host(h, f"match.hosts[{i}]") for i, h in enumerate(m["hosts"])))
-    paths = tuple(_path(p, f"match.paths[{i}]") for i, p in enumerate(m["paths"]))
-    methods = [_method(method, f"match.methods[{i}]") for i, method in enumerate(m["methods"])]
-    m["methods"] = list(dict.fromkeys(methods))  # the stored form: upper case, once each
+def _compile(d: PolicyDocument) -> Policy:
+    m, r = d.match, d.require
+    hosts = tuple(dict.fromkeys(_host(h, f"match.hosts[{i}]") for i, h in enumerate(m.hosts)))
+    paths = tuple(_path(p, f"match.paths[{i}]") for i, p in enumerate(m.paths))
+    methods = tuple(dict.fromkeys(_method(method, f"match.methods[{i}]")
+                                  for i, method in enumerate(m.methods)))
     require = Requirements(
-        authenticated=r["authenticated"],
-        issuers=frozenset(r["issuers"]),
-        audiences=frozenset(r["audiences"]),
-        scopes=tuple(r["scopes"]),
-        claims=_claims(r["claims"], "require.claims"),
-        stepup=_stepup(r["stepup"]),
+        authenticated=r.authenticated,
+        issuers=frozenset(r.issuers),
+        audiences=frozenset(r.audiences),
+        scopes=r.scopes,
+        claims=_claims(r.claims, "require.claims"),
+        stepup=_stepup(r.stepup),
     )
-    if m["bound_only"] and (hosts or paths or methods):
+    if m.bound_only and (hosts or paths or methods):
         raise _fail("match.bound_only", "is true, so hosts, paths and methods would never be used; "
                                         "drop them or set bound_only: false")
     if not require.authenticated and (require.issuers or require.audiences or require.scopes
                                       or require.claims or require.stepup):
         raise _fail("require", "asks for issuers, audiences, scopes, claims or stepup on a public "
                                "route; set authenticated: true or drop them")
-    headers = _headers(d["headers"], "headers")
-    canonical = canonical_document(d)
+    headers = _headers(d.headers, "headers")
+    # The stored form: methods upper case, once each.
+    canonical = canonical_document(replace(d, match=replace(m, methods=methods)))
     return Policy(
-        id=pid, priority=d["priority"], hosts=hosts, paths=paths, methods=frozenset(methods),
-        bound_only=m["bound_only"],
-        require=require, action=d["action"], mode=d["mode"], headers=headers,
-        description=d["description"], document=canonical,
+        id=d.id, priority=d.priority, hosts=hosts, paths=paths, methods=frozenset(methods),
+        bound_only=m.bound_only, require=require, action=d.action, mode=d.mode, headers=headers,
+        description=d.description, document=canonical,
     )
-
-
-def canonical_document(d: Mapping[str, Any]) -> dict[str, Any]:
-    """The stored form: every key present, path entries with only their one kind."""
-    doc = json.loads(json.dumps(d))
-    doc["match"]["paths"] = [{k: v for k, v in p.items() if v is not None}
-                             for p in doc["match"]["paths"]]
-    return dict(doc)
 
 
 def parse_policies(docs: Iterable[object], source: str = "policy") -> list[Policy]:
@@ -332,23 +293,6 @@ def parse_policies(docs: Iterable[object], source: str = "policy") -> list[Polic
         seen[policy.id] = i
         policies.append(policy)
     return policies
-
-
-def documents_from_text(text: str, source: str) -> list[object]:
-    """YAML stream or JSON; a top-level list is a list of policies."""
-    try:
-        loaded = list(yaml.safe_load_all(text))
-    except yaml.YAMLError as e:
-        raise PolicyInvalid(f"{source}: not valid YAML or JSON: {e}") from e
-    docs: list[object] = []
-    for item in loaded:
-        if item is None:
-            continue
-        if isinstance(item, list):
-            docs.extend(item)
-        else:
-            docs.append(item)
-    return docs
 
 
 def policies_to_yaml(policies: Sequence[Policy]) -> str:

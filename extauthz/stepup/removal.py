@@ -20,11 +20,11 @@ cookie it ends even if the CLI and the workers read different configs.
 
 from __future__ import annotations
 
-from extauthz.config import SCHEMA
+from extauthz.config import MAX_STEPUP_COOKIE_AGE
 from extauthz.revocation.model import Revocation
 from extauthz.revocation.store import RevocationStore
 
-LONGEST_COOKIE = int(SCHEMA["stepup"].schema["max_age_limit"].maximum or 0)
+LONGEST_COOKIE = MAX_STEPUP_COOKIE_AGE
 STEPUP_REVOCATION_TTL = LONGEST_COOKIE + 60
 
 
