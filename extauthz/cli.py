@@ -64,6 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     from extauthz.store_cli import add_store_commands
 
     add_store_commands(sub, with_config)
+    from extauthz.schema.cli import add_schema_commands
+
+    add_schema_commands(sub)
     return parser
 
 
@@ -143,6 +146,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args)
         if args.command == "token":
             return _token(args)
+        if args.command == "schema":
+            from extauthz.schema.cli import run_schema_command
+
+            return run_schema_command(args)
         if args.command == "policy":
             from extauthz.policy.cli import run_policy_command
 
