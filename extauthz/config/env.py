@@ -20,6 +20,7 @@ import yaml
 from extauthz.config.model import ConfigFile
 from extauthz.config.settings import Settings, settings_from_document
 from extauthz.errors import ConfigError
+from extauthz.schema import strict_yaml
 from extauthz.schema.declare import Section
 from extauthz.schema.introspect import hints, nullable, strip
 from extauthz.schema.messages import yaml_problem
@@ -120,7 +121,7 @@ def read_yaml_mapping(path: str) -> dict[str, Any]:
     except OSError as e:
         raise ConfigError(f"config: cannot read {path}: {e.strerror}; check the --config path") from e
     try:
-        doc = yaml.safe_load(text)
+        doc = strict_yaml.load(text)
     except yaml.YAMLError as e:
         raise ConfigError(f"config: {path} is not valid YAML: {yaml_problem(e)}") from e
     if doc is None:

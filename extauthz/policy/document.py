@@ -17,6 +17,7 @@ import yaml
 from pydantic import Field, SkipValidation, WithJsonSchema
 
 from extauthz.errors import PolicyInvalid
+from extauthz.schema import strict_yaml
 from extauthz.schema.declare import CLOSED, Bool, DocumentType, Hint, Int, Section, Str
 from extauthz.schema.messages import yaml_problem
 
@@ -115,7 +116,7 @@ POLICY_DOCUMENT = DocumentType(
 def documents_from_text(text: str, source: str) -> list[object]:
     """YAML stream or JSON; a top-level list is a list of policies."""
     try:
-        loaded = list(yaml.safe_load_all(text))
+        loaded = list(strict_yaml.load_all(text))
     except yaml.YAMLError as e:
         raise PolicyInvalid(f"{source}: not valid YAML or JSON: {yaml_problem(e)}") from e
     docs: list[object] = []
