@@ -5,19 +5,19 @@ miss with an unknown key awaits the IdP).
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import logging
 import os
 from collections.abc import Callable
 
 from extauthz import decision as d
+from extauthz import denials
 from extauthz.cache import BoundedCache
 from extauthz.clock import SYSTEM_CLOCK, Clock
 from extauthz.config import Settings
 from extauthz.decision import Decision, Headers, Reason
-from extauthz.errors import KeysUnavailable, TokenError
-from extauthz.identity.extract import cookie_value, find_token, without_cookies
+from extauthz.errors import BadRequest, KeysUnavailable, TokenError
+from extauthz.identity.extract import find_token, without_cookies
 from extauthz.identity.model import Identity
 from extauthz.identity.verify import TokenVerifier
 from extauthz.identity_headers import (
@@ -26,11 +26,11 @@ from extauthz.identity_headers import (
     identity_headers,
 )
 from extauthz.policy.evaluate import render_headers, unmet
-from extauthz.policy.model import WEBAUTHN_ACR, Policy, Requirements, StepupRequirement
+from extauthz.policy.model import Policy, Requirements
 from extauthz.policy.sync import PolicySnapshot
 from extauthz.request import RequestView
 from extauthz.revocation.sync import RevocationSnapshot
-from extauthz.stepup.cookie import StepupCookies
+from extauthz.stepup.gate import StepupGate
 
 log = logging.getLogger("extauthz.authorize")
 
@@ -51,15 +51,12 @@ class DecisionIds:
         return f"{self._prefix}-{next(self._counter):x}"
 
 
-class StepupKeys:
-    """Holds the cookie verifier once its signing key is loaded (from a file or the store)."""
-
-    cookies: StepupCookies | None = None
-
-
 class Authorizer:
-    def __init__(self, settings: Settings, verifier: TokenVerifier, policies: PolicySnapshot,
-                 stepup: StepupKeys | None = None, clock: Clock = SYSTEM_CLOCK,
+    """Decides one request from the snapshots it is given; built once per process by the
+    engine (``engine.py``), whatever asks: Check, the step-up pages, ``policy explain``."""
+
+    def __init__(self, *, settings: Settings, verifier: TokenVerifier, policies: PolicySnapshot,
+                 stepups: StepupGate | None = None, clock: Clock = SYSTEM_CLOCK,
                  revocations: RevocationSnapshot | None = None,
                  on_dry_run: Callable[[str], None] | None = None) -> None:
         self._on_dry_run = on_dry_run
@@ -67,8 +64,9 @@ class Authorizer:
         self._verifier = verifier
         self._policies = policies
         self._revocations = revocations
-        self._stepup = stepup or StepupKeys()
-        self._clock = clock
+        self._stepups = stepups or StepupGate(
+            cookie_name=settings.stepup.cookie_name, lifetime=settings.stepup.max_age_limit,
+            clock=clock, revocations=revocations)
         self._names = HeaderNames.with_prefix(settings.headers.prefix)
         self._ids = DecisionIds()
         self._rendered: BoundedCache[tuple[int, int], _Rendered] = BoundedCache(_RENDERED_LIMIT)
@@ -88,19 +86,23 @@ class Authorizer:
         decision_id = self._ids.next()
         index = self._policies.index
         if index is None:
-            return d.unavailable(decision_id, reason=Reason.POLICIES_UNAVAILABLE,
-                                 description="policies are not loaded yet")
+            return denials.unavailable(decision_id, reason=Reason.POLICIES_UNAVAILABLE,
+                                       description="policies are not loaded yet")
         if self._revocations is not None and not self._revocations.ready:
-            return d.unavailable(decision_id, reason=Reason.REVOCATIONS_UNAVAILABLE,
-                                 description="revocations are not loaded yet")
+            return denials.unavailable(decision_id, reason=Reason.REVOCATIONS_UNAVAILABLE,
+                                       description="revocations are not loaded yet")
         try:
             match, shadow = index.lookup(view)
         except KeyError:
-            return d.forbidden(decision_id, reason=Reason.POLICY_UNKNOWN,
-                               description="the route is bound to a policy that does not exist")
+            return denials.forbidden(
+                decision_id, reason=Reason.POLICY_UNKNOWN,
+                description="the route is bound to a policy that does not exist")
+        except BadRequest as e:  # an encoded separator that changes which policy applies
+            log.warning("bad request refused: %s", e.message)
+            return denials.bad_request(decision_id, description=e.message)
         # A dry-run policy never decides: the enforcing match, or the default, does.
         if shadow is not None and shadow.host_rule == "bound":  # fail closed, as for an unknown id
-            decision = d.forbidden(
+            decision = denials.forbidden(
                 decision_id, reason=Reason.POLICY_UNKNOWN,
                 description=f"the route is bound to policy {shadow.policy.id}, which is in "
                             "dry-run mode and never decides")
@@ -135,15 +137,15 @@ class Authorizer:
     async def _default(self, decision_id: str, view: RequestView) -> Decision:
         action = self._settings.default_action
         if action == "deny":
-            return d.forbidden(decision_id, reason=Reason.NO_POLICY,
-                               description="no policy allows this request")
+            return denials.forbidden(decision_id, reason=Reason.NO_POLICY,
+                                     description="no policy allows this request")
         require = _SIGNED_IN if action == "authenticated" else _PUBLIC
         return await self._authorize(decision_id, view, require, None)
 
     async def _evaluate(self, decision_id: str, view: RequestView, policy: Policy) -> Decision:
         if policy.action == "deny":
-            return d.forbidden(decision_id, reason=Reason.POLICY_DENIED, policy_id=policy.id,
-                               description=f"policy {policy.id} denies this request")
+            return denials.forbidden(decision_id, reason=Reason.POLICY_DENIED, policy_id=policy.id,
+                                     description=f"policy {policy.id} denies this request")
         return await self._authorize(decision_id, view, policy.require, policy)
 
     async def _authorize(
@@ -166,63 +168,38 @@ class Authorizer:
                                                  policy_id)
             except KeysUnavailable as e:
                 if require.authenticated:
-                    return d.unavailable(decision_id, reason=Reason.KEYS_UNAVAILABLE,
-                                         description=e.message)
+                    return denials.unavailable(decision_id, reason=Reason.KEYS_UNAVAILABLE,
+                                               description=e.message)
         elif require.authenticated:
             return self._unauthenticated(decision_id, view, Reason.TOKEN_MISSING,
                                          "no bearer token in the request", False, policy_id)
         if require.authenticated and identity is not None:
             problem = unmet(require, identity)
             if problem is not None:
-                challenge = None
-                error = "forbidden"
-                if problem.missing_scopes:
-                    error = "insufficient_scope"
-                    challenge = d.bearer_challenge(self._settings.realm, error, problem.description,
-                                                   scope=" ".join(problem.missing_scopes))
-                return d.forbidden(decision_id, reason=problem.reason,
-                                   description=problem.description, identity=identity,
-                                   policy_id=policy_id, challenge=challenge, error=error)
+                return denials.forbidden(decision_id, reason=problem.reason,
+                                         description=problem.description, identity=identity,
+                                         policy_id=policy_id, realm=self._settings.realm,
+                                         missing_scopes=problem.missing_scopes)
             if require.stepup is not None:
                 try:
-                    stepped = self._stepped_up(require.stepup, identity, view)
+                    stepped = self._stepups.stepped_up(require.stepup, identity,
+                                                       view.headers.get("cookie"))
                 except TokenError as e:  # the step-up cookie twice: refused, never guessed
                     return self._unauthenticated(decision_id, view, e.code, e.message, True,
                                                  policy_id)
                 if stepped is None:
-                    return d.stepup_required(decision_id, view, acr_values=require.stepup.acr_values,
-                                             max_age=require.stepup.max_age, identity=identity,
-                                             policy_id=policy_id)
+                    return denials.stepup_required(
+                        decision_id, view, acr_values=require.stepup.acr_values,
+                        max_age=require.stepup.max_age, identity=identity, policy_id=policy_id)
                 identity = stepped
         reason = Reason.ALLOWED if identity is not None else Reason.ALLOWED_PUBLIC
         return self._allow(decision_id, view, identity, reason, policy)
-
-    def _stepped_up(self, req: StepupRequirement, identity: Identity, view: RequestView
-                    ) -> Identity | None:
-        """The identity if a recent enough proof exists: the IdP's own (``acr`` and
-        ``auth_time`` in the token, RFC 9470) or our step-up cookie for this same user."""
-        now = self._clock.wall()
-        if (identity.acr in req.acr_values and identity.auth_time is not None
-                and now - identity.auth_time <= req.max_age):
-            return identity
-        cookies = self._stepup.cookies
-        if cookies is None or WEBAUTHN_ACR not in req.acr_values:
-            return None  # no key loaded yet, or the policy accepts only IdP-asserted ACRs
-        value = cookie_value(view.headers.get("cookie"), self._settings.stepup.cookie_name)
-        proof = cookies.verify(value, identity) if value else None
-        if proof is None or now - proof.auth_time > req.max_age:
-            return None
-        revoked = self._revocations.current if self._revocations is not None else None
-        if revoked is not None and revoked.stepup_revoked(identity.issuer, identity.subject,
-                                                          proof.auth_time):
-            return None
-        return dataclasses.replace(identity, acr=WEBAUTHN_ACR, auth_time=proof.auth_time)
 
     def _unauthenticated(
         self, decision_id: str, view: RequestView, reason: str, description: str, token_sent: bool,
         policy_id: str | None,
     ) -> Decision:
-        return d.unauthenticated(
+        return denials.unauthenticated(
             decision_id, view, realm=self._settings.realm, login_url=self._settings.login_url,
             reason=reason, description=description, token_sent=token_sent, policy_id=policy_id,
         )

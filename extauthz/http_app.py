@@ -35,12 +35,13 @@ _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\nretry
          b"connection: close\r\ncontent-length: 18\r\n\r\ntoo many requests\n")
 
 
-def http_app(ready: ReadyCheck, demo: DemoIssuer | None, settings: Settings,
-             extra: Sequence[Routes] = ()) -> web.Application:
-    """The public side: what Envoy routes to, and what probes ask."""
+def http_app(*, ready: ReadyCheck, demo: DemoIssuer | None, settings: Settings,
+             routes: Sequence[Routes] = ()) -> web.Application:
+    """The public side: what Envoy routes to (``routes``: the step-up pages), and what
+    probes ask."""
     app = web.Application(client_max_size=64 * 1024,
                           middlewares=[_body_deadline(settings.http_header_timeout)])
-    for add in extra:
+    for add in routes:
         add(app)
 
     async def readyz(_: web.Request) -> web.Response:
@@ -66,11 +67,13 @@ def http_app(ready: ReadyCheck, demo: DemoIssuer | None, settings: Settings,
     return app
 
 
-def admin_app(ready: ReadyCheck, settings: Settings, extra: Sequence[Routes] = ()) -> web.Application:
-    """The admin side: metrics and readiness with its reasons, for operators and scrapers."""
+def admin_app(*, ready: ReadyCheck, settings: Settings,
+              routes: Sequence[Routes] = ()) -> web.Application:
+    """The admin side: metrics (``routes``) and readiness with its reasons, for operators
+    and scrapers."""
     app = web.Application(client_max_size=4 * 1024,
                           middlewares=[_body_deadline(settings.http_header_timeout)])
-    for add in extra:
+    for add in routes:
         add(app)
 
     async def readyz(_: web.Request) -> web.Response:
@@ -105,7 +108,7 @@ def _body_deadline(timeout: float) -> Callable[..., Awaitable[web.StreamResponse
     return deadline
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Listener:
     """Where one HTTP side listens, and its limits."""
 

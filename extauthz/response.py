@@ -102,7 +102,7 @@ _MEMO_BYTES = 1024
 class ResponseEncoder:
     """Decisions to serialized CheckResponses, equal on the wire to ``build_response``'s."""
 
-    def __init__(self, decision_id_header: str) -> None:
+    def __init__(self, *, decision_id_header: str) -> None:
         self._id_key = _field(1, decision_id_header.encode())
         self._ok: BoundedCache[tuple[object, ...], bytes] = BoundedCache(_MEMO_LIMIT)
         self._denied: BoundedCache[tuple[object, ...], bytes] = BoundedCache(_MEMO_LIMIT)

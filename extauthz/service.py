@@ -1,7 +1,7 @@
 """The gRPC ``envoy.service.auth.v3.Authorization/Check`` adapter: thin, and never raises.
 
-bytes -> CheckRequest -> RequestView -> Authorizer -> Decision -> CheckResponse -> bytes.
-The method is registered on raw bytes so that even an undecodable request gets an
+bytes -> CheckRequest -> RequestView -> the engine's Authorizer -> Decision -> CheckResponse
+-> bytes. The method is registered on raw bytes so that even an undecodable request gets an
 explicit deny rather than a gRPC error. Any error that escapes the pipeline is a bug;
 it becomes an explicit 503 deny, never an allow.
 """
@@ -10,35 +10,62 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Protocol
 
 import grpc
 from google.protobuf.message import DecodeError
 
-from extauthz import decision as d
-from extauthz.audit import AuditLog, safe_path
-from extauthz.authorize import Authorizer, DecisionIds
-from extauthz.decision import Reason
+from extauthz import denials
+from extauthz.audit import safe_path
+from extauthz.authorize import DecisionIds
+from extauthz.decision import Decision, Reason
 from extauthz.errors import BadRequest
 from extauthz.pb.envoy.service.auth.v3 import external_auth_pb2 as ext
-from extauthz.request import view_from_check_request
+from extauthz.request import RequestView, view_from_check_request
 from extauthz.response import ResponseEncoder, build_response
 from extauthz.telemetry import tracing
-from extauthz.telemetry.metrics import Metrics
 
 log = logging.getLogger("extauthz.service")
 
 SERVICE_NAME = ext.DESCRIPTOR.services_by_name["Authorization"].full_name
 
-INTERNAL = d.unavailable("internal", reason=Reason.INTERNAL_ERROR,
-                         description="the authorization service failed; the request is denied")
+INTERNAL = denials.unavailable("internal", reason=Reason.INTERNAL_ERROR,
+                               description="the authorization service failed; the request is denied")
 INTERNAL_ERROR: bytes = build_response(INTERNAL).SerializeToString()
-UNDECODABLE = d.unavailable("bad-request", reason=Reason.BAD_CHECK_REQUEST,
-                            description="the check request could not be decoded; the request is denied")
+UNDECODABLE = denials.unavailable(
+    "bad-request", reason=Reason.BAD_CHECK_REQUEST,
+    description="the check request could not be decoded; the request is denied")
 BAD_REQUEST: bytes = build_response(UNDECODABLE).SerializeToString()
 
 
-def _span_attributes(decision: d.Decision, view: Any) -> dict[str, str | bool | int]:
+class Decider(Protocol):
+    """What decides (the engine's ``Authorizer``)."""
+
+    @property
+    def decision_id_header(self) -> str: ...
+
+    async def check(self, view: RequestView) -> Decision: ...
+
+
+class DecisionLog(Protocol):
+    """Where each decision is recorded (the engine's ``AuditLog``); O(1), no I/O."""
+
+    def record(self, decision: Decision, view: RequestView | None) -> None: ...
+
+
+class CheckCounter(Protocol):
+    """Per-check counters (the engine's ``Metrics``); plain integers on the hot path."""
+
+    def checked(self, allowed: bool, reason: str, seconds: float) -> None: ...
+
+
+class HandlerServer(Protocol):
+    """A ``grpc.aio.Server``, as far as registering a generic handler goes."""
+
+    def add_generic_rpc_handlers(self, handlers: tuple[object, ...]) -> None: ...
+
+
+def _span_attributes(decision: Decision, view: RequestView) -> dict[str, str | bool | int]:
     """What a trace may say about a check: never a token, a cookie or a query string."""
     attrs: dict[str, str | bool | int] = {
         "extauthz.decision": "allow" if decision.allowed else "deny",
@@ -54,15 +81,15 @@ def _span_attributes(decision: d.Decision, view: Any) -> dict[str, str | bool | 
 
 
 class AuthorizationService:
-    def __init__(self, authorizer: Authorizer, audit: AuditLog | None = None,
-                 metrics: Metrics | None = None) -> None:
+    def __init__(self, *, authorizer: Decider, audit: DecisionLog | None = None,
+                 metrics: CheckCounter | None = None) -> None:
         self._authorizer = authorizer
-        self._encoder = ResponseEncoder(authorizer.decision_id_header)
+        self._encoder = ResponseEncoder(decision_id_header=authorizer.decision_id_header)
         self._audit = audit
         self._metrics = metrics
         self._ids = DecisionIds()
 
-    async def check(self, data: bytes, context: Any) -> bytes:
+    async def check(self, data: bytes, context: object) -> bytes:
         started = time.perf_counter()
         try:
             request = ext.CheckRequest.FromString(data)
@@ -70,7 +97,7 @@ class AuthorizationService:
             log.warning("undecodable CheckRequest (%d bytes); answering 503 deny", len(data))
             self._record(UNDECODABLE, None, started)
             return BAD_REQUEST
-        view = None
+        view: RequestView | None = None
         try:
             view = view_from_check_request(request)
             if tracing.active():
@@ -82,7 +109,7 @@ class AuthorizationService:
             answer = self._encoder.encode(decision)
         except BadRequest as e:  # an ambiguous path or authority: refused, audited, never guessed
             log.warning("bad request refused: %s", e.message)
-            decision = d.bad_request(self._ids.next(), description=e.message)
+            decision = denials.bad_request(self._ids.next(), description=e.message)
             self._record(decision, view, started)
             return self._encoder.encode(decision)
         except Exception:  # fail closed: a bug is a logged 503 deny, never an allow
@@ -92,14 +119,14 @@ class AuthorizationService:
         self._record(decision, view, started)
         return answer
 
-    def _record(self, decision: d.Decision, view: Any, started: float = 0.0) -> None:
+    def _record(self, decision: Decision, view: RequestView | None, started: float = 0.0) -> None:
         if self._audit is not None:
             self._audit.record(decision, view)
         if self._metrics is not None:
             self._metrics.checked(decision.allowed, decision.reason,
                                   time.perf_counter() - started if started else 0.0)
 
-    def add_to_server(self, server: Any) -> None:
+    def add_to_server(self, server: HandlerServer) -> None:
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, {
             "Check": grpc.unary_unary_rpc_method_handler(self.check),
         }),))

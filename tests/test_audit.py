@@ -113,6 +113,7 @@ def test_the_fast_line_format_is_json_dumps_byte_for_byte() -> None:
     import dataclasses
 
     from extauthz import decision as d
+    from extauthz import denials
     from extauthz.audit import LineFormat, audit_record
     from extauthz.identity.model import Identity
     from extauthz.request import RequestView
@@ -129,7 +130,7 @@ def test_the_fast_line_format_is_json_dumps_byte_for_byte() -> None:
                 remove_headers=(), policy_id="p1"),
         d.allow("id-2", dataclasses.replace(ident, acr=None), reason="dry_run", description="x",
                 upstream_headers=(), remove_headers=(), policy_id="p☃", would_deny="claim_mismatch"),
-        d.forbidden("id-3", reason="no_policy", description="no policy allows this request"),
+        denials.forbidden("id-3", reason="no_policy", description="no policy allows this request"),
     ]
     fmt = LineFormat()
     for now in (1700000000.0, 1700000000.5004, 1700000001.9876, 1700000000.9999996, 1700000002.9994999):

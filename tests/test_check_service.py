@@ -178,7 +178,7 @@ class _BrokenAuthorizer:
 async def test_a_bug_in_the_pipeline_is_an_explicit_503_deny_not_an_allow() -> None:
     from extauthz.service import AuthorizationService
 
-    service = AuthorizationService(_BrokenAuthorizer())  # type: ignore[arg-type]
+    service = AuthorizationService(authorizer=_BrokenAuthorizer())  # type: ignore[arg-type]
     resp = CheckResponse.parse(await service.check(_request({"authorization": "Bearer x"}), None))
     assert resp.status.code == 14
     assert int(resp.denied_response.status.code) == 503
@@ -189,19 +189,20 @@ async def test_a_bug_in_the_pipeline_is_an_explicit_503_deny_not_an_allow() -> N
 def test_the_response_encoder_equals_the_plain_builder_on_the_wire() -> None:
     """Kept parts plus a hand-encoded decision id parse to exactly build_response's message."""
     from extauthz import decision as d
+    from extauthz import denials
     from extauthz.pb.envoy.service.auth.v3 import external_auth_pb2 as ext
     from extauthz.response import ResponseEncoder, build_response
 
-    encoder = ResponseEncoder("x-auth-decision-id")
+    encoder = ResponseEncoder(decision_id_header="x-auth-decision-id")
     long_value = "g" * 300  # lengths past one varint byte
     allows = [d.allow(f"abc-{i:x}", None, reason="allowed", description="allowed",
                       upstream_headers=(("x-auth-subject", "alice"), ("x-auth-groups", long_value),
                                         ("impersonate-group", "a"), ("impersonate-group", "b")),
                       remove_headers=("authorization", "x-auth-extra")[:i % 3], policy_id="p")
               for i in (1, 2, 0x12345)]  # the same kept headers with 1, 2 and 0 removals
-    denials = [d.forbidden("id-9", reason="no_policy", description="no policy allows this request"),
-               d.unavailable("id-8", reason="keys_unavailable", description="no keys")]
-    for decision in [*allows, *denials, *allows]:  # the second round comes from the kept parts
+    denied = [denials.forbidden("id-9", reason="no_policy", description="no policy allows this request"),
+              denials.unavailable("id-8", reason="keys_unavailable", description="no keys")]
+    for decision in [*allows, *denied, *allows]:  # the second round comes from the kept parts
         got = ext.CheckResponse.FromString(encoder.encode(decision))
         assert got == build_response(decision, "x-auth-decision-id"), decision.decision_id
     parsed = CheckResponse.parse(encoder.encode(allows[2]))  # and an independent decoder agrees

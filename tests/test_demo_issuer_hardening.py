@@ -53,8 +53,8 @@ def test_the_demo_issuer_metric_is_one_while_it_is_on_and_zero_otherwise(tmp_pat
             "store": {"state_file": str(tmp_path / f"state-{free_port()}.json")}})
         thread = ServerThread(settings).start()
         try:
-            assert thread.runtime is not None
-            text = thread.runtime.shared_metrics.text()
+            assert thread.engine is not None
+            text = thread.engine.shared_metrics.text()
         finally:
             thread.stop()
         [family] = [f for f in text_string_to_metric_families(text)

@@ -322,7 +322,8 @@ async def stepup_authorizer(issuer: LocalIssuer) -> AsyncIterator[tuple[Authoriz
     snapshot = PolicySnapshot(clock)
     snapshot.install(PolicySet("1", tuple(parse_policies(STEPUP_DOCS))))
     try:
-        yield Authorizer(settings, TokenVerifier(settings, keys, clock), snapshot, clock=clock), clock
+        yield Authorizer(settings=settings, verifier=TokenVerifier(settings, keys, clock),
+                         policies=snapshot, clock=clock), clock
     finally:
         await fetcher.close()
 

@@ -55,7 +55,7 @@ async def authorizer(issuer: LocalIssuer) -> AsyncIterator[Authorizer]:
     await keys[issuer.issuer].refresh()
     snapshot = PolicySnapshot(clock)
     snapshot.install(PolicySet("1", tuple(parse_policies(DOCS))))
-    yield Authorizer(settings, TokenVerifier(settings, keys, clock), snapshot)
+    yield Authorizer(settings=settings, verifier=TokenVerifier(settings, keys, clock), policies=snapshot)
     await fetcher.close()
 
 
@@ -214,7 +214,7 @@ async def test_credential_cookies_are_not_passed_to_the_upstream(issuer: LocalIs
     await keys[issuer.issuer].refresh()
     snapshot = PolicySnapshot(clock)
     snapshot.install(PolicySet("1", ()))
-    a = Authorizer(settings, TokenVerifier(settings, keys, clock), snapshot)
+    a = Authorizer(settings=settings, verifier=TokenVerifier(settings, keys, clock), policies=snapshot)
     token = issuer.mint("RS256")
     mixed = await a.check(req("/x", None, cookie=f"theme=dark; session={token}; "
                                                "__Host-extauthz-stepup=abc; lang=en"))
@@ -235,7 +235,7 @@ async def test_each_dry_run_denial_is_counted_by_policy(issuer: LocalIssuer) -> 
     snapshot = PolicySnapshot(clock)
     snapshot.install(PolicySet("1", tuple(parse_policies(DOCS))))
     counted: list[str] = []
-    a = Authorizer(settings, TokenVerifier(settings, {}, clock), snapshot,
+    a = Authorizer(settings=settings, verifier=TokenVerifier(settings, {}, clock), policies=snapshot,
                    on_dry_run=counted.append)
     assert not (await a.check(req("/trial/x"))).allowed
     assert not (await a.check(req("/trial-deny/x"))).allowed
@@ -246,7 +246,8 @@ async def test_each_dry_run_denial_is_counted_by_policy(issuer: LocalIssuer) -> 
 async def test_policies_not_loaded_is_a_503_deny(issuer: LocalIssuer) -> None:
     settings = make_settings(issuer, default_action="allow")
     clock = FakeClock()
-    authorizer = Authorizer(settings, TokenVerifier(settings, {}, clock), PolicySnapshot(clock))
+    authorizer = Authorizer(settings=settings, verifier=TokenVerifier(settings, {}, clock),
+                            policies=PolicySnapshot(clock))
     d = await authorizer.check(req("/anything"))
     assert (d.allowed, d.status, d.reason) == (False, 503, "policies_unavailable")
 
@@ -261,7 +262,8 @@ async def test_a_policy_header_in_a_custom_identity_prefix_is_never_sent(issuer:
     docs = [{"id": "p", "match": {"paths": [{"prefix": "/app/"}]},
              "headers": {"x-user-subject": "{claims.tenant}", "x-tenant": "{claims.tenant}"}}]
     snapshot.install(PolicySet("1", tuple(parse_policies(docs))))
-    authorizer = Authorizer(settings, TokenVerifier(settings, keys, clock), snapshot)
+    authorizer = Authorizer(settings=settings, verifier=TokenVerifier(settings, keys, clock),
+                            policies=snapshot)
     try:
         d = await authorizer.check(req("/app/x", issuer.mint("RS256", tenant="admin")))
     finally:

@@ -47,8 +47,8 @@ async def make(issuer: LocalIssuer) -> AsyncIterator[MakeAuthorizer]:
         keys = {issuer.issuer: IssuerKeys(settings.issuers[0], settings.jwks, fetcher, clock)}
         snapshot = PolicySnapshot(clock)
         snapshot.install(PolicySet("1", tuple(parse_policies(DOCS))))
-        return Authorizer(settings, TokenVerifier(settings, keys, clock), snapshot,
-                          on_dry_run=counted.append if counted is not None else None)
+        return Authorizer(settings=settings, verifier=TokenVerifier(settings, keys, clock),
+                          policies=snapshot, on_dry_run=counted.append if counted is not None else None)
 
     yield build
     await fetcher.close()

@@ -120,12 +120,13 @@ async def test_a_group_with_a_comma_is_refused(issuer: LocalIssuer) -> None:
 
 
 async def test_the_step_up_cookie_meets_only_policies_that_accept_webauthn(issuer: LocalIssuer) -> None:
-    from extauthz.authorize import Authorizer, StepupKeys
+    from extauthz.authorize import Authorizer
     from extauthz.policy.model import parse_policies
     from extauthz.policy.store import PolicySet
     from extauthz.policy.sync import PolicySnapshot
     from extauthz.request import RequestView
-    from extauthz.stepup.cookie import StepupCookies, load_signing_key, new_signing_key_pem
+    from extauthz.stepup.cookie import load_signing_key, new_signing_key_pem
+    from extauthz.stepup.gate import StepupGate
 
     settings = make_settings(issuer)
     clock = FakeClock(now_wall=time.time())
@@ -135,9 +136,11 @@ async def test_the_step_up_cookie_meets_only_policies_that_accept_webauthn(issue
         {"id": "ours", "match": {"paths": [{"prefix": "/ours/"}]}, "require": {"stepup": {}}},
         {"id": "idp-only", "match": {"paths": [{"prefix": "/idp/"}]},
          "require": {"stepup": {"acr_values": ["phr"]}}}]))))
-    keys = StepupKeys()
-    keys.cookies = StepupCookies(load_signing_key(new_signing_key_pem(), "k"), 3600, clock)
-    a = Authorizer(settings, verifier, snapshot, keys, clock)
+    keys = StepupGate(cookie_name=settings.stepup.cookie_name, lifetime=3600, clock=clock,
+                      revocations=None)
+    keys.use_key(load_signing_key(new_signing_key_pem(), "k"))
+    assert keys.cookies is not None
+    a = Authorizer(settings=settings, verifier=verifier, policies=snapshot, stepups=keys, clock=clock)
     token = issuer.mint("ES256")
     cookie = keys.cookies.mint(await verifier.verify(token), "cred")
 

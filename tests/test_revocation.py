@@ -184,7 +184,7 @@ def test_the_embedded_store_revokes_in_a_running_service(tmp_path: Path) -> None
 async def test_a_step_up_cookie_from_before_a_subject_revocation_stops_working(
     issuer: LocalIssuer,
 ) -> None:
-    from extauthz.authorize import Authorizer, StepupKeys
+    from extauthz.authorize import Authorizer
     from extauthz.clock import FakeClock
     from extauthz.identity.jwks import HttpFetcher, IssuerKeys
     from extauthz.identity.verify import TokenVerifier
@@ -194,7 +194,8 @@ async def test_a_step_up_cookie_from_before_a_subject_revocation_stops_working(
     from extauthz.request import RequestView
     from extauthz.revocation.model import RevocationList
     from extauthz.revocation.sync import RevocationSnapshot
-    from extauthz.stepup.cookie import StepupCookies, load_signing_key, new_signing_key_pem
+    from extauthz.stepup.cookie import load_signing_key, new_signing_key_pem
+    from extauthz.stepup.gate import StepupGate
     from tests.conftest import make_settings
 
     clock = FakeClock(now_wall=time.time())
@@ -207,9 +208,12 @@ async def test_a_step_up_cookie_from_before_a_subject_revocation_stops_working(
     verifier = TokenVerifier(settings, keys, clock, revocations)
     policies = PolicySnapshot(clock)
     policies.install(PolicySet("1", tuple(parse_policies([{"id": "pay", "require": {"stepup": {}}}]))))
-    stepup = StepupKeys()
-    stepup.cookies = StepupCookies(load_signing_key(new_signing_key_pem(), "k"), 3600, clock)
-    authorizer = Authorizer(settings, verifier, policies, stepup, clock, revocations)
+    stepup = StepupGate(cookie_name=settings.stepup.cookie_name, lifetime=3600, clock=clock,
+                        revocations=revocations)
+    stepup.use_key(load_signing_key(new_signing_key_pem(), "k"))
+    assert stepup.cookies is not None
+    authorizer = Authorizer(settings=settings, verifier=verifier, policies=policies,
+                            stepups=stepup, clock=clock, revocations=revocations)
 
     old_token = issuer.mint("ES256", iat=int(clock.wall()) - 60)
     cookie = stepup.cookies.mint(await verifier.verify(old_token), "cred")

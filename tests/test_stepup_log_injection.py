@@ -64,15 +64,15 @@ def test_the_passkey_pages_log_a_client_chosen_passkey_id_with_newlines_on_one_l
                              http={"listen": f"127.0.0.1:{free_port()}"})
     server = ServerThread(settings).start()
     try:
-        assert server.runtime is not None
-        assert server.runtime.stepup.cookies is not None
+        assert server.engine is not None
+        assert server.engine.stepups.cookies is not None
         cid = "c1\nINFO extauthz.stepup: FORGED"
         store = FileStepupStore(settings.store.state_file, FakeClock())
         asyncio.run(store.save_passkey(user_key(idp.issuer, "mallory"), Passkey(
             cid, "pk", 0, "key", 1, None, (), idp.issuer, "mallory")))
         token = idp.mint("ES256", sub="mallory")
         who = replace(ident(), issuer=idp.issuer, subject="mallory")
-        cookie = server.runtime.stepup.cookies.mint(who, cid)
+        cookie = server.engine.stepups.cookies.mint(who, cid)
         req = urllib.request.Request(
             f"http://127.0.0.1:{settings.http_listen[1]}/.extauthz/webauthn/passkeys/remove",
             data=json.dumps({"id": cid}).encode(), method="POST",

@@ -7,17 +7,21 @@ import difflib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
-from extauthz.clock import SYSTEM_CLOCK
 from extauthz.config import Settings
+from extauthz.decision import Decision
 from extauthz.errors import ConfigError, PolicyInvalid, PolicyNotFound
-from extauthz.policy.match import PolicyIndex, explain
+from extauthz.policy.match import explain
 from extauthz.policy.model import Policy, documents_from_text, parse_policies, policies_to_yaml
 from extauthz.policy.store import PolicyStore, open_store
 from extauthz.request import RequestView
 from extauthz.table import format_table
+
+if TYPE_CHECKING:
+    from extauthz.engine import Engine
 
 _SUFFIXES = (".yaml", ".yml", ".json")
 
@@ -148,12 +152,13 @@ async def run_policy_command(args: argparse.Namespace, settings: Settings) -> in
 
 
 async def _explain(args: argparse.Namespace, settings: Settings) -> int:
-    from extauthz.authorize import Authorizer
+    """What a running worker would answer: the engine a worker builds, holding what a worker
+    holds (the store's policies and revocations, the step-up cookie key), asked the same
+    question. Nothing is written, audited or counted."""
+    from extauthz import denials
+    from extauthz.engine import build_engine
     from extauthz.errors import BadRequest
-    from extauthz.identity.jwks import HttpFetcher, IssuerKeys
-    from extauthz.identity.verify import TokenVerifier
     from extauthz.policy.paths import normalize_path
-    from extauthz.policy.sync import PolicySnapshot
     from extauthz.request import split_host
 
     headers = {}
@@ -170,53 +175,75 @@ async def _explain(args: argparse.Namespace, settings: Settings) -> int:
         normalize_path(path)
     except BadRequest as e:
         print(f"request: {args.method.upper()} {args.host!r} {args.path!r}")
-        print(f"decision: DENY 400 ({e.code}): {e.message}")
-        return 1
+        return _verdict(denials.bad_request("explain", description=e.message))
     view = RequestView(
         method=args.method.upper(), scheme="https", host=host, path=path,
         query=query, headers=headers,
         context_extensions={"policy": args.route_policy} if args.route_policy else {},
         source_address="", request_id="explain",
     )
-    store = open_store(settings.store.url, settings.store.prefix, settings.store.timeout)
-    snapshot = PolicySnapshot(SYSTEM_CLOCK)
-    if store is None:
-        snapshot.index = PolicyIndex([], "none")
-        print("store: none configured (only default_action applies)")
-    else:
-        try:
-            snapshot.install(await store.load())
-        finally:
-            await store.close()
-        print(f"store: {store.description}, revision {snapshot.revision}")
-    assert snapshot.index is not None
-    print(f"request: {view.method} {view.host}{view.original_url}")
+    engine = build_engine(settings, worker=False)
     try:
-        lines = explain(snapshot.index, view)
-    except BadRequest as e:  # an encoded separator that changes which policy applies
-        print(f"decision: DENY 400 ({e.code}): {e.message}")
-        return 1
-    for pid, why in lines:
-        print(f"  {pid}: {why}")
-    shadow = next((pid for pid, why in lines if why.startswith("DRY-RUN")), None)
-    if not any(why.startswith("MATCHED") for _, why in lines) and not args.route_policy:
-        kind = "enforcing policy" if shadow else "policy"
-        print(f"no {kind} matched: default_action {settings.default_action} applies")
-    fetcher = HttpFetcher(settings.jwks.fetch_timeout)
-    keys = {i.issuer: IssuerKeys(i, settings.jwks, fetcher, SYSTEM_CLOCK) for i in settings.issuers}
-    try:
-        if args.token:
-            for k in keys.values():
-                await k.refresh()
-        decision = await Authorizer(settings, TokenVerifier(settings, keys, SYSTEM_CLOCK),
-                                    snapshot).check(view)
+        await _load(engine, view)
+        index = engine.policies.index
+        print(f"request: {view.method} {view.host}{view.original_url}")
+        lines: list[tuple[str, str]] = []
+        if index is not None:
+            try:
+                lines = explain(index, view)
+            except BadRequest as e:  # an encoded separator that changes which policy applies
+                return _verdict(denials.bad_request("explain", description=e.message))
+        for pid, why in lines:
+            print(f"  {pid}: {why}")
+        shadow = next((pid for pid, why in lines if why.startswith("DRY-RUN")), None)
+        if (index is not None and not any(why.startswith("MATCHED") for _, why in lines)
+                and not args.route_policy):
+            kind = "enforcing policy" if shadow else "policy"
+            print(f"no {kind} matched: default_action {settings.default_action} applies")
+        decision = await engine.authorizer.check(view)
     finally:
-        await fetcher.close()
-    verdict = "ALLOW" if decision.allowed else f"DENY {decision.status}"
-    print(f"decision: {verdict} ({decision.reason}): {decision.description}")
+        await engine.close()
+    notes = []
     if decision.dry_run:
         would = f"deny ({decision.would_deny})" if decision.would_deny else "allow"
-        print(f"  dry-run: policy {shadow} would {would}; it does not decide")
+        notes.append(f"dry-run: policy {shadow} would {would}; it does not decide")
+    return _verdict(decision, notes)
+
+
+async def _load(engine: Engine, view: RequestView) -> None:
+    """Policies, revocations and (when the request carries a step-up cookie) the cookie
+    key, as a worker holds them; then a line on what was loaded."""
+    from extauthz.stepup.gate import load_key
+
+    await engine.load_once()
+    stepups = engine.stepups
+    if not stepups.loaded and stepups.cookie_name in view.headers.get("cookie", ""):
+        try:
+            await load_key(stepups, engine.stepup_store)
+        except ValueError as e:  # a worker logs this and never meets a step-up by cookie
+            print(f"step-up: the stored cookie key is unusable ({e}); no cookie counts")
+    store, policies, revocations = engine.policy_store, engine.policies, engine.revocations
+    if store is None:
+        print("store: none configured (only default_action applies)")
+    elif policies.ready:
+        print(f"store: {store.description}, revision {policies.revision}")
+    else:
+        print(f"store: {store.description}, no policies loaded ({policies.note or 'empty'})")
+    for snap in (policies, revocations):
+        if snap.refused is not None:
+            print(f"  {snap.what}: {snap.note} (workers that loaded it before keep enforcing "
+                  "their last snapshot; explain cannot see it)")
+    current = revocations.current
+    if current is not None and len(current):
+        print(f"revocations: {len(current)} in force (revision {revocations.revision})")
+
+
+def _verdict(decision: Decision, notes: Sequence[str] = ()) -> int:
+    """The decision as the service would send it; the exit status says allow (0) or not."""
+    verdict = "ALLOW" if decision.allowed else f"DENY {decision.status}"
+    print(f"decision: {verdict} ({decision.reason}): {decision.description}")
+    for note in notes:
+        print(f"  {note}")
     for key, value in decision.upstream_headers:
         print(f"  upstream header {key}: {value}")
     for key, value in decision.response_headers:

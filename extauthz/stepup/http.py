@@ -1,9 +1,10 @@
 """The step-up pages and endpoints under /.extauthz/ (Envoy routes that prefix here, so
 cookies are first-party and the RP ID is the site's own host).
 
-Every endpoint verifies the caller's token itself (the same verifier as Check) and never
-trusts identity headers. POSTs need an ``Origin`` from ``stepup.origins`` (CSRF); bodies
-are small JSON objects; errors are JSON ``{"error", "error_description"}`` a person can read.
+Every endpoint verifies the caller's token itself (the engine's verifier, as Check) and
+never trusts identity headers; "is this user stepped up" is the engine's step-up gate, as
+for Check. POSTs need an ``Origin`` from ``stepup.origins`` (CSRF); bodies are small JSON
+objects; errors are JSON ``{"error", "error_description"}`` a person can read.
 """
 
 from __future__ import annotations
@@ -14,27 +15,29 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from aiohttp import web
 
-from extauthz.config import Settings
-from extauthz.errors import StoreUnavailable
+from extauthz.denials import login_redirect
+from extauthz.errors import StoreUnavailable, TokenError
 from extauthz.identity.model import Identity
-from extauthz.identity.verify import TokenVerifier
+from extauthz.policy.model import WEBAUTHN_ACR, StepupRequirement
 from extauthz.request import RequestView
-from extauthz.revocation.store import RevocationStore
-from extauthz.stepup.ceremonies import Ceremonies, CeremonyError, passkey_name, who
+from extauthz.stepup.ceremonies import CeremonyError, passkey_name, who
 from extauthz.stepup.enrolment import FirstEnrolment, FreshSignInNeeded
+from extauthz.stepup.gate import BASE, STEPUP_PAGE, stepup_url
 from extauthz.stepup.removal import end_stepups
-from extauthz.stepup.store import StepupStore, user_key
+from extauthz.stepup.store import user_key
 from extauthz.table import printable
 from extauthz.telemetry import tracing
 
+if TYPE_CHECKING:
+    from extauthz.engine import Engine
+
 log = logging.getLogger("extauthz.stepup")
 
-BASE = "/.extauthz"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _SECURITY_HEADERS = {
     "cache-control": "no-store",
@@ -69,26 +72,39 @@ class StepupNeeded(CeremonyError):
     status = 403
 
 
+def _view(request: web.Request) -> RequestView:
+    """The request's headers as Check sees them: lower-case names, a repeated header's
+    values joined with ',' (so a credential cookie sent twice is refused, never picked)."""
+    headers: dict[str, str] = {}
+    for key, value in request.headers.items():
+        name = key.lower()
+        headers[name] = f"{headers[name]},{value}" if name in headers else value
+    return RequestView(method=request.method, scheme="", host="", path=request.path, query="",
+                       headers=headers, context_extensions={}, source_address="", request_id="")
+
+
 class StepupHttp:
-    def __init__(self, settings: Settings, verifier: TokenVerifier, ceremonies: Ceremonies,
-                 store: StepupStore, mint_cookie: Callable[[Identity, str], str | None],
-                 stepped_up_at: Callable[[str | None, Identity], int | None],
-                 on_ceremony: Callable[[str, str], None] | None = None, *,
-                 revocations: RevocationStore) -> None:
-        self._on_ceremony = on_ceremony
-        self._revocations = revocations
+    def __init__(self, *, engine: Engine) -> None:
+        settings = engine.settings
+        self._metrics = engine.metrics
+        self._revocations = engine.revocation_store
         self._settings = settings
-        self._verifier = verifier
-        self._ceremonies = ceremonies
-        self._store = store
-        self._mint = mint_cookie
-        self._stepped_up_at = stepped_up_at
-        self._first = FirstEnrolment(settings, store, ceremonies.now)
+        self._verifier = engine.verifier
+        self._ceremonies = engine.ceremonies
+        self._store = engine.stepup_store
+        self._stepups = engine.stepups
+        # Changing passkeys needs a step-up with one of them this recent (never an IdP's).
+        self._to_change = StepupRequirement(max_age=settings.stepup.enrol_max_age,
+                                            acr_values=(WEBAUTHN_ACR,))
+        self._first = FirstEnrolment(settings, self._store, self._ceremonies.now)
         self._layout = _asset("layout.html")
+
+    def _on_ceremony(self, ceremony: str, outcome: str) -> None:
+        self._metrics.stepup.add(1, {"ceremony": ceremony, "outcome": outcome})
 
     def add_routes(self, app: web.Application) -> None:
         r = app.router
-        r.add_get(f"{BASE}/stepup", self._page("stepup", "Confirm it's you"))
+        r.add_get(STEPUP_PAGE, self._page("stepup", "Confirm it's you"))
         r.add_get(f"{BASE}/webauthn/register", self._page("register", "Add a passkey"))
         r.add_get(f"{BASE}/account", self._page("account", "Your passkeys"))
         r.add_post(f"{BASE}/stepup/begin", self._api(self._stepup_begin))
@@ -102,10 +118,7 @@ class StepupHttp:
 
     # --- who is asking ----------------------------------------------------------------
     async def _identity(self, request: web.Request) -> Identity | None:
-        view = RequestView(method=request.method, scheme="", host="", path=request.path, query="",
-                           headers={k.lower(): v for k, v in request.headers.items()},
-                           context_extensions={}, source_address="", request_id="")
-        return await self._verifier.identity_of(view, self._settings.token.cookie)
+        return await self._verifier.identity_of(_view(request), self._settings.token.cookie)
 
     # --- pages ------------------------------------------------------------------------
     def _render(self, page: str, title: str, body: str, status: int = 200) -> web.Response:
@@ -122,7 +135,7 @@ class StepupHttp:
                 login = self._settings.login_url
                 link = ""
                 if login:
-                    target = html.escape(login.replace("{rd}", quote(request.path_qs, safe="")))
+                    target = html.escape(login_redirect(login, request.path_qs))
                     link = f' <a href="{target}">Sign in</a>.'
                 return self._render("signin", "Sign in first",
                                     f"<p>You are not signed in, or your session expired.{link}</p>",
@@ -202,11 +215,11 @@ class StepupHttp:
             try:
                 with tracing.span(f"extauthz.stepup.{ceremony or 'passkeys'}.{step}"):
                     response = await fn(request, identity, body)
-                if ceremony and step == "finish" and self._on_ceremony is not None:
+                if ceremony and step == "finish":
                     self._on_ceremony(ceremony, "ok")
                 return response
             except CeremonyError as e:
-                if ceremony and self._on_ceremony is not None:
+                if ceremony:
                     self._on_ceremony(ceremony, e.code)
                 return self._ceremony_error(request, e)
             except StoreUnavailable as e:
@@ -229,7 +242,7 @@ class StepupHttp:
                 "/.extauthz/webauthn/register")
             return web.json_response(
                 {"error": e.code, "error_description": e.message,
-                 "stepup_url": f"{BASE}/stepup?rd={quote(back, safe='')}"},
+                 "stepup_url": stepup_url(back)},
                 status=e.status, headers={"cache-control": "no-store"})
         return _json_error(e.status, e.code, e.message)
 
@@ -254,9 +267,12 @@ class StepupHttp:
     def _require_recent_stepup(self, request: web.Request, identity: Identity) -> None:
         """A user who has passkeys changes them only right after confirming with one, so a
         stolen token alone cannot enrol the thief's authenticator or remove the user's."""
-        cookie = request.cookies.get(self._settings.stepup.cookie_name)
-        at = self._stepped_up_at(cookie, identity)
-        if at is None or self._ceremonies.now() - at > self._settings.stepup.enrol_max_age:
+        try:
+            stepped = self._stepups.stepped_up(self._to_change, identity,
+                                               _view(request).headers.get("cookie"))
+        except TokenError:  # the step-up cookie twice: neither counts
+            stepped = None
+        if stepped is None:
             raise StepupNeeded("Confirm with one of your passkeys first, then try again.")
 
     async def _register_begin(self, request: web.Request, identity: Identity, body: dict[str, Any]
@@ -288,7 +304,7 @@ class StepupHttp:
                              ) -> web.Response:
         rd = body.get("rd")
         passkey = await self._ceremonies.authenticate(identity, self._credential(body))
-        cookie = self._mint(identity, passkey.credential_id)
+        cookie = self._stepups.mint(identity, passkey.credential_id)
         if cookie is None:
             return _json_error(503, "temporarily_unavailable", "the step-up key is not loaded yet")
         response = web.json_response({"redirect": safe_rd(rd if isinstance(rd, str) else None)})

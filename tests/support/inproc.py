@@ -1,4 +1,5 @@
-"""The real server (``extauthz.server.serve``) on its own event loop in a thread."""
+"""The real server (``extauthz.server.serve``) on its own event loop in a thread; ``engine``
+is the worker's engine (what decides), once it serves."""
 
 from __future__ import annotations
 
@@ -9,14 +10,15 @@ from typing import Any
 import grpc
 
 from extauthz.config import Settings
-from extauthz.server import Runtime, serve
+from extauthz.engine import Engine
+from extauthz.server import serve
 from tests.support.ports import wait_for_http
 
 
 class ServerThread:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.runtime: Runtime | None = None
+        self.engine: Engine | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._started = threading.Event()
@@ -28,8 +30,8 @@ class ServerThread:
             self._loop = asyncio.get_running_loop()
             self._stop = asyncio.Event()
 
-            async def started(rt: Runtime) -> None:
-                self.runtime = rt
+            async def started(engine: Engine) -> None:
+                self.engine = engine
                 self._started.set()
 
             await serve(self.settings, stop=self._stop, on_started=started)
