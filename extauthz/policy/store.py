@@ -115,7 +115,8 @@ class FilePolicyStore:
     """Policies in one YAML/JSON file, or in every *.yaml/*.yml/*.json file of a directory.
 
     A file is rewritten atomically (temp file + rename) under an advisory lock; in a
-    directory each policy is its own ``<id>.yaml``, written atomically one by one.
+    directory each policy is its own ``<id>.yaml``, written atomically one by one. Reads,
+    YAML parsing, compiling and the lock run in a thread, off the event loop serving Check.
     """
 
     def __init__(self, path: str) -> None:
@@ -162,7 +163,7 @@ class FilePolicyStore:
         return digest.hexdigest()[:16], located
 
     async def load(self) -> PolicySet:
-        revision, located = self._read()
+        revision, located = await asyncio.to_thread(self._read)
         return PolicySet(revision, tuple(p for _, p in located))
 
     @contextlib.contextmanager
@@ -183,6 +184,9 @@ class FilePolicyStore:
         os.replace(tmp, path)
 
     async def apply(self, policies: Sequence[Policy]) -> str:
+        return await asyncio.to_thread(self._apply, policies)
+
+    def _apply(self, policies: Sequence[Policy]) -> str:
         with self._locked():
             _, located = self._read()
             if self.is_dir:
@@ -203,6 +207,9 @@ class FilePolicyStore:
         return revision
 
     async def delete(self, policy_id: str) -> str:
+        return await asyncio.to_thread(self._delete, policy_id)
+
+    def _delete(self, policy_id: str) -> str:
         with self._locked():
             _, located = self._read()
             owner = next((f for f, p in located if p.id == policy_id), None)

@@ -8,6 +8,7 @@ on the events channel, the path policies use. A store that lost data refuses cha
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Sequence
 from typing import Protocol
@@ -106,7 +107,8 @@ class RedisRevocationStore(RedisHash):
 
 
 class FileRevocationStore:
-    """Revocations in the embedded state file (shared with the step-up state)."""
+    """Revocations in the embedded state file (shared with the step-up state). The file lock,
+    the read and the JSON run in a thread: the event loop serving Check never waits on them."""
 
     def __init__(self, state: FileStepupStore, clock: Clock) -> None:
         self._state = state
@@ -121,6 +123,9 @@ class FileRevocationStore:
         return (st.st_size, st.st_mtime_ns)
 
     async def load(self) -> RevocationList:
+        return await asyncio.to_thread(self._load)
+
+    def _load(self) -> RevocationList:
         now = self._clock.wall()
         with self._state.locked(write=False) as s:
             raw = dict(s.get("revocations", {}))
@@ -130,15 +135,21 @@ class FileRevocationStore:
         return RevocationList(digest, live)
 
     async def add(self, revocation: Revocation) -> str:
+        return await asyncio.to_thread(self._add, revocation)
+
+    def _add(self, revocation: Revocation) -> str:
         now = self._clock.wall()
         with self._state.locked() as s:
             recs = s.setdefault("revocations", {})
             for key in [k for k, v in recs.items() if (Revocation.from_json(v).expires or now + 1) <= now]:
                 del recs[key]
             recs[revocation.key] = revocation.to_json()
-        return (await self.load()).revision
+        return self._load().revision
 
     async def remove(self, key: str) -> bool:
+        return await asyncio.to_thread(self._remove, key)
+
+    def _remove(self, key: str) -> bool:
         with self._state.locked() as s:
             return s.setdefault("revocations", {}).pop(key, None) is not None
 
