@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,14 +11,13 @@ import pytest
 from extauthz.authorize import Authorizer
 from extauthz.clock import FakeClock
 from extauthz.decision import Decision
-from extauthz.identity.jwks import HttpFetcher, IssuerKeys
 from extauthz.identity.verify import TokenVerifier
-from extauthz.policy.model import parse_policies
-from extauthz.policy.store import PolicySet
 from extauthz.policy.sync import PolicySnapshot
-from extauthz.request import RequestView
 from tests.conftest import make_settings
 from tests.support.issuer import LocalIssuer
+from tests.support.requests import STEPUP_COOKIE
+from tests.support.requests import request_view as req
+from tests.support.verifying import policy_snapshot, verifying
 
 DOCS: list[dict[str, Any]] = [
     {"id": "public", "match": {"paths": [{"prefix": "/public/"}]}, "require": {"authenticated": False},
@@ -48,23 +46,9 @@ DOCS: list[dict[str, Any]] = [
 
 @pytest.fixture
 async def authorizer(issuer: LocalIssuer) -> AsyncIterator[Authorizer]:
-    settings = make_settings(issuer, default_action="deny")
-    clock = FakeClock(now_wall=time.time())
-    fetcher = HttpFetcher(2.0)
-    keys = {issuer.issuer: IssuerKeys(settings.issuers[0], settings.jwks, fetcher, clock)}
-    await keys[issuer.issuer].refresh()
-    snapshot = PolicySnapshot(clock)
-    snapshot.install(PolicySet("1", tuple(parse_policies(DOCS))))
-    yield Authorizer(settings=settings, verifier=TokenVerifier(settings, keys, clock), policies=snapshot)
-    await fetcher.close()
-
-
-def req(path: str, token: str | None = None, **headers: str) -> RequestView:
-    h = {k.replace("_", "-"): v for k, v in headers.items()}
-    if token:
-        h["authorization"] = f"Bearer {token}"
-    return RequestView(method="GET", scheme="https", host="api.example.com", path=path, query="",
-                       headers=h, context_extensions={}, source_address="", request_id="")
+    async with verifying(issuer, make_settings(issuer, default_action="deny")) as v:
+        yield Authorizer(settings=v.settings, verifier=v.verifier,
+                         policies=policy_snapshot(DOCS, v.clock))
 
 
 def hdrs(decision: Decision) -> dict[str, str]:
@@ -170,7 +154,7 @@ async def test_dry_run_records_the_would_be_denial_and_decides_as_if_it_did_not_
 
 async def test_header_templates_fill_from_claims(authorizer: Authorizer, issuer: LocalIssuer) -> None:
     token = issuer.mint("RS256", tenant="acme", org={"id": 7}, roles=["a", "b"])
-    d = await authorizer.check(req("/t/x", token, x_tenant="evil", x_org="evil"))
+    d = await authorizer.check(req("/t/x", token, headers={"x-tenant": "evil", "x-org": "evil"}))
     assert hdrs(d)["x-tenant"] == "acme"
     assert hdrs(d)["x-org"] == "org-7"
     assert hdrs(d)["x-roles"] == "a,b"
@@ -180,10 +164,10 @@ async def test_header_templates_fill_from_claims(authorizer: Authorizer, issuer:
 async def test_a_missing_claim_leaves_the_header_out_and_removes_a_spoofed_copy(
     authorizer: Authorizer, issuer: LocalIssuer
 ) -> None:
-    d = await authorizer.check(req("/t/x", issuer.mint("RS256"), x_tenant="evil"))
+    d = await authorizer.check(req("/t/x", issuer.mint("RS256"), headers={"x-tenant": "evil"}))
     assert "x-tenant" not in hdrs(d)
     assert "x-tenant" in d.remove_headers
-    public = await authorizer.check(req("/public/x", None, x_tenant="evil"))
+    public = await authorizer.check(req("/public/x", headers={"x-tenant": "evil"}))
     assert "x-tenant" in public.remove_headers
 
 
@@ -191,7 +175,8 @@ async def test_a_policy_header_sent_by_the_client_is_removed_on_every_route(
     authorizer: Authorizer, issuer: LocalIssuer
 ) -> None:
     # x-tenant belongs to the "public" and "tenant" policies; /app/ matches neither
-    d = await authorizer.check(req("/app/x", issuer.mint("RS256"), x_tenant="victim", x_org="v"))
+    d = await authorizer.check(req("/app/x", issuer.mint("RS256"),
+                                   headers={"x-tenant": "victim", "x-org": "v"}))
     assert d.allowed
     assert {"x-tenant", "x-org"} <= set(d.remove_headers)
 
@@ -208,35 +193,27 @@ async def test_underscore_spellings_are_removed_by_extauthz_itself(
 
 async def test_credential_cookies_are_not_passed_to_the_upstream(issuer: LocalIssuer) -> None:
     settings = make_settings(issuer, token={"cookie": "session"}, default_action="authenticated")
-    clock = FakeClock(now_wall=time.time())
-    fetcher = HttpFetcher(2.0)
-    keys = {issuer.issuer: IssuerKeys(settings.issuers[0], settings.jwks, fetcher, clock)}
-    await keys[issuer.issuer].refresh()
-    snapshot = PolicySnapshot(clock)
-    snapshot.install(PolicySet("1", ()))
-    a = Authorizer(settings=settings, verifier=TokenVerifier(settings, keys, clock), policies=snapshot)
-    token = issuer.mint("RS256")
-    mixed = await a.check(req("/x", None, cookie=f"theme=dark; session={token}; "
-                                               "__Host-extauthz-stepup=abc; lang=en"))
-    assert mixed.allowed
-    assert hdrs(mixed)["cookie"] == "theme=dark; lang=en"
-    only = await a.check(req("/x", None, cookie=f"session={token}"))
-    assert "cookie" in only.remove_headers
-    assert "cookie" not in hdrs(only)
-    plain = await a.check(req("/x", token, cookie="theme=dark"))
-    assert "cookie" not in plain.remove_headers
-    assert "cookie" not in hdrs(plain)
-    await fetcher.close()
+    async with verifying(issuer, settings) as v:
+        a = Authorizer(settings=settings, verifier=v.verifier, policies=policy_snapshot([], v.clock))
+        token = issuer.mint("RS256")
+        mixed = await a.check(req("/x", headers={"cookie": f"theme=dark; session={token}; "
+                                                 "__Host-extauthz-stepup=abc; lang=en"}))
+        assert mixed.allowed
+        assert hdrs(mixed)["cookie"] == "theme=dark; lang=en"
+        only = await a.check(req("/x", headers={"cookie": f"session={token}"}))
+        assert "cookie" in only.remove_headers
+        assert "cookie" not in hdrs(only)
+        plain = await a.check(req("/x", token, headers={"cookie": "theme=dark"}))
+        assert "cookie" not in plain.remove_headers
+        assert "cookie" not in hdrs(plain)
 
 
 async def test_each_dry_run_denial_is_counted_by_policy(issuer: LocalIssuer) -> None:
     settings = make_settings(issuer, default_action="deny")
-    clock = FakeClock(now_wall=time.time())
-    snapshot = PolicySnapshot(clock)
-    snapshot.install(PolicySet("1", tuple(parse_policies(DOCS))))
+    clock = FakeClock()
     counted: list[str] = []
-    a = Authorizer(settings=settings, verifier=TokenVerifier(settings, {}, clock), policies=snapshot,
-                   on_dry_run=counted.append)
+    a = Authorizer(settings=settings, verifier=TokenVerifier(settings, {}, clock),
+                   policies=policy_snapshot(DOCS, clock), on_dry_run=counted.append)
     assert not (await a.check(req("/trial/x"))).allowed
     assert not (await a.check(req("/trial-deny/x"))).allowed
     assert (await a.check(req("/public/x"))).allowed
@@ -254,21 +231,38 @@ async def test_policies_not_loaded_is_a_503_deny(issuer: LocalIssuer) -> None:
 
 async def test_a_policy_header_in_a_custom_identity_prefix_is_never_sent(issuer: LocalIssuer) -> None:
     settings = make_settings(issuer, default_action="deny", headers={"prefix": "x-user-"})
-    clock = FakeClock(now_wall=time.time())
-    fetcher = HttpFetcher(2.0)
-    keys = {issuer.issuer: IssuerKeys(settings.issuers[0], settings.jwks, fetcher, clock)}
-    await keys[issuer.issuer].refresh()
-    snapshot = PolicySnapshot(clock)
     docs = [{"id": "p", "match": {"paths": [{"prefix": "/app/"}]},
              "headers": {"x-user-subject": "{claims.tenant}", "x-tenant": "{claims.tenant}"}}]
-    snapshot.install(PolicySet("1", tuple(parse_policies(docs))))
-    authorizer = Authorizer(settings=settings, verifier=TokenVerifier(settings, keys, clock),
-                            policies=snapshot)
-    try:
+    async with verifying(issuer, settings) as v:
+        authorizer = Authorizer(settings=settings, verifier=v.verifier,
+                                policies=policy_snapshot(docs, v.clock))
         d = await authorizer.check(req("/app/x", issuer.mint("RS256", tenant="admin")))
-    finally:
-        await fetcher.close()
     assert d.allowed
     subjects = [v for k, v in d.upstream_headers if k == "x-user-subject"]
     assert subjects == ["alice"]  # ours alone, not the policy's "admin"
     assert hdrs(d)["x-tenant"] == "admin"
+
+
+async def test_the_step_up_cookie_meets_only_policies_that_accept_webauthn(issuer: LocalIssuer) -> None:
+    from extauthz.stepup.cookie import load_signing_key, new_signing_key_pem
+    from extauthz.stepup.gate import StepupGate
+
+    docs = [{"id": "ours", "match": {"paths": [{"prefix": "/ours/"}]}, "require": {"stepup": {}}},
+            {"id": "idp-only", "match": {"paths": [{"prefix": "/idp/"}]},
+             "require": {"stepup": {"acr_values": ["phr"]}}}]
+    async with verifying(issuer) as v:
+        keys = StepupGate(cookie_name=v.settings.stepup.cookie_name, lifetime=3600, clock=v.clock,
+                          revocations=None)
+        keys.use_key(load_signing_key(new_signing_key_pem(), "k"))
+        assert keys.cookies is not None
+        a = Authorizer(settings=v.settings, verifier=v.verifier, policies=policy_snapshot(docs, v.clock),
+                       stepups=keys, clock=v.clock)
+        token = issuer.mint("ES256")
+        sent = {"cookie": f"{STEPUP_COOKIE}={keys.cookies.mint(await v.verifier.verify(token), 'cred')}",
+                "accept": "application/json"}
+
+        assert (await a.check(req("/ours/x", token, headers=sent))).allowed
+        denied = await a.check(req("/idp/x", token, headers=sent))
+        assert (denied.allowed, denied.status) == (False, 401)
+        browser = await a.check(req("/idp/x", token, headers={**sent, "accept": "text/html"}))
+        assert browser.status == 401  # no redirect to a ceremony that cannot satisfy it

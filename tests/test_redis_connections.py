@@ -15,6 +15,7 @@ from cryptography.x509.oid import NameOID
 from extauthz.errors import StoreUnavailable
 from extauthz.policy.model import parse_policies
 from extauthz.policy.store import RedisPolicyStore
+from extauthz.redis_hash import redacted_url
 from tests.support.redis import RedisServer
 
 
@@ -77,3 +78,12 @@ async def test_rediss_with_a_private_ca_works_and_an_unknown_ca_is_refused(tmp_p
         await untrusted.close()
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("redis://h:6379/0?password=s3cret", "redis://h:6379/0?password=***"),
+    ("rediss://u:s3cret@h:6380/0?ssl_ca_certs=/ca.pem&password=x",
+     "rediss://u:***@h:6380/0?ssl_ca_certs=/ca.pem&password=***"),
+])
+def test_redis_passwords_are_hidden_wherever_the_url_holds_them(url: str, shown: str) -> None:
+    assert redacted_url(url) == shown

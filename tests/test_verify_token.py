@@ -4,42 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
 
 from extauthz import errors
 from extauthz.clock import FakeClock
-from extauthz.config import Settings
+from extauthz.config import settings_from_document
 from extauthz.identity.jwks import HttpFetcher, IssuerKeys, ttl_from_cache_control
-from extauthz.identity.verify import TokenVerifier
-from tests.conftest import make_settings
 from tests.support.issuer import LocalIssuer, b64
-
-
-@dataclass
-class Rig:
-    issuer: LocalIssuer
-    settings: Settings
-    clock: FakeClock
-    keys: IssuerKeys
-    verifier: TokenVerifier
+from tests.support.ports import free_port
+from tests.support.verifying import Verifying as Rig
+from tests.support.verifying import verifying
 
 
 @pytest.fixture
 async def rig(issuer: LocalIssuer) -> AsyncIterator[Rig]:
-    settings = make_settings(issuer)
-    clock = FakeClock(now_wall=time.time())
-    fetcher = HttpFetcher(2.0)
-    keys = IssuerKeys(settings.issuers[0], settings.jwks, fetcher, clock)
-    verifier = TokenVerifier(settings, {issuer.issuer: keys}, clock)
-    assert await keys.refresh()
-    try:
-        yield Rig(issuer, settings, clock, keys, verifier)
-    finally:
-        await fetcher.close()
+    async with verifying(issuer) as rig:
+        yield rig
 
 
 @pytest.mark.parametrize("alg", ["RS256", "PS256", "ES256", "EdDSA"])
@@ -124,18 +110,9 @@ async def test_hs256_signed_with_the_rsa_public_key_is_refused(rig: Rig) -> None
 
 
 async def test_an_algorithm_not_configured_for_the_issuer_is_refused(issuer: LocalIssuer) -> None:
-    settings = make_settings(issuer)
-    only_es = settings.issuers[0].__class__(**{**settings.issuers[0].__dict__,
-                                               "algorithms": ("ES256",)})
-    fetcher = HttpFetcher(2.0)
-    keys = IssuerKeys(only_es, settings.jwks, fetcher, FakeClock())
-    verifier = TokenVerifier(
-        settings.__class__(**{**settings.__dict__, "issuers": (only_es,)}),
-        {issuer.issuer: keys}, FakeClock())
-    await keys.refresh()
-    with pytest.raises(errors.TokenAlgorithmRejected):
-        await verifier.verify(issuer.mint("RS256"))
-    await fetcher.close()
+    async with verifying(issuer, algorithms=("ES256",)) as only_es:
+        with pytest.raises(errors.TokenAlgorithmRejected):
+            await only_es.verifier.verify(issuer.mint("RS256"))
 
 
 async def test_a_key_of_the_wrong_type_for_the_algorithm_is_not_used(rig: Rig) -> None:
@@ -212,43 +189,34 @@ async def test_when_the_idp_is_down_cached_keys_keep_working(rig: Rig) -> None:
 
 async def test_with_no_keys_ever_loaded_verification_is_unavailable(issuer: LocalIssuer) -> None:
     issuer.down = True
-    settings = make_settings(issuer)
-    fetcher = HttpFetcher(2.0)
-    clock = FakeClock()
-    keys = IssuerKeys(settings.issuers[0], settings.jwks, fetcher, clock)
-    verifier = TokenVerifier(settings, {issuer.issuer: keys}, clock)
-    with pytest.raises(errors.KeysUnavailable):
-        await verifier.verify(issuer.mint("RS256"))
-    before = len(issuer.requests)
-    for _ in range(20):  # no hammering: within the retry gate nothing is fetched
+    async with verifying(issuer, load=False) as rig:
         with pytest.raises(errors.KeysUnavailable):
-            await verifier.verify(issuer.mint("RS256"))
-    assert len(issuer.requests) == before
-    await fetcher.close()
+            await rig.verifier.verify(issuer.mint("RS256"))
+        before = len(issuer.requests)
+        for _ in range(20):  # no hammering: within the retry gate nothing is fetched
+            with pytest.raises(errors.KeysUnavailable):
+                await rig.verifier.verify(issuer.mint("RS256"))
+        assert len(issuer.requests) == before
+
+
+async def refresh_error(issuer: LocalIssuer, **issuer_fields: Any) -> str:
+    """Why the first fetch of ``issuer``'s keys failed (it must fail)."""
+    async with verifying(issuer, load=False, **issuer_fields) as rig:
+        assert not await rig.keys.refresh()
+        assert rig.keys.last_error is not None
+        return rig.keys.last_error
 
 
 async def test_discovery_must_name_the_configured_issuer_exactly(issuer: LocalIssuer) -> None:
     issuer.discovery_issuer = issuer.issuer + "/"
-    settings = make_settings(issuer)
-    fetcher = HttpFetcher(2.0)
-    keys = IssuerKeys(settings.issuers[0], settings.jwks, fetcher, FakeClock())
-    assert not await keys.refresh()
-    assert keys.last_error is not None
-    assert "must match exactly" in keys.last_error
-    await fetcher.close()
+    assert "must match exactly" in await refresh_error(issuer)
 
 
 async def test_a_local_http_issuer_may_not_send_key_fetches_over_http_to_another_host(
     issuer: LocalIssuer,
 ) -> None:
     issuer.discovery_jwks_uri = "http://keys.example.net/jwks"  # refused before any fetch
-    settings = make_settings(issuer)
-    fetcher = HttpFetcher(2.0)
-    keys = IssuerKeys(settings.issuers[0], settings.jwks, fetcher, FakeClock())
-    assert not await keys.refresh()
-    assert keys.last_error is not None
-    assert "plain-http jwks_uri on another host" in keys.last_error
-    await fetcher.close()
+    assert "plain-http jwks_uri on another host" in await refresh_error(issuer)
 
 
 async def test_concurrent_refreshes_share_one_fetch(rig: Rig) -> None:
@@ -259,12 +227,8 @@ async def test_concurrent_refreshes_share_one_fetch(rig: Rig) -> None:
 
 async def test_the_jwks_ttl_follows_cache_control(issuer: LocalIssuer) -> None:
     issuer.cache_control = "public, max-age=7200"
-    settings = make_settings(issuer)
-    fetcher = HttpFetcher(2.0)
-    keys = IssuerKeys(settings.issuers[0], settings.jwks, fetcher, FakeClock())
-    await keys.refresh()
-    assert keys.ttl == 7200
-    await fetcher.close()
+    async with verifying(issuer) as rig:
+        assert rig.keys.ttl == 7200
 
 
 @pytest.mark.parametrize(
@@ -277,18 +241,74 @@ def test_cache_control_is_clamped_to_a_minute_and_a_day(header: str | None, ttl:
 
 
 async def test_kubernetes_style_username_and_groups_prefixes(issuer: LocalIssuer) -> None:
-    settings = make_settings(issuer)
-    iss = settings.issuers[0].__class__(**{
-        **settings.issuers[0].__dict__, "username_claim": "email",
-        "username_prefix": "authgate:", "groups_prefix": "authgate:"})
-    fetcher = HttpFetcher(2.0)
-    keys = IssuerKeys(iss, settings.jwks, fetcher, FakeClock())
-    verifier = TokenVerifier(settings.__class__(**{**settings.__dict__, "issuers": (iss,)}),
-                             {issuer.issuer: keys}, FakeClock())
-    await keys.refresh()
-    ident = await verifier.verify(issuer.mint("ES256"))
-    assert ident.username == "authgate:alice@example.com"
-    assert ident.groups == ("authgate:sre", "authgate:dev")
-    with pytest.raises(errors.TokenClaimsInvalid, match="not verified"):
-        await verifier.verify(issuer.mint("ES256", email_verified=False))
-    await fetcher.close()
+    async with verifying(issuer, username_claim="email", username_prefix="authgate:",
+                         groups_prefix="authgate:") as rig:
+        ident = await rig.verifier.verify(issuer.mint("ES256"))
+        assert ident.username == "authgate:alice@example.com"
+        assert ident.groups == ("authgate:sre", "authgate:dev")
+        with pytest.raises(errors.TokenClaimsInvalid, match="not verified"):
+            await rig.verifier.verify(issuer.mint("ES256", email_verified=False))
+
+
+async def test_an_unverified_email_is_not_passed_on(rig: Rig) -> None:
+    assert (await rig.verifier.verify(rig.issuer.mint("ES256", email_verified=False))).email is None
+    assert (await rig.verifier.verify(rig.issuer.mint("ES256"))).email == "alice@example.com"
+
+
+async def test_a_group_with_a_comma_is_refused(rig: Rig) -> None:
+    with pytest.raises(errors.TokenClaimsInvalid, match="comma"):
+        await rig.verifier.verify(rig.issuer.mint("ES256", groups=["dev", "a,sre"]))
+
+
+# --- fetching the keys ------------------------------------------------------------------------
+
+class _Slow(BaseHTTPRequestHandler):
+    """A JWKS endpoint that sends its body in two pieces, or redirects."""
+
+    jwks: dict[str, Any] = {}
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        if self.path == "/redirect":
+            self.send_response(302)
+            self.send_header("location", "/jwks")
+            self.end_headers()
+            return
+        data = json.dumps(self.jwks).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        half = len(data) // 2
+        self.wfile.write(data[:half])
+        self.wfile.flush()
+        time.sleep(0.2)
+        self.wfile.write(data[half:])
+
+
+@pytest.fixture
+def slow_jwks(issuer: LocalIssuer) -> Iterator[str]:
+    _Slow.jwks = issuer.jwks()
+    port = free_port()
+    server = ThreadingHTTPServer(("127.0.0.1", port), _Slow)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    yield f"http://127.0.0.1:{port}"
+    server.shutdown()
+    server.server_close()
+
+
+async def test_a_jwks_sent_in_pieces_is_read_whole(issuer: LocalIssuer, slow_jwks: str) -> None:
+    async with verifying(issuer, fetch_timeout=5.0, jwks_uri=f"{slow_jwks}/jwks") as rig:
+        assert rig.keys.loaded
+
+
+async def test_jwks_redirects_are_not_followed(issuer: LocalIssuer, slow_jwks: str) -> None:
+    assert "HTTP 302" in await refresh_error(issuer, jwks_uri=f"{slow_jwks}/redirect")
+
+
+async def test_an_https_issuer_may_not_publish_its_keys_over_http() -> None:
+    settings = settings_from_document({"issuers": [{"issuer": "https://idp.example", "audiences": ["a"]}]})
+    keys = IssuerKeys(settings.issuers[0], settings.jwks, HttpFetcher(1.0), FakeClock())
+    assert keys._schemes == ("https://",)
