@@ -5,8 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 from uuid import UUID
@@ -16,14 +14,10 @@ import yaml
 
 from extauthz.audit import FIELDS
 from extauthz.audit_cli import csv_cell
+from tests.support.cli import run_cli
 from tests.support.issuer import AUDIENCE, LocalIssuer
 from tests.support.redis import RedisServer
 from tests.support.stack import ExtAuthz, Gateway
-
-
-def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "extauthz", "audit", *args, "--config", str(config)],
-                          capture_output=True, text=True, timeout=60, check=False)
 
 
 def test_every_decision_is_one_line_with_no_secret_and_readable_across_replicas(tmp_path: Path) -> None:
@@ -39,9 +33,7 @@ def test_every_decision_is_one_line_with_no_secret_and_readable_across_replicas(
     # Redis holds the policies here: apply them first
     config = tmp_path / "cli.yaml"
     config.write_text(yaml.safe_dump({"store": store}))
-    applied = subprocess.run([sys.executable, "-m", "extauthz", "policy", "apply", "-f",
-                              str(tmp_path / "p.yaml"), "--config", str(config)],
-                             capture_output=True, text=True, timeout=60, check=False)
+    applied = run_cli(config, "policy", "apply", "-f", str(tmp_path / "p.yaml"))
     assert applied.returncode == 0, applied.stderr
     service.start()
     gateway = Gateway(tmp_path, service).start()
@@ -81,17 +73,17 @@ def test_every_decision_is_one_line_with_no_secret_and_readable_across_replicas(
         for secret in [*secrets, "hunter2", "not.a.token"]:
             assert secret not in everything
 
-        tail = cli(config, "tail", "--subject", "alice", "--decision", "deny")
+        tail = run_cli(config, "audit", "tail", "--subject", "alice", "--decision", "deny")
         assert tail.returncode == 0, tail.stderr
         tailed = [json.loads(ln) for ln in tail.stdout.splitlines()]
         assert [(t["path"], t["reason"]) for t in tailed] == [("/admin/x", "claim_mismatch")]
 
-        export = cli(config, "export", "--since", "5m", "--format", "csv")
+        export = run_cli(config, "audit", "export", "--since", "5m", "--format", "csv")
         rows = list(csv.DictReader(io.StringIO(export.stdout)))
         assert len(rows) == len(requests)
         assert {r["decision"] for r in rows} == {"allow", "deny"}
-        assert cli(config, "export", "--since=-5m", "--until", "4m").stdout.count("\n") == 1
-        bad = cli(config, "export", "--since", "yesterday")
+        assert run_cli(config, "audit", "export", "--since=-5m", "--until", "4m").stdout.count("\n") == 1
+        bad = run_cli(config, "audit", "export", "--since", "yesterday")
         assert bad.returncode == 2
         assert "time 'yesterday': write 2026-11-23T10:00:00Z" in bad.stderr
     finally:
@@ -104,7 +96,7 @@ def test_every_decision_is_one_line_with_no_secret_and_readable_across_replicas(
 def test_the_audit_commands_say_they_need_redis(tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
     config.write_text("{}\n")
-    result = cli(config, "tail")
+    result = run_cli(config, "audit", "tail")
     assert result.returncode == 2
     assert "the audit trail is read from Redis" in result.stderr
 
@@ -176,7 +168,7 @@ def test_a_client_cannot_put_a_formula_into_the_exported_audit_trail(tmp_path: P
         deadline = time.monotonic() + 5
         rows: list[dict[str, str]] = []
         while len(rows) < 2 and time.monotonic() < deadline:
-            export = cli(config, "export", "--since", "5m", "--format", "csv")
+            export = run_cli(config, "audit", "export", "--since", "5m", "--format", "csv")
             assert export.returncode == 0, export.stderr
             rows = list(csv.DictReader(io.StringIO(export.stdout)))
             time.sleep(0.05)
@@ -209,13 +201,14 @@ def test_the_export_escapes_every_client_chosen_cell_even_when_the_gateway_did_n
         redis.client().xadd("extauthz:audit", {"record": json.dumps(record)})
         config = tmp_path / "cli.yaml"
         config.write_text(yaml.safe_dump({"store": {"url": redis.url}}))
-        export = cli(config, "export", "--since", "0", "--format", "csv")
+        export = run_cli(config, "audit", "export", "--since", "0", "--format", "csv")
         assert export.returncode == 0, export.stderr
         (row,) = list(csv.DictReader(io.StringIO(export.stdout)))
         assert (row["host"], row["subject"], row["request_id"], row["source"], row["username"]) == (
             "'-2+3", "'@SUM(A1:A9)", '\'=HYPERLINK("https://evil.example")', "'+1", "'\t=1")
         assert (row["path"], row["status"], row["decision"]) == ("/@x", "401", "deny")
-        assert json.loads(cli(config, "export", "--since", "0", "--format", "json").stdout) == record
+        exported = run_cli(config, "audit", "export", "--since", "0", "--format", "json")
+        assert json.loads(exported.stdout) == record
     finally:
         redis.stop()
 

@@ -14,6 +14,7 @@ from benchmarks.checks import check_request, grpc_frame
 from benchmarks.issuer import BenchIssuer
 from benchmarks.load import percentiles
 from benchmarks.scenarios import SCENARIO_NAMES
+from tests.support.cli import run_cli
 from tests.support.ports import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,8 +42,7 @@ def test_percentiles_are_nearest_rank() -> None:
 
 
 def _bench(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "benchmarks", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=600, check=False)
+    return run_cli(None, *args, program=(sys.executable, "-m", "benchmarks"), cwd=REPO, timeout=600)
 
 
 def test_a_bad_argument_is_one_line_naming_the_fix() -> None:

@@ -13,6 +13,7 @@ import pytest
 from playwright.sync_api import Browser, expect
 
 from tests.support.browser import chromium, person
+from tests.support.cli import run_cli
 from tests.support.issuer import AUDIENCE, LocalIssuer
 from tests.support.stack import ExtAuthz, Gateway, http_get
 
@@ -261,9 +262,6 @@ def test_screenshot_of_the_stepup_page(site: Site, browser: Browser, tmp_path: P
 def test_a_stale_sign_in_is_told_to_sign_in_again_and_an_operator_allowance_lets_a_first_passkey_in(
     site: Site, browser: Browser, tmp_path: Path
 ) -> None:
-    import subprocess
-    import sys
-
     import yaml
 
     stale = site.idp.mint("ES256", sub="gail", email="gail@example.com",
@@ -282,9 +280,7 @@ def test_a_stale_sign_in_is_told_to_sign_in_again_and_an_operator_allowance_lets
     config.write_text(yaml.safe_dump({
         "issuers": [{"issuer": site.idp.issuer, "audiences": [AUDIENCE]}],
         "store": {"state_file": str(service.workdir / f"state-{service.grpc_port}.json")}}))
-    granted = subprocess.run([sys.executable, "-m", "extauthz", "webauthn", "allow-enrolment",
-                              "--user", "gail", "--config", str(config)],
-                             capture_output=True, text=True, timeout=60, check=False)
+    granted = run_cli(config, "webauthn", "allow-enrolment", "--user", "gail")
     assert granted.returncode == 0, granted.stderr
 
     page.reload()
@@ -299,8 +295,8 @@ def test_a_stale_sign_in_is_told_to_sign_in_again_and_an_operator_allowance_lets
 
     other = person(browser, site.base, {"session": site.idp.mint("ES256", sub="gail",
                                                                  auth_time=int(time.time()) - 3600)})
-    subprocess.run([sys.executable, "-m", "extauthz", "webauthn", "remove", "--subject", "gail",
-                    "--all", "--config", str(config)], capture_output=True, timeout=60, check=True)
+    removed = run_cli(config, "webauthn", "remove", "--subject", "gail", "--all")
+    assert removed.returncode == 0, removed.stderr
     other.page.goto("/.extauthz/webauthn/register")  # the allowance was used up
     expect(other.page.locator("h1")).to_have_text("Sign in again")
     gail.context.close()

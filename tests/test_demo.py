@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.support.cli import run_cli
 from tests.support.ports import free_port
 
 pytestmark = pytest.mark.e2e
+DEMO = (sys.executable, "-m", "extauthz.demo.run")  # what `make demo` runs
 
 
 def test_the_demo_starts_and_its_curl_lines_answer_as_printed(tmp_path: Path) -> None:
     args = [f"--{name}-port={free_port()}" for name in ("gateway", "grpc", "http", "upstream", "admin")]
-    result = subprocess.run([sys.executable, "-m", "extauthz.demo.run", "--check", *args],
-                            capture_output=True, text=True, timeout=120, cwd=tmp_path, check=False)
+    result = run_cli(None, "--check", *args, program=DEMO, timeout=120, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "demo check: ok" in result.stdout
     assert (tmp_path / ".extauthz" / "demo-issuer-key.pem").exists()
@@ -29,8 +29,7 @@ def test_the_demo_names_a_busy_port(tmp_path: Path) -> None:
         s.bind(("127.0.0.1", 0))
         busy = s.getsockname()[1]
         others = [f"--{n}-port={free_port()}" for n in ("grpc", "http", "upstream", "admin")]
-        result = subprocess.run([sys.executable, "-m", "extauthz.demo.run", "--check",
-                                 f"--gateway-port={busy}", *others], capture_output=True,
-                                text=True, timeout=60, cwd=tmp_path, check=False)
+        result = run_cli(None, "--check", f"--gateway-port={busy}", *others, program=DEMO,
+                         cwd=tmp_path)
     assert result.returncode == 2
     assert f"demo: gateway port {busy} in use; stop what holds it" in result.stderr

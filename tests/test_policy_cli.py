@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from tests.support.cli import run_cli
 from tests.support.issuer import AUDIENCE, LocalIssuer
 
 POLICIES = """\
@@ -24,11 +23,6 @@ match:
   paths: [{prefix: /}]
 require: {authenticated: false}
 """
-
-
-def run(config: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "extauthz", "policy", *args, "--config", str(config)],
-                          input=stdin, capture_output=True, text=True, timeout=60, check=False)
 
 
 @pytest.fixture(params=["file", "redis"])
@@ -47,46 +41,46 @@ def config(request: pytest.FixtureRequest, tmp_path: Path, idp: LocalIssuer) -> 
 def test_apply_then_list_get_and_delete(config: Path, tmp_path: Path) -> None:
     source = tmp_path / "in.yaml"
     source.write_text(POLICIES)
-    applied = run(config, "apply", "-f", str(source))
+    applied = run_cli(config, "policy", "apply", "-f", str(source))
     assert applied.returncode == 0, applied.stderr
     assert "+ create admin-api" in applied.stdout
     assert "applied 2 policies" in applied.stdout
 
-    listed = run(config, "list").stdout.splitlines()
+    listed = run_cli(config, "policy", "list").stdout.splitlines()
     assert listed[0].split() == ["ID", "HOSTS", "PATHS", "METHODS", "ACTION", "MODE"]
     assert listed[1].split() == ["admin-api", "*", "prefix:/admin/", "*", "allow", "enforce"]
 
-    got = yaml.safe_load(run(config, "get", "admin-api").stdout)
+    got = yaml.safe_load(run_cli(config, "policy", "get", "admin-api").stdout)
     assert got["require"]["scopes"] == ["admin:write"]
 
-    again = run(config, "apply", "-f", str(source))
+    again = run_cli(config, "policy", "apply", "-f", str(source))
     assert "= unchanged admin-api" in again.stdout
 
-    assert run(config, "delete", "admin-api").returncode == 0
-    missing = run(config, "delete", "admin-api")
+    assert run_cli(config, "policy", "delete", "admin-api").returncode == 0
+    missing = run_cli(config, "policy", "delete", "admin-api")
     assert missing.returncode == 2
     assert "no policy with id 'admin-api'" in missing.stderr
 
 
 def test_dry_run_shows_the_diff_and_stores_nothing(config: Path) -> None:
-    run(config, "apply", "-f", "-", stdin=POLICIES)
+    run_cli(config, "policy", "apply", "-f", "-", stdin=POLICIES)
     changed = POLICIES.replace("admin:write", "admin:all")
-    result = run(config, "apply", "-f", "-", "--dry-run", stdin=changed)
+    result = run_cli(config, "policy", "apply", "-f", "-", "--dry-run", stdin=changed)
     assert result.returncode == 0
     assert "~ update admin-api" in result.stdout
     assert "-  - admin:write" in result.stdout
     assert "+  - admin:all" in result.stdout
     assert "dry run: nothing stored" in result.stdout
-    assert "admin:write" in run(config, "get", "admin-api").stdout
+    assert "admin:write" in run_cli(config, "policy", "get", "admin-api").stdout
 
 
 def test_a_batch_with_one_bad_document_stores_nothing(config: Path) -> None:
     bad = POLICIES + "---\nid: broken\nmatch: {methdos: [GET]}\n"
-    result = run(config, "apply", "-f", "-", stdin=bad)
+    result = run_cli(config, "policy", "apply", "-f", "-", stdin=bad)
     assert result.returncode == 2
     assert result.stderr.strip().endswith("unknown key 'match.methdos': did you mean 'methods'?")
     assert "Traceback" not in result.stderr
-    assert run(config, "list").stdout.splitlines()[1:] == []
+    assert run_cli(config, "policy", "list").stdout.splitlines()[1:] == []
 
 
 def test_a_directory_is_applied_as_one_batch(config: Path, tmp_path: Path) -> None:
@@ -95,16 +89,16 @@ def test_a_directory_is_applied_as_one_batch(config: Path, tmp_path: Path) -> No
     (d / "a.yaml").write_text("id: a\n")
     (d / "b.json").write_text('[{"id": "b"}, {"id": "c"}]')
     (d / "notes.txt").write_text("ignored")
-    result = run(config, "apply", "-f", str(d))
+    result = run_cli(config, "policy", "apply", "-f", str(d))
     assert "applied 3 policies" in result.stdout, result.stderr
 
 
 def test_validate_names_the_field_and_never_needs_a_store(tmp_path: Path) -> None:
     cfg = tmp_path / "empty.yaml"
     cfg.write_text("{}\n")
-    ok = run(cfg, "validate", "-f", "-", stdin=POLICIES)
+    ok = run_cli(cfg, "policy", "validate", "-f", "-", stdin=POLICIES)
     assert (ok.returncode, ok.stdout.strip()) == (0, "2 valid: admin-api, public")
-    bad = run(cfg, "validate", "-f", "-", stdin="id: x\nmatch: {paths: [{regex: '('}]}\n")
+    bad = run_cli(cfg, "policy", "validate", "-f", "-", stdin="id: x\nmatch: {paths: [{regex: '('}]}\n")
     assert bad.returncode == 2
     assert bad.stderr.strip().endswith(
         "stdin: policy 'x': 'match.paths[0].regex' is '(', which RE2 refuses (missing ): (): "
@@ -115,15 +109,15 @@ def test_validate_names_the_field_and_never_needs_a_store(tmp_path: Path) -> Non
 def test_without_a_store_the_cli_says_how_to_configure_one(tmp_path: Path) -> None:
     cfg = tmp_path / "empty.yaml"
     cfg.write_text("{}\n")
-    result = run(cfg, "list")
+    result = run_cli(cfg, "policy", "list")
     assert result.returncode == 2
     assert "no policy store configured: set store.url (EXTAUTHZ_STORE_URL)" in result.stderr
 
 
 def test_explain_shows_the_match_the_others_and_the_decision(config: Path, idp: LocalIssuer) -> None:
-    run(config, "apply", "-f", "-", stdin=POLICIES)
+    run_cli(config, "policy", "apply", "-f", "-", stdin=POLICIES)
     token = idp.mint("ES256", scope="read")
-    result = run(config, "explain", "--host", "api.example.com:443", "--method", "post",
+    result = run_cli(config, "policy", "explain", "--host", "api.example.com:443", "--method", "post",
                  "--path", "/admin/users?x=1", "--token", token)
     out = result.stdout
     assert result.returncode == 1, result.stderr
@@ -131,7 +125,7 @@ def test_explain_shows_the_match_the_others_and_the_decision(config: Path, idp: 
     assert "admin-api: MATCHED: any host, prefix /admin/" in out
     assert "public: matches, but admin-api takes precedence" in out
     assert "decision: DENY 403 (scope_missing): requirement not met: scope admin:write" in out
-    allowed = run(config, "explain", "--host", "h", "--path", "/docs", "--token", token)
+    allowed = run_cli(config, "policy", "explain", "--host", "h", "--path", "/docs", "--token", token)
     assert allowed.returncode == 0
     assert "decision: ALLOW (allowed)" in allowed.stdout
     assert "upstream header x-auth-subject: alice" in allowed.stdout
@@ -145,8 +139,8 @@ def test_explain_shows_the_match_the_others_and_the_decision(config: Path, idp: 
 def test_explain_refuses_an_ambiguous_request_as_the_service_does(
     config: Path, host: str, path: str, why: str,
 ) -> None:
-    run(config, "apply", "-f", "-", stdin=POLICIES)
-    result = run(config, "explain", "--host", host, "--path", path)
+    run_cli(config, "policy", "apply", "-f", "-", stdin=POLICIES)
+    result = run_cli(config, "policy", "explain", "--host", host, "--path", path)
     assert result.returncode == 1, result.stderr
     assert "decision: DENY 400 (bad_request): " + why in result.stdout
     assert result.stderr == ""
@@ -156,8 +150,8 @@ def test_explain_shows_the_dry_run_shadow_beside_the_enforcing_decision(
     config: Path, idp: LocalIssuer
 ) -> None:
     trial = "---\nid: users-trial\nmatch: {paths: [{prefix: /admin/users/}]}\nmode: dry-run\n"
-    run(config, "apply", "-f", "-", stdin=POLICIES + trial)
-    result = run(config, "explain", "--host", "h", "--path", "/admin/users/1")
+    run_cli(config, "policy", "apply", "-f", "-", stdin=POLICIES + trial)
+    result = run_cli(config, "policy", "explain", "--host", "h", "--path", "/admin/users/1")
     out = result.stdout
     assert result.returncode == 1, result.stderr
     assert "admin-api: MATCHED: any host, prefix /admin/" in out
@@ -166,7 +160,8 @@ def test_explain_shows_the_dry_run_shadow_beside_the_enforcing_decision(
     assert "decision: DENY 401 (token_missing)" in out
     assert "  dry-run: policy users-trial would deny (token_missing); it does not decide" in out
     token = idp.mint("ES256", scope="admin:write")
-    allowed = run(config, "explain", "--host", "h", "--path", "/admin/users/1", "--token", token)
+    allowed = run_cli(config, "policy", "explain", "--host", "h", "--path", "/admin/users/1",
+                      "--token", token)
     assert allowed.returncode == 0
     assert "decision: ALLOW (allowed)" in allowed.stdout
     assert "  dry-run: policy users-trial would allow; it does not decide" in allowed.stdout

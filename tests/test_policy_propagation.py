@@ -3,8 +3,6 @@ a second; Redis killed, the workers keep their snapshot; Redis back, they catch 
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +13,7 @@ import pytest
 import yaml
 from envoy_data_plane.envoy.service.auth.v3 import CheckResponse
 
+from tests.support.cli import run_cli
 from tests.support.issuer import AUDIENCE, LocalIssuer
 from tests.support.ports import wait_for_port
 from tests.support.redis import RedisServer
@@ -22,15 +21,10 @@ from tests.support.stack import ExtAuthz, http_get
 from tests.test_check_service import CHECK, _request
 
 
-def cli(config: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "extauthz", *args, "--config", str(config)],
-                          input=stdin, capture_output=True, text=True, timeout=60, check=False)
-
-
 def apply(config: Path, action: str) -> None:
     doc = yaml.safe_dump({"id": "gate", "match": {"paths": [{"prefix": "/"}]},
                           "require": {"authenticated": False}, "action": action})
-    result = cli(config, "policy", "apply", "-f", "-", stdin=doc)
+    result = run_cli(config, "policy", "apply", "-f", "-", stdin=doc)
     assert result.returncode == 0, result.stderr
 
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -14,15 +12,11 @@ import grpc
 import jwt as pyjwt
 from envoy_data_plane.envoy.service.auth.v3 import CheckResponse
 
+from tests.support.cli import refused, run_cli
 from tests.support.issuer import AUDIENCE, LocalIssuer
 from tests.support.ports import free_port
 from tests.support.stack import ExtAuthz
 from tests.test_check_service import CHECK, _request
-
-
-def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "extauthz", *args], capture_output=True,
-                          text=True, timeout=60, env=env, check=False)
 
 
 def _config(idp: LocalIssuer, **extra: Any) -> dict[str, Any]:
@@ -33,14 +27,12 @@ def _config(idp: LocalIssuer, **extra: Any) -> dict[str, Any]:
 def test_a_bad_config_is_one_line_naming_the_key_not_a_traceback(tmp_path: Path) -> None:
     cfg = tmp_path / "c.yaml"
     cfg.write_text("grpc: {listen: '0.0.0.0:9001'}\ndefault_acton: allow\n")
-    result = _run("serve", "--config", str(cfg))
-    assert result.returncode == 2
-    assert result.stderr.strip() == (
+    assert refused(run_cli(cfg, "serve")) == (
         "extauthz: config: unknown key 'default_acton': did you mean 'default_action'?")
 
 
 def test_a_missing_policy_file_stops_the_start(tmp_path: Path) -> None:
-    result = _run("serve", "--grpc-listen", f"127.0.0.1:{free_port()}", "--http-listen",
+    result = run_cli(None, "serve", "--grpc-listen", f"127.0.0.1:{free_port()}", "--http-listen",
                   f"127.0.0.1:{free_port()}",
                   env={"EXTAUTHZ_STORE_URL": f"file://{tmp_path}/nope.yaml", "PATH": "/usr/bin:/bin"})
     assert result.returncode == 2
@@ -50,7 +42,7 @@ def test_a_missing_policy_file_stops_the_start(tmp_path: Path) -> None:
 
 def test_a_broken_policy_file_stops_the_start(tmp_path: Path) -> None:
     (tmp_path / "p.yaml").write_text("id: a\nacton: deny\n")
-    result = _run("serve", "--grpc-listen", f"127.0.0.1:{free_port()}", "--http-listen",
+    result = run_cli(None, "serve", "--grpc-listen", f"127.0.0.1:{free_port()}", "--http-listen",
                   f"127.0.0.1:{free_port()}",
                   env={"EXTAUTHZ_STORE_URL": f"file://{tmp_path}/p.yaml", "PATH": "/usr/bin:/bin"})
     assert result.returncode == 2
@@ -58,7 +50,7 @@ def test_a_broken_policy_file_stops_the_start(tmp_path: Path) -> None:
 
 
 def test_a_bad_cli_argument_is_a_usage_error() -> None:
-    result = _run("serve", "--workers", "lots")
+    result = run_cli(None, "serve", "--workers", "lots")
     assert result.returncode == 2
     assert "argument --workers: invalid int value: 'lots'" in result.stderr
     assert "Traceback" not in result.stderr
@@ -71,7 +63,7 @@ def test_a_taken_port_is_a_clear_error(tmp_path: Path) -> None:
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        result = _run("serve", "--http-listen", f"127.0.0.1:{port}", "--grpc-listen",
+        result = run_cli(None, "serve", "--http-listen", f"127.0.0.1:{port}", "--grpc-listen",
                       f"127.0.0.1:{free_port()}")
     assert result.returncode == 2
     assert f"cannot listen for HTTP on 127.0.0.1:{port}" in result.stderr
@@ -81,7 +73,7 @@ def test_a_taken_port_is_a_clear_error(tmp_path: Path) -> None:
 def test_the_token_command_mints_for_the_demo_issuer_only(tmp_path: Path) -> None:
     key = tmp_path / "demo.pem"
     env = {"EXTAUTHZ_DEMO_ISSUER_KEY_FILE": str(key), "PATH": "/usr/bin:/bin"}
-    result = _run("token", "--sub", "alice", "--email", "a@example.com", "--groups", "sre,dev",
+    result = run_cli(None, "token", "--sub", "alice", "--email", "a@example.com", "--groups", "sre,dev",
                   env=env)
     assert result.returncode == 0, result.stderr
     token = result.stdout.strip()
@@ -258,7 +250,7 @@ def test_a_worker_that_fails_its_first_start_stops_the_supervisor(tmp_path: Path
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        result = _run("serve", "--workers", "2", "--grpc-listen", f"127.0.0.1:{port}",
+        result = run_cli(None, "serve", "--workers", "2", "--grpc-listen", f"127.0.0.1:{port}",
                       "--http-listen", f"127.0.0.1:{free_port()}")
     assert result.returncode == 1
     assert "while starting; stopping" in result.stderr

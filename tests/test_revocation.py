@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from pathlib import Path
 from types import MappingProxyType
@@ -14,6 +12,7 @@ import yaml
 
 from extauthz.identity.model import Identity
 from extauthz.revocation.model import Revocation, RevocationSet
+from tests.support.cli import run_cli
 from tests.support.issuer import AUDIENCE, LocalIssuer
 from tests.support.redis import RedisServer
 from tests.support.stack import ExtAuthz, Gateway
@@ -51,11 +50,6 @@ def test_step_up_proofs_of_a_revoked_subject_stop_working() -> None:
     assert rs.stepup_revoked("https://idp", "alice", 999)
     assert not rs.stepup_revoked("https://idp", "alice", 1001)
     assert not rs.stepup_revoked("https://idp", "bob", 999)
-
-
-def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "extauthz", "revoke", *args, "--config", str(config)],
-                          capture_output=True, text=True, timeout=60, check=False)
 
 
 def status(worker: Worker, token: str) -> int:
@@ -100,24 +94,25 @@ def test_every_kind_is_enforced_by_every_worker_within_a_second_and_survives_a_r
         for token in (by_jti, by_sub, by_client, by_issuer):
             until(workers, token, 200, within=1.0)
 
-        assert cli(config, "token", "--token", by_jti).returncode == 0
+        assert run_cli(config, "revoke", "token", "--token", by_jti).returncode == 0
         until(workers, by_jti, 401, within=1.0)
         r = gateway.get("/", {"authorization": f"Bearer {by_jti}"})
         assert r.status == 401
         assert 'error="invalid_token", error_description="token revoked"' in r.headers["www-authenticate"]
         assert status(workers[0], by_sub) == 200  # only that token
 
-        assert cli(config, "subject", "--subject", "sam", "--reason", "offboarded").returncode == 0
+        assert run_cli(config, "revoke", "subject", "--subject", "sam",
+                       "--reason", "offboarded").returncode == 0
         until(workers, by_sub, 401, within=1.0)
-        assert cli(config, "client", "--client-id", "ci-bot").returncode == 0
+        assert run_cli(config, "revoke", "client", "--client-id", "ci-bot").returncode == 0
         until(workers, by_client, 401, within=1.0)
-        assert cli(config, "all", "--issuer", idp.issuer).returncode == 0
+        assert run_cli(config, "revoke", "all", "--issuer", idp.issuer).returncode == 0
         until(workers, by_issuer, 401, within=1.0)
 
         time.sleep(1.1)  # a token issued after the revocations is fine again
         until(workers, idp.mint("ES256", sub="sam", azp="ci-bot"), 200, within=1.0)
 
-        listed = cli(config, "list").stdout
+        listed = run_cli(config, "revoke", "list").stdout
         assert "subject:*:sam" in listed
         assert "offboarded" in listed
         assert "client:*:ci-bot" in listed
@@ -130,13 +125,13 @@ def test_every_kind_is_enforced_by_every_worker_within_a_second_and_survives_a_r
         assert gateway.get("/", {"authorization": f"Bearer {by_sub}"}).status == 401
         assert gateway.get("/", {"authorization": f"Bearer {by_jti}"}).status == 401
 
-        assert cli(config, "undo", "subject:*:sam").returncode == 0
-        assert cli(config, "undo", f"all:{idp.issuer}:").returncode == 0
+        assert run_cli(config, "revoke", "undo", "subject:*:sam").returncode == 0
+        assert run_cli(config, "revoke", "undo", f"all:{idp.issuer}:").returncode == 0
         deadline = time.monotonic() + 2
         while gateway.get("/", {"authorization": f"Bearer {by_sub}"}).status != 200:
             assert time.monotonic() < deadline
             time.sleep(0.02)
-        missing = cli(config, "undo", "subject:*:sam")
+        missing = run_cli(config, "revoke", "undo", "subject:*:sam")
         assert missing.returncode == 2
         assert "no revocation 'subject:*:sam'" in missing.stderr
     finally:
@@ -152,11 +147,12 @@ def test_a_token_revocation_expires_when_the_token_would(tmp_path: Path) -> None
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump({"store": {"state_file": str(tmp_path / "s.json")},
                                       "token": {"leeway": 0}}))  # kept until exp + leeway
-    assert cli(config, "token", "--jti", "short", "--expires-at", str(int(time.time()) + 2)).returncode == 0
-    assert cli(config, "subject", "--subject", "x", "--ttl", "2").returncode == 0
-    assert "token:*:short" in cli(config, "list").stdout
+    assert run_cli(config, "revoke", "token", "--jti", "short",
+                   "--expires-at", str(int(time.time()) + 2)).returncode == 0
+    assert run_cli(config, "revoke", "subject", "--subject", "x", "--ttl", "2").returncode == 0
+    assert "token:*:short" in run_cli(config, "revoke", "list").stdout
     time.sleep(2.2)
-    listed = cli(config, "list").stdout
+    listed = run_cli(config, "revoke", "list").stdout
     assert "token:*:short" not in listed
     assert "subject:*:x" not in listed
 
@@ -173,7 +169,7 @@ def test_the_embedded_store_revokes_in_a_running_service(tmp_path: Path) -> None
         worker = Worker(service.grpc_port)
         token = idp.mint("ES256", sub="una")
         assert status(worker, token) == 200
-        assert cli(config, "subject", "--subject", "una").returncode == 0
+        assert run_cli(config, "revoke", "subject", "--subject", "una").returncode == 0
         until([worker], token, 401, within=1.0)
         worker.channel.close()
     finally:

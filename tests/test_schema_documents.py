@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +20,9 @@ from extauthz.config.settings import DemoIssuerSettings, StepupSettings
 from extauthz.errors import ConfigError, PolicyInvalid
 from extauthz.policy.model import documents_from_text, parse_policies, parse_policy
 from extauthz.schema.cli import document_schema, schema_text
+from tests.support.cli import INSTALLED, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
-EXTAUTHZ = str(Path(sys.executable).parent / "extauthz")  # the console script pip installed
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 
@@ -48,15 +45,9 @@ def every_schema_error(kind: str, doc: object) -> list[str]:
     return out
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.upper().startswith("EXTAUTHZ_")}
-    return subprocess.run([EXTAUTHZ, *args], capture_output=True, text=True, timeout=60,
-                          env={**base, **(env or {})}, check=False)
-
-
 @pytest.mark.parametrize("kind", ["policy", "config"])
 def test_extauthz_schema_prints_a_draft_2020_12_json_schema(kind: str) -> None:
-    result = run_cli("schema", kind)
+    result = run_cli(None, "schema", kind, program=INSTALLED)
     assert result.returncode == 0, result.stderr
     schema = json.loads(result.stdout)
     assert schema["$schema"] == DIALECT
@@ -66,7 +57,8 @@ def test_extauthz_schema_prints_a_draft_2020_12_json_schema(kind: str) -> None:
 
 def test_the_schema_command_reads_no_config() -> None:
     # A broken environment stops `serve`, not printing a schema to fix a file with.
-    result = run_cli("schema", "policy", env={"EXTAUTHZ_DEFAULT_ACTON": "deny"})
+    result = run_cli(None, "schema", "policy", env={"EXTAUTHZ_DEFAULT_ACTON": "deny"},
+                     program=INSTALLED)
     assert result.returncode == 0, result.stderr
 
 
@@ -209,7 +201,7 @@ def test_a_bad_policy_file_is_one_line_with_the_file_the_policy_and_the_key_and_
     bad = tmp_path / "policies.yaml"
     bad.write_text("id: fine\n---\nid: admin-api\nmatch:\n  paths: [{prefix: /admin/}]\n"
                    "  methdos: [DELETE]\n")
-    result = run_cli("policy", "validate", "-f", str(bad))
+    result = run_cli(None, "policy", "validate", "-f", str(bad), program=INSTALLED)
     assert result.returncode == 2
     assert result.stderr == (f"extauthz: {bad}: policy 'admin-api': unknown key "
                              "'match.methdos': did you mean 'methods'?\n")

@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -31,6 +29,7 @@ from extauthz.stepup.store import (
     user_key,
 )
 from tests.conftest import make_settings
+from tests.support.cli import run_cli
 from tests.support.inproc import ServerThread
 from tests.support.issuer import AUDIENCE, LocalIssuer
 from tests.support.ports import free_port
@@ -65,12 +64,6 @@ def call(server: ServerThread, path: str, token: str, body: dict[str, Any] | Non
     hdrs = {k.lower(): v for k, v in hdrs.items()}
     return status, hdrs, (json.loads(raw) if "json" in hdrs.get("content-type", "") else
                           raw.decode())
-
-
-def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "extauthz", "webauthn", *args,
-                           "--config", str(config)],
-                          capture_output=True, text=True, timeout=60, check=False)
 
 
 def cli_config(tmp_path: Path, server: ServerThread, idp: LocalIssuer) -> Path:
@@ -137,7 +130,7 @@ def test_an_operator_allowance_admits_a_stale_token_and_outlives_a_failed_regist
     begin = "/.extauthz/webauthn/register/begin"
     assert call(server, begin, stale, {})[0] == 401
     config = cli_config(tmp_path, server, idp)
-    granted = cli(config, "allow-enrolment", "--user", "lost-lou", "--ttl", "600")
+    granted = run_cli(config, "webauthn", "allow-enrolment", "--user", "lost-lou", "--ttl", "600")
     assert granted.returncode == 0, granted.stderr
     assert granted.stdout.startswith(f"lost-lou ({idp.issuer}) may add one first passkey until ")
     assert call(server, begin, stale, {})[0] == 200
@@ -153,20 +146,20 @@ def test_allow_enrolment_refuses_what_could_never_apply(
     server: ServerThread, idp: LocalIssuer, tmp_path: Path
 ) -> None:
     config = cli_config(tmp_path, server, idp)
-    wrong = cli(config, "allow-enrolment", "--subject", "amy", "--issuer", idp.issuer + "/")
+    wrong = run_cli(config, "webauthn", "allow-enrolment", "--subject", "amy", "--issuer", idp.issuer + "/")
     assert wrong.returncode == 2
     assert f"--issuer '{idp.issuer}/' is not a configured issuer (exact match)" in wrong.stderr
-    assert cli(config, "allow-enrolment", "--subject", "amy", "--ttl", "0").returncode == 2
-    assert cli(config, "allow-enrolment", "--subject", " amy").returncode == 2
+    assert run_cli(config, "webauthn", "allow-enrolment", "--subject", "amy", "--ttl", "0").returncode == 2
+    assert run_cli(config, "webauthn", "allow-enrolment", "--subject", " amy").returncode == 2
     bare = tmp_path / "bare.yaml"
     bare.write_text(yaml.safe_dump({"store": {"state_file": server.settings.store.state_file}}))
-    none = cli(bare, "allow-enrolment", "--subject", "amy")
+    none = run_cli(bare, "webauthn", "allow-enrolment", "--subject", "amy")
     assert none.returncode == 2
     assert "the config names no issuers" in none.stderr
     store = FileStepupStore(server.settings.store.state_file, SYSTEM_CLOCK)
     asyncio.run(store.save_passkey(user_key(idp.issuer, "amy"), Passkey(
         "c1", "pk", 0, "k", 1, None, (), idp.issuer, "amy")))
-    has = cli(config, "allow-enrolment", "--subject", "amy")
+    has = run_cli(config, "webauthn", "allow-enrolment", "--subject", "amy")
     assert has.returncode == 2
     assert "amy" in has.stderr
     assert "already has 1 passkey(s)" in has.stderr

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable
@@ -27,6 +25,7 @@ from extauthz.revocation.model import Revocation, RevocationSet
 from extauthz.stepup.cookie import StepupCookies, load_signing_key, new_signing_key_pem
 from extauthz.stepup.removal import STEPUP_REVOCATION_TTL
 from extauthz.stepup.store import Passkey, RedisStepupStore, user_key
+from tests.support.cli import run_cli
 from tests.support.issuer import AUDIENCE, LocalIssuer
 from tests.support.redis import RedisServer
 from tests.support.stack import ExtAuthz
@@ -63,11 +62,6 @@ def until(workers: list[Worker], token: str, cookie: str, want: int, within: flo
                          f"{[status(w, token, cookie) for w in workers]}")
 
 
-def cli(config: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "extauthz", *args, "--config", str(config)],
-                          input=stdin, capture_output=True, text=True, timeout=60, check=False)
-
-
 def in_store(url: str, prefix: str, fn: Callable[[RedisStepupStore], Awaitable[_T]]) -> _T:
     """Run one step against the step-up store on its own event loop and connection."""
     async def run() -> _T:
@@ -100,7 +94,7 @@ def test_removing_passkeys_ends_step_up_cookies_in_every_worker_within_a_second(
                            "default_action": "authenticated"}
     config = tmp_path / "cli.yaml"
     config.write_text(yaml.safe_dump(cfg))
-    applied = cli(config, "policy", "apply", "-f", "-", stdin=yaml.safe_dump(POLICY))
+    applied = run_cli(config, "policy", "apply", "-f", "-", stdin=yaml.safe_dump(POLICY))
     assert applied.returncode == 0, applied.stderr
     service = ExtAuthz(tmp_path, cfg, args=["--workers", "2"]).start()
     workers: list[Worker] = []
@@ -116,7 +110,7 @@ def test_removing_passkeys_ends_step_up_cookies_in_every_worker_within_a_second(
         alice_cookie = cookies.mint(alice, "c1")
         until(workers, alice_token, alice_cookie, 200, within=1.0)
         assert status(workers[0], alice_token, None) == 401  # the cookie is what lets her in
-        removed = cli(config, "webauthn", "remove", "--subject", "alice", "--all")
+        removed = run_cli(config, "webauthn", "remove", "--subject", "alice", "--all")
         assert removed.returncode == 0, removed.stderr
         assert "step-ups made before now end in every worker within a second" in removed.stdout
         assert until(workers, alice_token, alice_cookie, 401, within=1.0) < 1.0
@@ -146,7 +140,7 @@ def test_removing_passkeys_ends_step_up_cookies_in_every_worker_within_a_second(
         for r in records:
             assert r.expires is not None
             assert r.expires - r.at == STEPUP_REVOCATION_TTL
-        listed = cli(config, "revoke", "list")
+        listed = run_cli(config, "revoke", "list")
         assert listed.returncode == 0, listed.stderr
         assert "passkey removed on the account page" in listed.stdout
     finally:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +10,7 @@ from extauthz.config import load_settings
 from extauthz.errors import ConfigError, PolicyInvalid
 from extauthz.policy.model import documents_from_text
 from extauthz.schema import strict_yaml
+from tests.support.cli import refused, run_cli
 
 TWICE = """\
 id: admin
@@ -33,11 +32,7 @@ def test_a_config_key_written_twice_stops_the_start_in_one_line(tmp_path: Path) 
     config.write_text("default_action: deny\nlog_level: info\ndefault_action: allow\n")
     with pytest.raises(ConfigError, match=r"found duplicate key 'default_action' \(line 3"):
         load_settings(str(config), environ={})
-    result = subprocess.run([sys.executable, "-m", "extauthz", "serve", "--config", str(config)],
-                            capture_output=True, text=True, timeout=60, check=False)
-    assert result.returncode == 2
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-    assert "duplicate key 'default_action'" in result.stderr
+    assert "duplicate key 'default_action'" in refused(run_cli(config, "serve"))
 
 
 @pytest.mark.parametrize("text", ["a: 1\na: 2\n", "- {a: 1, a: 2}\n", "x:\n  y: 1\n  y: 1\n"])

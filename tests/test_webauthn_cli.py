@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import yaml
 
 from extauthz.clock import FakeClock
 from extauthz.stepup.store import FileStepupStore, Passkey, user_key
-
-
-def run(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "extauthz", "webauthn", *args, "--config", str(config)],
-                          capture_output=True, text=True, timeout=60, check=False)
+from tests.support.cli import run_cli
 
 
 async def test_list_and_remove_a_users_passkeys(tmp_path: Path) -> None:
@@ -27,19 +21,19 @@ async def test_list_and_remove_a_users_passkeys(tmp_path: Path) -> None:
         await store.save_passkey(user, Passkey(cid, "pk", 0, name, 1_700_000_000 + len(cid), None, (),
                                                "https://idp", "alice"))
 
-    listed = run(config, "list", "--subject", "alice")
+    listed = run_cli(config, "webauthn", "list", "--subject", "alice")
     assert listed.returncode == 0, listed.stderr
     lines = listed.stdout.splitlines()
     assert lines[0].split() == ["ISSUER", "ID", "NAME", "CREATED", "LAST", "USED"]
     assert [ln.split()[1:3] for ln in lines[1:]] == [["cred-1", "laptop"], ["cred-2", "yubikey"]]
 
-    assert "removed passkey cred-1" in run(config, "remove", "--subject", "alice",
+    assert "removed passkey cred-1" in run_cli(config, "webauthn", "remove", "--subject", "alice",
                                           "--credential", "cred-1").stdout
     assert [p.name for p in await store.passkeys(user)] == ["yubikey"]
-    gone = run(config, "remove", "--subject", "alice", "--credential", "cred-1")
+    gone = run_cli(config, "webauthn", "remove", "--subject", "alice", "--credential", "cred-1")
     assert gone.returncode == 2
     assert "alice has no passkey 'cred-1'" in gone.stderr
-    assert "removed 1 passkey(s) of alice" in run(config, "remove", "--subject", "alice",
+    assert "removed 1 passkey(s) of alice" in run_cli(config, "webauthn", "remove", "--subject", "alice",
                                                   "--all").stdout
     assert await store.passkeys(user) == []
 
@@ -47,10 +41,10 @@ async def test_list_and_remove_a_users_passkeys(tmp_path: Path) -> None:
 def test_an_unknown_subject_and_a_missing_choice_are_clear_errors(tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump({"store": {"state_file": str(tmp_path / "s.json")}}))
-    nobody = run(config, "list", "--subject", "nobody")
+    nobody = run_cli(config, "webauthn", "list", "--subject", "nobody")
     assert nobody.returncode == 2
     assert "no passkeys for subject 'nobody'" in nobody.stderr
-    usage = run(config, "remove", "--subject", "x")
+    usage = run_cli(config, "webauthn", "remove", "--subject", "x")
     assert usage.returncode == 2
     assert "one of the arguments --credential --all is required" in usage.stderr
 
@@ -63,7 +57,7 @@ async def test_list_shows_a_hostile_passkey_name_escaped_on_one_row(tmp_path: Pa
     hostile = "\x1b[2J\x1b[H\r\nhttps://idp  cred-9  FORGED row"  # stored before names were checked
     await store.save_passkey(user_key("https://idp", "alice"), Passkey(
         "cred-1", "pk", 0, hostile, 1_700_000_000, None, (), "https://idp", "alice"))
-    listed = run(config, "list", "--subject", "alice")
+    listed = run_cli(config, "webauthn", "list", "--subject", "alice")
     assert listed.returncode == 0, listed.stderr
     assert "\x1b" not in listed.stdout
     assert "\r" not in listed.stdout
