@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import subprocess
 import time
 from pathlib import Path
 from uuid import UUID
@@ -16,8 +17,13 @@ from extauthz.audit import FIELDS
 from extauthz.audit_cli import csv_cell
 from tests.support.cli import run_cli
 from tests.support.issuer import AUDIENCE, LocalIssuer
+from tests.support.poll import fetch_until
 from tests.support.redis import RedisServer
 from tests.support.stack import ExtAuthz, Gateway
+
+
+def csv_rows(text: str) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(text)))
 
 
 def test_every_decision_is_one_line_with_no_secret_and_readable_across_replicas(tmp_path: Path) -> None:
@@ -79,7 +85,7 @@ def test_every_decision_is_one_line_with_no_secret_and_readable_across_replicas(
         assert [(t["path"], t["reason"]) for t in tailed] == [("/admin/x", "claim_mismatch")]
 
         export = run_cli(config, "audit", "export", "--since", "5m", "--format", "csv")
-        rows = list(csv.DictReader(io.StringIO(export.stdout)))
+        rows = csv_rows(export.stdout)
         assert len(rows) == len(requests)
         assert {r["decision"] for r in rows} == {"allow", "deny"}
         assert run_cli(config, "audit", "export", "--since=-5m", "--until", "4m").stdout.count("\n") == 1
@@ -165,13 +171,14 @@ def test_a_client_cannot_put_a_formula_into_the_exported_audit_trail(tmp_path: P
         assert gateway.get("/ok", {"x-request-id": formula,
                                    "authorization": f"Bearer {token}"}).status == 200
         assert gateway.get("/host", {"x-request-id": formula, "host": "=1+2"}).status == 400
-        deadline = time.monotonic() + 5
-        rows: list[dict[str, str]] = []
-        while len(rows) < 2 and time.monotonic() < deadline:
+
+        def export_csv() -> subprocess.CompletedProcess[str]:
             export = run_cli(config, "audit", "export", "--since", "5m", "--format", "csv")
             assert export.returncode == 0, export.stderr
-            rows = list(csv.DictReader(io.StringIO(export.stdout)))
-            time.sleep(0.05)
+            return export
+
+        export = fetch_until(export_csv, lambda e: len(csv_rows(e.stdout)) >= 2, 5)
+        rows = csv_rows(export.stdout)
         assert len(rows) == 2, rows
         assert formula not in export.stdout  # the gateway replaced the client's id...
         allowed = next(r for r in rows if r["decision"] == "allow")
@@ -203,7 +210,7 @@ def test_the_export_escapes_every_client_chosen_cell_even_when_the_gateway_did_n
         config.write_text(yaml.safe_dump({"store": {"url": redis.url}}))
         export = run_cli(config, "audit", "export", "--since", "0", "--format", "csv")
         assert export.returncode == 0, export.stderr
-        (row,) = list(csv.DictReader(io.StringIO(export.stdout)))
+        (row,) = csv_rows(export.stdout)
         assert (row["host"], row["subject"], row["request_id"], row["source"], row["username"]) == (
             "'-2+3", "'@SUM(A1:A9)", '\'=HYPERLINK("https://evil.example")', "'+1", "'\t=1")
         assert (row["path"], row["status"], row["decision"]) == ("/@x", "401", "deny")

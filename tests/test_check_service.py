@@ -27,8 +27,7 @@ from tests.conftest import make_settings
 from tests.support.inproc import ServerThread
 from tests.support.issuer import LocalIssuer
 from tests.support.ports import free_port
-
-CHECK = "/envoy.service.auth.v3.Authorization/Check"
+from tests.support.requests import CHECK, check_request
 
 
 @pytest.fixture(scope="module")
@@ -48,19 +47,14 @@ def check(server: ServerThread) -> Iterator[grpc.UnaryUnaryMultiCallable]:
     channel.close()
 
 
-def _request(headers: dict[str, str], path: str = "/", method: str = "GET",
-             context: dict[str, str] | None = None) -> bytes:
-    http = AttributeContextHttpRequest(method=method, path=path, host="api.example.com",
-                                       scheme="https", headers=headers, id="req-1")
-    attrs = AttributeContext(request=AttributeContextRequest(http=http),
-                             context_extensions=context or {})
-    return bytes(CheckRequest(attributes=attrs))
+_request = check_request  # for test_explain_agrees_with_worker.py and test_store_loss_process.py,
+# which import CHECK and _request from here; others import tests.support.requests
 
 
 def test_an_allow_decodes_as_ok_with_overwriting_identity_headers(
     check: grpc.UnaryUnaryMultiCallable, idp: LocalIssuer
 ) -> None:
-    raw = check(_request({"authorization": f"Bearer {idp.mint('PS256')}",
+    raw = check(check_request({"authorization": f"Bearer {idp.mint('PS256')}",
                           "x-auth-subject": "mallory", "x-auth-extra": "1"}), timeout=5)
     resp = CheckResponse.parse(raw)
     assert resp.status.code == 0
@@ -82,7 +76,7 @@ def test_each_group_is_its_own_impersonate_group_entry(idp: LocalIssuer) -> None
     try:
         with thread.channel() as channel:
             raw = channel.unary_unary(CHECK)(
-                _request({"authorization": f"Bearer {idp.mint('RS256')}"}), timeout=5)
+                check_request({"authorization": f"Bearer {idp.mint('RS256')}"}), timeout=5)
     finally:
         thread.stop()
     opts = [h for h in CheckResponse.parse(raw).ok_response.headers
@@ -94,7 +88,7 @@ def test_each_group_is_its_own_impersonate_group_entry(idp: LocalIssuer) -> None
 
 
 def test_a_denial_decodes_as_unauthenticated_with_a_401(check: grpc.UnaryUnaryMultiCallable) -> None:
-    resp = CheckResponse.parse(check(_request({"accept": "application/json"}), timeout=5))
+    resp = CheckResponse.parse(check(check_request({"accept": "application/json"}), timeout=5))
     assert resp.status.code == 16
     assert int(resp.denied_response.status.code) == 401
     headers = {h.header.key: h.header.value for h in resp.denied_response.headers}
@@ -145,7 +139,7 @@ def test_fuzzed_requests_always_get_a_well_formed_answer(
     check: grpc.UnaryUnaryMultiCallable, headers: dict[str, str], path: str, method: str,
     context: dict[str, str],
 ) -> None:
-    resp = CheckResponse.parse(check(_request(headers, path, method, context), timeout=5))
+    resp = CheckResponse.parse(check(check_request(headers, path, method, context), timeout=5))
     assert resp.status.code in (0, 3, 7, 14, 16)
     if resp.status.code == 0:
         assert resp.ok_response is not None
@@ -179,7 +173,7 @@ async def test_a_bug_in_the_pipeline_is_an_explicit_503_deny_not_an_allow() -> N
     from extauthz.service import AuthorizationService
 
     service = AuthorizationService(authorizer=_BrokenAuthorizer())  # type: ignore[arg-type]
-    resp = CheckResponse.parse(await service.check(_request({"authorization": "Bearer x"}), None))
+    resp = CheckResponse.parse(await service.check(check_request({"authorization": "Bearer x"}), None))
     assert resp.status.code == 14
     assert int(resp.denied_response.status.code) == 503
     assert resp.ok_response is None

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.issuer import AUDIENCE, LocalIssuer
+from tests.support.poll import until
 from tests.support.stack import ExtAuthz, Gateway
 
 pytestmark = pytest.mark.e2e
@@ -126,13 +127,12 @@ def test_dot_segments_cannot_reach_a_denied_route(gw: Gateway, idp: LocalIssuer)
 def audit_record(gw: Gateway, path: str) -> dict[str, object]:
     """The audit line (JSON on extauthz's stdout) of the one request for ``path``."""
     log = gw.extauthz.workdir / f"extauthz-{gw.extauthz.grpc_port}.log"
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        for line in log.read_text().splitlines():
-            if line.startswith("{") and f'"path":"{path}"' in line:
-                return dict(json.loads(line))
-        time.sleep(0.05)
-    raise AssertionError(f"no audit record for {path}")
+
+    def record() -> str | None:
+        return next((line for line in log.read_text().splitlines()
+                     if line.startswith("{") and f'"path":"{path}"' in line), None)
+
+    return dict(json.loads(until(record, 5, what=f"no audit record for {path}")))
 
 
 def test_a_dry_run_policy_never_opens_its_subtree_through_envoy(gw: Gateway, idp: LocalIssuer) -> None:

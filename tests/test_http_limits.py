@@ -21,9 +21,11 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from extauthz.demo.processes import Process
 from tests.support.issuer import AUDIENCE, LocalIssuer
+from tests.support.poll import fetch_until
 from tests.support.ports import free_port
+from tests.support.requests import CHECK, bearer, check_request
 from tests.support.stack import ExtAuthz, http_get
-from tests.test_check_service import CHECK, _request
+from tests.support.workers import STICKY
 
 
 @pytest.fixture(scope="module")
@@ -68,10 +70,8 @@ def _connect(port: int, first: bytes = b"") -> socket.socket:
 
 def _check(port: int, token: str) -> int:
     """One Check over a new connection: the gRPC status code of the answer (0: allowed)."""
-    with grpc.insecure_channel(f"127.0.0.1:{port}",
-                               options=[("grpc.use_local_subchannel_pool", 1)]) as ch:
-        resp = CheckResponse.parse(ch.unary_unary(CHECK)(
-            _request({"authorization": f"Bearer {token}"}), timeout=5))
+    with grpc.insecure_channel(f"127.0.0.1:{port}", options=STICKY) as ch:
+        resp = CheckResponse.parse(ch.unary_unary(CHECK)(check_request(bearer(token)), timeout=5))
     assert resp.status is not None
     return int(resp.status.code)
 
@@ -161,10 +161,8 @@ def test_the_check_port_keeps_answering_while_slow_clients_hold_every_http_conne
             except OSError:  # the accept queue is full for a moment: the next one may pass
                 time.sleep(0.05)
         # Past the cap (half the open files), an HTTP client gets a 503 at once...
-        deadline = time.monotonic() + 20
-        while (busy := http_get(f"http://127.0.0.1:{ports['http']}/healthz")).status != 503:
-            assert time.monotonic() < deadline, process.output()[-2000:]
-            time.sleep(0.1)
+        busy = fetch_until(lambda: http_get(f"http://127.0.0.1:{ports['http']}/healthz"),
+                           lambda r: r.status == 503, 20, 0.1, what=lambda: process.output()[-2000:])
         assert busy.headers["retry-after"] == "1"
         # ...and the Check port, on the same event loop and descriptors, answers every time.
         for _ in range(20):

@@ -9,62 +9,36 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import warnings
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import grpc
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from envoy_data_plane.envoy.service.auth.v3 import (
-    AttributeContext,
-    AttributeContextHttpRequest,
-    AttributeContextRequest,
-    CheckRequest,
-    CheckResponse,
-)
+from envoy_data_plane.envoy.service.auth.v3 import CheckResponse
 from joserfc.jwk import RSAKey
 
 from extauthz import errors
 from extauthz.authorize import Authorizer
 from extauthz.clock import FakeClock
-from extauthz.config import Settings
-from extauthz.identity.jwks import HttpFetcher, IssuerKeys, parse_jwks
-from extauthz.identity.verify import TokenVerifier
-from extauthz.policy.model import WEBAUTHN_ACR, parse_policies
-from extauthz.policy.store import PolicySet
-from extauthz.policy.sync import PolicySnapshot
+from extauthz.identity.jwks import parse_jwks
+from extauthz.policy.model import WEBAUTHN_ACR
 from extauthz.request import RequestView
 from tests.conftest import make_settings
 from tests.support.inproc import ServerThread
 from tests.support.issuer import LocalIssuer, b64
 from tests.support.ports import free_port
-
-
-@dataclass
-class Rig:
-    issuer: LocalIssuer
-    settings: Settings
-    clock: FakeClock
-    keys: IssuerKeys
-    verifier: TokenVerifier
+from tests.support.requests import CHECK, bearer, check_request, request_view
+from tests.support.verifying import Verifying as Rig
+from tests.support.verifying import policy_snapshot, verifying
 
 
 @pytest.fixture
 async def rig(issuer: LocalIssuer) -> AsyncIterator[Rig]:
-    settings = make_settings(issuer)
-    clock = FakeClock(now_wall=time.time())
-    fetcher = HttpFetcher(2.0)
-    keys = IssuerKeys(settings.issuers[0], settings.jwks, fetcher, clock)
-    verifier = TokenVerifier(settings, {issuer.issuer: keys}, clock)
-    assert await keys.refresh()  # the fetch at start
-    try:
-        yield Rig(issuer, settings, clock, keys, verifier)
-    finally:
-        await fetcher.close()
+    async with verifying(issuer) as rig:  # the keys fetched, as at start
+        yield rig
 
 
 def _private_rsa(issuer: LocalIssuer) -> rsa.RSAPrivateKey:
@@ -171,18 +145,14 @@ def grpc_check(idp: LocalIssuer) -> Iterator[grpc.UnaryUnaryMultiCallable]:
     thread = ServerThread(s).start()
     channel = thread.channel()
     try:
-        yield channel.unary_unary("/envoy.service.auth.v3.Authorization/Check")
+        yield channel.unary_unary(CHECK)
     finally:
         channel.close()
         thread.stop()
 
 
 def _check(call: grpc.UnaryUnaryMultiCallable, token: str) -> CheckResponse:
-    http = AttributeContextHttpRequest(method="GET", path="/", host="api.example.com",
-                                       scheme="https", id="req-1",
-                                       headers={"authorization": f"Bearer {token}",
-                                                "accept": "application/json"})
-    raw = bytes(CheckRequest(attributes=AttributeContext(request=AttributeContextRequest(http=http))))
+    raw = check_request(bearer(token, accept="application/json"))
     return CheckResponse.parse(call(raw, timeout=5))
 
 
@@ -252,22 +222,12 @@ async def test_claims_with_whitespace_control_characters_or_separators_are_refus
 
 
 async def test_a_username_claim_with_surrounding_whitespace_is_refused(issuer: LocalIssuer) -> None:
-    settings = make_settings(issuer)
-    iss = settings.issuers[0].__class__(**{**settings.issuers[0].__dict__,
-                                           "username_claim": "preferred_username"})
-    fetcher = HttpFetcher(2.0)
-    keys = IssuerKeys(iss, settings.jwks, fetcher, FakeClock())
-    verifier = TokenVerifier(settings.__class__(**{**settings.__dict__, "issuers": (iss,)}),
-                             {issuer.issuer: keys}, FakeClock())
-    try:
-        assert await keys.refresh()
+    async with verifying(issuer, username_claim="preferred_username") as rig:
         for bad in ("root ", " root", "ro\x00ot", "root\u0085"):
             with pytest.raises(errors.TokenClaimsInvalid, match="'preferred_username'"):
-                await verifier.verify(issuer.mint("ES256", preferred_username=bad))
-        ok = await verifier.verify(issuer.mint("ES256", preferred_username="root"))
+                await rig.verifier.verify(issuer.mint("ES256", preferred_username=bad))
+        ok = await rig.verifier.verify(issuer.mint("ES256", preferred_username="root"))
         assert ok.username == "root"
-    finally:
-        await fetcher.close()
 
 
 async def test_group_names_with_inner_spaces_and_unicode_are_kept(rig: Rig) -> None:
@@ -314,24 +274,13 @@ STEPUP_DOCS: list[dict[str, Any]] = [
 
 @pytest.fixture
 async def stepup_authorizer(issuer: LocalIssuer) -> AsyncIterator[tuple[Authorizer, FakeClock]]:
-    settings = make_settings(issuer, default_action="deny")
-    clock = FakeClock(now_wall=time.time())
-    fetcher = HttpFetcher(2.0)
-    keys = {issuer.issuer: IssuerKeys(settings.issuers[0], settings.jwks, fetcher, clock)}
-    assert await keys[issuer.issuer].refresh()
-    snapshot = PolicySnapshot(clock)
-    snapshot.install(PolicySet("1", tuple(parse_policies(STEPUP_DOCS))))
-    try:
-        yield Authorizer(settings=settings, verifier=TokenVerifier(settings, keys, clock),
-                         policies=snapshot, clock=clock), clock
-    finally:
-        await fetcher.close()
+    async with verifying(issuer, make_settings(issuer, default_action="deny")) as v:
+        yield Authorizer(settings=v.settings, verifier=v.verifier,
+                         policies=policy_snapshot(STEPUP_DOCS, v.clock), clock=v.clock), v.clock
 
 
 def _view(path: str, token: str) -> RequestView:
-    return RequestView(method="GET", scheme="https", host="api.example.com", path=path, query="",
-                       headers={"authorization": f"Bearer {token}", "accept": "application/json"},
-                       context_extensions={}, source_address="", request_id="")
+    return request_view(path, token, headers={"accept": "application/json"})
 
 
 async def test_step_up_is_not_satisfied_by_an_idp_token_claiming_our_acr(
@@ -402,18 +351,10 @@ async def test_a_token_signed_with_a_weak_or_encryption_key_is_refused(issuer: L
     weak_private, weak = _rsa_jwk(1024, "weak")
     enc_private, enc = _rsa_jwk(2048, "enc", key_ops=["encrypt", "wrapKey"])
     issuer.extra_jwks = [weak, enc]
-    settings = make_settings(issuer)
-    fetcher = HttpFetcher(2.0)
-    clock = FakeClock()
-    keys = IssuerKeys(settings.issuers[0], settings.jwks, fetcher, clock)
-    verifier = TokenVerifier(settings, {issuer.issuer: keys}, FakeClock(now_wall=time.time()))
-    try:
-        assert await keys.refresh()
+    async with verifying(issuer) as rig:
         for private, kid in ((weak_private, "weak"), (enc_private, "enc")):
             with pytest.raises(errors.TokenKeyUnknown):
-                await verifier.verify(_signed_by(private, kid, issuer))
-    finally:
-        await fetcher.close()
+                await rig.verifier.verify(_signed_by(private, kid, issuer))
 
 
 async def test_every_key_that_shares_a_kid_is_tried(issuer: LocalIssuer) -> None:
@@ -421,19 +362,12 @@ async def test_every_key_that_shares_a_kid_is_tried(issuer: LocalIssuer) -> None
     second_private, second = _rsa_jwk(2048, "shared")
     ec_with_same_kid = dict(issuer.keys["ES256"].as_dict(private=False), kid="shared")
     issuer.extra_jwks = [first, ec_with_same_kid, second]
-    settings = make_settings(issuer)
-    fetcher = HttpFetcher(2.0)
-    keys = IssuerKeys(settings.issuers[0], settings.jwks, fetcher, FakeClock())
-    verifier = TokenVerifier(settings, {issuer.issuer: keys}, FakeClock(now_wall=time.time()))
-    try:
-        assert await keys.refresh()
+    async with verifying(issuer) as rig:
         for private in (first_private, second_private):
-            assert (await verifier.verify(_signed_by(private, "shared", issuer))).subject == "alice"
+            assert (await rig.verifier.verify(_signed_by(private, "shared", issuer))).subject == "alice"
         stranger, _ = _rsa_jwk(2048, "shared")
         with pytest.raises(errors.TokenSignatureInvalid):
-            await verifier.verify(_signed_by(stranger, "shared", issuer))
-    finally:
-        await fetcher.close()
+            await rig.verifier.verify(_signed_by(stranger, "shared", issuer))
 
 
 # --- item 14: key rotation is not held back by a recent scheduled fetch ------------------------

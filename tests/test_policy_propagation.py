@@ -8,17 +8,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 import yaml
-from envoy_data_plane.envoy.service.auth.v3 import CheckResponse
 
 from tests.support.cli import run_cli
 from tests.support.issuer import AUDIENCE, LocalIssuer
+from tests.support.poll import until
 from tests.support.ports import wait_for_port
 from tests.support.redis import RedisServer
-from tests.support.stack import ExtAuthz, http_get
-from tests.test_check_service import CHECK, _request
+from tests.support.stack import ExtAuthz, Response, http_get
+from tests.support.workers import Worker, all_answer, one_per_worker
 
 
 def apply(config: Path, action: str) -> None:
@@ -26,49 +25,6 @@ def apply(config: Path, action: str) -> None:
                           "require": {"authenticated": False}, "action": action})
     result = run_cli(config, "policy", "apply", "-f", "-", stdin=doc)
     assert result.returncode == 0, result.stderr
-
-
-class Worker:
-    """A gRPC channel with its own connection, so it stays on one worker process."""
-
-    def __init__(self, port: int) -> None:
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{port}",
-                                             options=[("grpc.use_local_subchannel_pool", 1)])
-        self.check = self.channel.unary_unary(CHECK)
-
-    def ask(self, token: str | None = None) -> tuple[str, int]:
-        headers = {"authorization": f"Bearer {token}"} if token else {}
-        resp = CheckResponse.parse(self.check(_request(headers), timeout=5))
-        if resp.status.code == 0:
-            ids = {h.header.key: h.header.value for h in resp.ok_response.headers}
-            return ids["x-auth-decision-id"].split("-")[0], 200
-        return "", int(resp.denied_response.status.code)
-
-
-def one_per_worker(port: int, count: int = 2, deadline: float = 20.0,
-                   token: str | None = None) -> list[Worker]:
-    found: dict[str, Worker] = {}
-    end = time.monotonic() + deadline
-    while len(found) < count and time.monotonic() < end:
-        w = Worker(port)
-        prefix, status = w.ask(token)
-        assert status == 200
-        if prefix in found:
-            w.channel.close()
-        else:
-            found[prefix] = w
-    assert len(found) == count, "did not reach every worker"
-    return list(found.values())
-
-
-def wait_all(workers: list[Worker], status: int, within: float) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < within:
-        if all(w.ask()[1] == status for w in workers):
-            return time.monotonic() - start
-        time.sleep(0.01)
-    raise AssertionError(f"not every worker answered {status} within {within}s: "
-                         f"{[w.ask()[1] for w in workers]}")
 
 
 @pytest.fixture
@@ -98,7 +54,7 @@ def test_changes_reach_every_worker_within_a_second_and_survive_redis_outages(
         workers = one_per_worker(service.grpc_port)
 
         apply(config, "deny")
-        assert wait_all(workers, 403, within=1.0) < 1.0
+        assert all_answer(workers, 403, 1.0) < 1.0
 
         redis.kill()
         time.sleep(1.5)  # both workers notice the loss, and keep their snapshot
@@ -109,7 +65,7 @@ def test_changes_reach_every_worker_within_a_second_and_survive_redis_outages(
 
         redis = RedisServer(tmp_path / "redis", port=redis.port).start()  # same data dir (AOF)
         apply(config, "allow")  # made while the workers are still reconnecting
-        wait_all(workers, 200, within=15.0)
+        all_answer(workers, 200, 15.0)
     finally:
         for w in workers:
             w.channel.close()
@@ -125,13 +81,12 @@ def test_without_redis_and_without_a_snapshot_a_worker_is_not_ready_and_denies(
     try:
         url = f"http://127.0.0.1:{service.admin_port}/readyz"  # with its details
         wait_for_port(service.http_port)
-        deadline = time.monotonic() + 20
-        while True:
+
+        def unready() -> Response | None:
             r = http_get(url)
-            if r.status == 503 and b"unreachable" in r.body:
-                break
-            assert time.monotonic() < deadline, r.body
-            time.sleep(0.1)
+            return r if r.status == 503 and b"unreachable" in r.body else None
+
+        r = until(unready, 20, 0.1, what=lambda: http_get(url).body)
         assert b"no policies loaded yet" in r.body
         status = Worker(service.grpc_port).ask()[1]
         assert status == 503

@@ -18,6 +18,7 @@ from extauthz.policy.model import parse_policies
 from extauthz.policy.store import FilePolicyStore, PolicyStore, RedisPolicyStore, open_store
 from extauthz.policy.sync import PolicySnapshot, followed
 from extauthz.redis_hash import redacted_url
+from tests.support.poll import eventually
 
 Factory = Callable[[], PolicyStore]
 
@@ -103,17 +104,9 @@ async def test_a_snapshot_follows_changes_made_by_another_client(make_store: Fac
         task = asyncio.create_task(follow_redis(reader.client, reader.channel,
                                                 [followed(reader, snapshot)], 0.5))
     try:
-        for _ in range(100):
-            if snapshot.ready:
-                break
-            await asyncio.sleep(0.02)
+        await eventually(lambda: snapshot.ready)
         await writer.apply(docs("fresh"))
-        for _ in range(100):
-            if snapshot.index is not None and "fresh" in snapshot.index.by_id:
-                break
-            await asyncio.sleep(0.02)
-        assert snapshot.index is not None
-        assert "fresh" in snapshot.index.by_id
+        await eventually(lambda: snapshot.index is not None and "fresh" in snapshot.index.by_id)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -128,20 +121,14 @@ async def test_a_broken_file_edit_keeps_the_last_good_set(tmp_path: Path) -> Non
     task = asyncio.create_task(follow_file(store.signature, followed(store, snapshot), 0.02))
     try:
         path.write_text("id: good\nmatch: {methdos: [GET]}\n")
-        for _ in range(100):
-            if snapshot.error:
-                break
-            await asyncio.sleep(0.02)
+        await eventually(lambda: snapshot.error)
         assert snapshot.error is not None
         assert "unknown key 'match.methdos'" in snapshot.error
         assert snapshot.index is not None
         assert list(snapshot.index.by_id) == ["good"]
         path.write_text("id: better\n")
-        for _ in range(100):
-            if "better" in snapshot.index.by_id:
-                break
-            await asyncio.sleep(0.02)
-            assert snapshot.index is not None
+        await eventually(lambda: snapshot.index is not None and "better" in snapshot.index.by_id)
+        assert snapshot.index is not None
         assert list(snapshot.index.by_id) == ["better"]
         assert snapshot.error is None
     finally:

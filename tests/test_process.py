@@ -14,9 +14,11 @@ from envoy_data_plane.envoy.service.auth.v3 import CheckResponse
 
 from tests.support.cli import refused, run_cli
 from tests.support.issuer import AUDIENCE, LocalIssuer
+from tests.support.poll import until
 from tests.support.ports import free_port
+from tests.support.requests import CHECK, check_request
 from tests.support.stack import ExtAuthz
-from tests.test_check_service import CHECK, _request
+from tests.support.workers import answered_by
 
 
 def _config(idp: LocalIssuer, **extra: Any) -> dict[str, Any]:
@@ -102,7 +104,7 @@ def test_sigterm_lets_an_in_flight_check_finish_then_exits(tmp_path: Path) -> No
         def call() -> None:
             with grpc.insecure_channel(f"127.0.0.1:{service.grpc_port}") as ch:
                 result["raw"] = ch.unary_unary(CHECK)(
-                    _request({"authorization": f"Bearer {token}"}), timeout=10)
+                    check_request({"authorization": f"Bearer {token}"}), timeout=10)
 
         caller = threading.Thread(target=call)
         caller.start()
@@ -123,17 +125,9 @@ def test_several_workers_share_the_port_and_all_answer(tmp_path: Path) -> None:
     service = ExtAuthz(tmp_path, _config(idp), args=["--workers", "2"]).start()
     try:
         token = idp.mint("RS256")
-        prefixes: set[str] = set()
-        deadline = time.monotonic() + 20
-        # Each new connection may land on either worker (the second may still be starting).
-        while len(prefixes) < 2 and time.monotonic() < deadline:
-            with grpc.insecure_channel(f"127.0.0.1:{service.grpc_port}",
-                                       options=[("grpc.use_local_subchannel_pool", 1)]) as ch:
-                resp = CheckResponse.parse(ch.unary_unary(CHECK)(
-                    _request({"authorization": f"Bearer {token}"}), timeout=10))
-            ids = {h.header.key: h.header.value for h in resp.ok_response.headers}
-            prefixes.add(ids["x-auth-decision-id"].split("-")[0])
-        assert len(prefixes) == 2, prefixes  # the decision-id prefix is per process
+        # Each new connection may land on either worker (the second may still be starting);
+        # the decision-id prefix is per process.
+        both_answered(service.grpc_port, token, 20, 0)
         assert service.stop() == 0
     finally:
         service.stop()
@@ -167,27 +161,27 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def _answers(port: int, token: str) -> str:
-    """One Check on a new connection; the decision id prefix says which process answered."""
-    with grpc.insecure_channel(f"127.0.0.1:{port}",
-                               options=[("grpc.use_local_subchannel_pool", 1)]) as ch:
-        resp = CheckResponse.parse(ch.unary_unary(CHECK)(
-            _request({"authorization": f"Bearer {token}"}), timeout=5))
-    assert resp.status.code == 0, resp
-    ids = {h.header.key: h.header.value for h in resp.ok_response.headers}
-    return ids["x-auth-decision-id"].split("-")[0]
+def both_answered(port: int, token: str, timeout: float, interval: float) -> None:
+    """Checks on new connections until both workers have answered one."""
+    prefixes: set[str] = set()
+
+    def one_more() -> bool:
+        prefixes.add(answered_by(port, token))
+        return len(prefixes) == 2
+
+    until(one_more, timeout, interval, what=lambda: f"only {prefixes} answered")
 
 
 def _answers_again(port: int, token: str) -> str:
-    """``_answers``, once more after a reset: with SO_REUSEPORT the kernel may hand a new
+    """``answered_by``, once more after a reset: with SO_REUSEPORT the kernel may hand a new
     connection to a worker's listening socket in the instant that worker is starting or
     dying, and that one connection is reset (Envoy opens another)."""
     try:
-        return _answers(port, token)
+        return answered_by(port, token)
     except grpc.RpcError as e:
         if e.code() != grpc.StatusCode.UNAVAILABLE:
             raise
-        return _answers(port, token)
+        return answered_by(port, token)
 
 
 def test_a_crash_looping_worker_is_restarted_with_backoff_while_the_other_keeps_serving(
@@ -202,9 +196,7 @@ def test_a_crash_looping_worker_is_restarted_with_backoff_while_the_other_keeps_
         assert service.process.proc is not None
         supervisor = service.process.proc
         token = idp.mint("RS256")
-        deadline = time.monotonic() + 20
-        while len(_workers(supervisor.pid)) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        until(lambda: len(_workers(supervisor.pid)) >= 2, 20)
         healthy = _workers(supervisor.pid)["0"]
         # Kill slot 1 as soon as each new process of it appears: it never gets to start.
         # (Before, the second death within 5 s of a start stopped the supervisor and slot 0.)
@@ -231,12 +223,7 @@ def test_a_crash_looping_worker_is_restarted_with_backoff_while_the_other_keeps_
         assert gaps[-1] > 3.0 > 1.5 > gaps[0], gaps  # 0.5 s, 1 s, 2 s, 4 s: it backs off
         assert "restarting in 4.0s (4 short runs in a row)" in service.process.output()
         # Left alone, slot 1 comes back and both answer again.
-        prefixes: set[str] = set()
-        deadline = time.monotonic() + 30
-        while len(prefixes) < 2 and time.monotonic() < deadline:
-            prefixes.add(_answers(service.grpc_port, token))
-            time.sleep(0.02)
-        assert len(prefixes) == 2, prefixes
+        both_answered(service.grpc_port, token, 30, 0.02)
         assert service.stop() == 0
     finally:
         service.stop()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -14,16 +13,16 @@ from extauthz.identity.model import Identity
 from extauthz.revocation.model import Revocation, RevocationSet
 from tests.support.cli import run_cli
 from tests.support.issuer import AUDIENCE, LocalIssuer
+from tests.support.poll import until
 from tests.support.redis import RedisServer
+from tests.support.requests import STEPUP_COOKIE, bearer, identity, request_view
 from tests.support.stack import ExtAuthz, Gateway
-from tests.test_policy_propagation import Worker, one_per_worker
+from tests.support.verifying import policy_snapshot, verifying
+from tests.support.workers import Worker, all_answer, one_per_worker
 
 
-def ident(sub: str = "alice", iat: float | None = 1000, jti: str | None = "j1",
-          client: str | None = "cli", iss: str = "https://idp") -> Identity:
-    return Identity(issuer=iss, subject=sub, username=sub, email=None, audiences=(), groups=(),
-                    scopes=(), client_id=client, acr=None, auth_time=None, jti=jti, issued_at=iat,
-                    expires_at=9e9, claims=MappingProxyType({}))
+def ident(iat: float | None = 1000, client: str | None = "cli", iss: str = "https://idp") -> Identity:
+    return identity("alice", issuer=iss, client_id=client, jti="j1", issued_at=iat)
 
 
 @pytest.mark.parametrize(("record", "identity", "revoked"), [
@@ -52,25 +51,6 @@ def test_step_up_proofs_of_a_revoked_subject_stop_working() -> None:
     assert not rs.stepup_revoked("https://idp", "bob", 999)
 
 
-def status(worker: Worker, token: str) -> int:
-    from envoy_data_plane.envoy.service.auth.v3 import CheckResponse
-
-    from tests.test_check_service import _request
-
-    resp = CheckResponse.parse(worker.check(_request({"authorization": f"Bearer {token}"}), timeout=5))
-    return 200 if resp.status.code == 0 else int(resp.denied_response.status.code)
-
-
-def until(workers: list[Worker], token: str, want: int, within: float) -> None:
-    start = time.monotonic()
-    while time.monotonic() - start < within:
-        if all(status(w, token) == want for w in workers):
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"not {want} in every worker within {within}s: "
-                         f"{[status(w, token) for w in workers]}")
-
-
 def test_every_kind_is_enforced_by_every_worker_within_a_second_and_survives_a_restart(
     tmp_path: Path
 ) -> None:
@@ -92,25 +72,25 @@ def test_every_kind_is_enforced_by_every_worker_within_a_second_and_survives_a_r
         by_client = idp.mint("ES256", sub="cal", azp="ci-bot")
         by_issuer = idp.mint("ES256", sub="ivy", azp="web")
         for token in (by_jti, by_sub, by_client, by_issuer):
-            until(workers, token, 200, within=1.0)
+            all_answer(workers, 200, 1.0, token)
 
         assert run_cli(config, "revoke", "token", "--token", by_jti).returncode == 0
-        until(workers, by_jti, 401, within=1.0)
+        all_answer(workers, 401, 1.0, by_jti)
         r = gateway.get("/", {"authorization": f"Bearer {by_jti}"})
         assert r.status == 401
         assert 'error="invalid_token", error_description="token revoked"' in r.headers["www-authenticate"]
-        assert status(workers[0], by_sub) == 200  # only that token
+        assert workers[0].status(by_sub) == 200  # only that token
 
         assert run_cli(config, "revoke", "subject", "--subject", "sam",
                        "--reason", "offboarded").returncode == 0
-        until(workers, by_sub, 401, within=1.0)
+        all_answer(workers, 401, 1.0, by_sub)
         assert run_cli(config, "revoke", "client", "--client-id", "ci-bot").returncode == 0
-        until(workers, by_client, 401, within=1.0)
+        all_answer(workers, 401, 1.0, by_client)
         assert run_cli(config, "revoke", "all", "--issuer", idp.issuer).returncode == 0
-        until(workers, by_issuer, 401, within=1.0)
+        all_answer(workers, 401, 1.0, by_issuer)
 
         time.sleep(1.1)  # a token issued after the revocations is fine again
-        until(workers, idp.mint("ES256", sub="sam", azp="ci-bot"), 200, within=1.0)
+        all_answer(workers, 200, 1.0, idp.mint("ES256", sub="sam", azp="ci-bot"))
 
         listed = run_cli(config, "revoke", "list").stdout
         assert "subject:*:sam" in listed
@@ -127,10 +107,7 @@ def test_every_kind_is_enforced_by_every_worker_within_a_second_and_survives_a_r
 
         assert run_cli(config, "revoke", "undo", "subject:*:sam").returncode == 0
         assert run_cli(config, "revoke", "undo", f"all:{idp.issuer}:").returncode == 0
-        deadline = time.monotonic() + 2
-        while gateway.get("/", {"authorization": f"Bearer {by_sub}"}).status != 200:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        until(lambda: gateway.get("/", bearer(by_sub)).status == 200, 2, 0.02)
         missing = run_cli(config, "revoke", "undo", "subject:*:sam")
         assert missing.returncode == 2
         assert "no revocation 'subject:*:sam'" in missing.stderr
@@ -168,9 +145,9 @@ def test_the_embedded_store_revokes_in_a_running_service(tmp_path: Path) -> None
     try:
         worker = Worker(service.grpc_port)
         token = idp.mint("ES256", sub="una")
-        assert status(worker, token) == 200
+        assert worker.status(token) == 200
         assert run_cli(config, "revoke", "subject", "--subject", "una").returncode == 0
-        until([worker], token, 401, within=1.0)
+        all_answer([worker], 401, 1.0, token)
         worker.channel.close()
     finally:
         service.stop()
@@ -182,50 +159,38 @@ async def test_a_step_up_cookie_from_before_a_subject_revocation_stops_working(
 ) -> None:
     from extauthz.authorize import Authorizer
     from extauthz.clock import FakeClock
-    from extauthz.identity.jwks import HttpFetcher, IssuerKeys
-    from extauthz.identity.verify import TokenVerifier
-    from extauthz.policy.model import parse_policies
-    from extauthz.policy.store import PolicySet
-    from extauthz.policy.sync import PolicySnapshot
-    from extauthz.request import RequestView
+    from extauthz.decision import Decision
     from extauthz.revocation.model import RevocationList
     from extauthz.revocation.sync import RevocationSnapshot
     from extauthz.stepup.cookie import load_signing_key, new_signing_key_pem
     from extauthz.stepup.gate import StepupGate
-    from tests.conftest import make_settings
 
     clock = FakeClock(now_wall=time.time())
-    settings = make_settings(issuer)
-    fetcher = HttpFetcher(2.0)
-    keys = {issuer.issuer: IssuerKeys(settings.issuers[0], settings.jwks, fetcher, clock)}
-    await keys[issuer.issuer].refresh()
     revocations = RevocationSnapshot(clock)
     revocations.install(RevocationList("0", ()))
-    verifier = TokenVerifier(settings, keys, clock, revocations)
-    policies = PolicySnapshot(clock)
-    policies.install(PolicySet("1", tuple(parse_policies([{"id": "pay", "require": {"stepup": {}}}]))))
-    stepup = StepupGate(cookie_name=settings.stepup.cookie_name, lifetime=3600, clock=clock,
-                        revocations=revocations)
-    stepup.use_key(load_signing_key(new_signing_key_pem(), "k"))
-    assert stepup.cookies is not None
-    authorizer = Authorizer(settings=settings, verifier=verifier, policies=policies,
-                            stepups=stepup, clock=clock, revocations=revocations)
+    async with verifying(issuer, clock=clock, revocations=revocations) as v:
+        stepup = StepupGate(cookie_name=v.settings.stepup.cookie_name, lifetime=3600, clock=clock,
+                            revocations=revocations)
+        stepup.use_key(load_signing_key(new_signing_key_pem(), "k"))
+        assert stepup.cookies is not None
+        authorizer = Authorizer(settings=v.settings, verifier=v.verifier,
+                                policies=policy_snapshot([{"id": "pay", "require": {"stepup": {}}}], clock),
+                                stepups=stepup, clock=clock, revocations=revocations)
 
-    old_token = issuer.mint("ES256", iat=int(clock.wall()) - 60)
-    cookie = stepup.cookies.mint(await verifier.verify(old_token), "cred")
+        old_token = issuer.mint("ES256", iat=int(clock.wall()) - 60)
+        proof = stepup.cookies.mint(await v.verifier.verify(old_token), "cred")
 
-    def view(token: str) -> RequestView:
-        return RequestView(method="GET", scheme="https", host="h", path="/x", query="",
-                           headers={"authorization": f"Bearer {token}",
-                                    "cookie": f"__Host-extauthz-stepup={cookie}"},
-                           context_extensions={}, source_address="", request_id="")
+        async def check(token: str) -> Decision:
+            return await authorizer.check(request_view("/x", token,
+                                                       headers={"cookie": f"{STEPUP_COOKIE}={proof}"}))
 
-    assert (await authorizer.check(view(old_token))).allowed
-    clock.advance(10)
-    revocations.install(RevocationList("1", (Revocation("subject", "alice", "", int(clock.wall()), None),)))
-    clock.advance(5)
-    fresh = issuer.mint("ES256", iat=int(clock.wall()))
-    assert (await authorizer.check(view(old_token))).reason == "token_revoked"
-    decision = await authorizer.check(view(fresh))  # a new sign-in, but the old step-up
-    assert (decision.allowed, decision.reason) == (False, "stepup_required")
-    await fetcher.close()
+        assert (await check(old_token)).allowed
+        clock.advance(10)
+        cut = Revocation("subject", "alice", "", int(clock.wall()), None)
+        revocations.install(RevocationList("1", (cut,)))
+        clock.advance(5)
+        fresh = issuer.mint("ES256", iat=int(clock.wall()))
+        assert (await check(old_token)).reason == "token_revoked"
+        decision = await check(fresh)  # a new sign-in, but the old step-up
+        assert (decision.allowed, decision.reason) == (False, "stepup_required")
+

@@ -10,12 +10,10 @@ import time
 import urllib.request
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any, TypeVar
 
 import pytest
 import yaml
-from envoy_data_plane.envoy.service.auth.v3 import CheckResponse
 
 from extauthz.clock import SYSTEM_CLOCK
 from extauthz.config import settings_from_document
@@ -28,38 +26,22 @@ from extauthz.stepup.store import Passkey, RedisStepupStore, user_key
 from tests.support.cli import run_cli
 from tests.support.issuer import AUDIENCE, LocalIssuer
 from tests.support.redis import RedisServer
+from tests.support.requests import STEPUP_COOKIE, identity
 from tests.support.stack import ExtAuthz
-from tests.test_check_service import _request
-from tests.test_policy_propagation import Worker, one_per_worker
+from tests.support.workers import Worker, all_answer, one_per_worker
 
 _T = TypeVar("_T")
-COOKIE = "__Host-extauthz-stepup"
 POLICY = {"id": "pay", "match": {"paths": [{"prefix": "/pay/"}]},
           "require": {"stepup": {"max_age": 3600}}}
 
 
 def person(issuer: str, subject: str) -> Identity:
-    return Identity(issuer=issuer, subject=subject, username=subject, email=None, audiences=(),
-                    groups=(), scopes=(), client_id=None, acr=None, auth_time=None, jti=None,
-                    issued_at=None, expires_at=9e9, claims=MappingProxyType({}))
+    return identity(subject, issuer=issuer)
 
 
-def status(worker: Worker, token: str, cookie: str | None, path: str = "/pay/x") -> int:
-    headers = {"authorization": f"Bearer {token}"}
-    if cookie:
-        headers["cookie"] = f"{COOKIE}={cookie}"
-    resp = CheckResponse.parse(worker.check(_request(headers, path=path), timeout=5))
-    return 200 if resp.status.code == 0 else int(resp.denied_response.status.code)
-
-
-def until(workers: list[Worker], token: str, cookie: str, want: int, within: float) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < within:
-        if all(status(w, token, cookie) == want for w in workers):
-            return time.monotonic() - start
-        time.sleep(0.01)
-    raise AssertionError(f"not {want} in every worker within {within}s: "
-                         f"{[status(w, token, cookie) for w in workers]}")
+def pay_answers(workers: list[Worker], token: str, cookie: str, want: int, within: float) -> float:
+    """Every worker answers ``want`` on /pay/ for this token and step-up cookie; how soon."""
+    return all_answer(workers, want, within, token, cookie=f"{STEPUP_COOKIE}={cookie}", path="/pay/x")
 
 
 def in_store(url: str, prefix: str, fn: Callable[[RedisStepupStore], Awaitable[_T]]) -> _T:
@@ -78,7 +60,7 @@ def remove_on_the_page(service: ExtAuthz, token: str, cookie: str, cid: str) -> 
         f"http://127.0.0.1:{service.http_port}/.extauthz/webauthn/passkeys/remove",
         data=json.dumps({"id": cid}).encode(), method="POST",
         headers={"content-type": "application/json", "origin": "http://localhost:8000",
-                 "authorization": f"Bearer {token}", "cookie": f"{COOKIE}={cookie}"})
+                 "authorization": f"Bearer {token}", "cookie": f"{STEPUP_COOKIE}={cookie}"})
     with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310
         return json.loads(resp.read())
 
@@ -108,13 +90,13 @@ def test_removing_passkeys_ends_step_up_cookies_in_every_worker_within_a_second(
         in_store(redis.url, prefix, lambda st: st.save_passkey(user_key(idp.issuer, "alice"), Passkey(
             "c1", "pk", 0, "laptop", 1, None, (), idp.issuer, "alice")))
         alice_cookie = cookies.mint(alice, "c1")
-        until(workers, alice_token, alice_cookie, 200, within=1.0)
-        assert status(workers[0], alice_token, None) == 401  # the cookie is what lets her in
+        pay_answers(workers, alice_token, alice_cookie, 200, within=1.0)
+        assert workers[0].status(alice_token, path="/pay/x") == 401  # the cookie is what lets her in
         removed = run_cli(config, "webauthn", "remove", "--subject", "alice", "--all")
         assert removed.returncode == 0, removed.stderr
         assert "step-ups made before now end in every worker within a second" in removed.stdout
-        assert until(workers, alice_token, alice_cookie, 401, within=1.0) < 1.0
-        assert all(status(w, alice_token, None, path="/other") == 200 for w in workers)  # token ok
+        assert pay_answers(workers, alice_token, alice_cookie, 401, within=1.0) < 1.0
+        assert all(w.status(alice_token, path="/other") == 200 for w in workers)  # token ok
 
         # The account page: removing one of bob's two passkeys ends his current cookie too.
         bob, bob_token = person(idp.issuer, "bob"), idp.mint("ES256", sub="bob")
@@ -123,14 +105,14 @@ def test_removing_passkeys_ends_step_up_cookies_in_every_worker_within_a_second(
             in_store(redis.url, prefix, lambda st, pk=pk: st.save_passkey(  # type: ignore[misc]
                 user_key(idp.issuer, "bob"), pk))
         bob_cookie = cookies.mint(bob, "c3")
-        until(workers, bob_token, bob_cookie, 200, within=1.0)
+        pay_answers(workers, bob_token, bob_cookie, 200, within=1.0)
         assert remove_on_the_page(service, bob_token, bob_cookie, "c2") == {"removed": "c2"}
-        assert until(workers, bob_token, bob_cookie, 401, within=1.0) < 1.0
+        assert pay_answers(workers, bob_token, bob_cookie, 401, within=1.0) < 1.0
         left = in_store(redis.url, prefix, lambda st: st.passkeys(user_key(idp.issuer, "bob")))
         assert [p.credential_id for p in left] == ["c3"]
 
         time.sleep(1.05)  # a confirmation after the removal (with c3, which he still has) counts
-        until(workers, bob_token, cookies.mint(bob, "c3"), 200, within=1.0)
+        pay_answers(workers, bob_token, cookies.mint(bob, "c3"), 200, within=1.0)
 
         # What was recorded: a step-up revocation per user, outliving any cookie it ends.
         records = [Revocation.from_json(v) for v in

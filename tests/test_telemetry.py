@@ -23,10 +23,11 @@ from extauthz.telemetry.metrics import Metrics, SharedMetrics
 from tests.conftest import make_settings
 from tests.support.inproc import ServerThread
 from tests.support.issuer import AUDIENCE, LocalIssuer
+from tests.support.poll import until
 from tests.support.ports import free_port
+from tests.support.requests import CHECK, bearer, check_request
 from tests.support.stack import ExtAuthz, Gateway, http_get
-from tests.test_check_service import CHECK, _request
-from tests.test_policy_propagation import one_per_worker
+from tests.support.workers import one_per_worker
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = "00f067aa0ba902b7"
@@ -97,7 +98,7 @@ def test_a_check_span_continues_the_callers_trace_and_holds_no_secret(
     token = issuer.mint("ES256")
     try:
         with grpc.insecure_channel(server.target) as channel:
-            raw = channel.unary_unary(CHECK)(_request(
+            raw = channel.unary_unary(CHECK)(check_request(
                 {**headers, "authorization": f"Bearer {token}", "cookie": "session=s3cr3t"},
                 path="/orders?card=4111"), timeout=5)
         assert CheckResponse.parse(raw).status.code == 0
@@ -199,13 +200,14 @@ def test_otlp_export_sends_the_check_span_and_the_metrics(tmp_path: Path) -> Non
     service.start()
     try:
         with grpc.insecure_channel(f"127.0.0.1:{service.grpc_port}") as channel:
-            channel.unary_unary(CHECK)(_request({"authorization": f"Bearer {idp.mint('ES256')}",
-                                                 "traceparent": f"00-{TRACE}-{PARENT}-01"}), timeout=5)
-        deadline = time.monotonic() + 10
-        spans: list[Any] = []
-        metric_names: set[str] = set()
-        while time.monotonic() < deadline and not (spans and "extauthz.checks" in metric_names):
-            time.sleep(0.2)
+            channel.unary_unary(CHECK)(check_request(bearer(idp.mint("ES256"),
+                                                            traceparent=f"00-{TRACE}-{PARENT}-01")),
+                                       timeout=5)
+
+        def exported() -> tuple[list[Any], set[str]] | None:
+            """What the collector has received so far, once it holds the span and the metric."""
+            spans: list[Any] = []
+            metric_names: set[str] = set()
             for path, body in list(collector.received):
                 if path == "/v1/traces":
                     req = ExportTraceServiceRequest.FromString(body)
@@ -214,6 +216,10 @@ def test_otlp_export_sends_the_check_span_and_the_metrics(tmp_path: Path) -> Non
                     req = ExportMetricsServiceRequest.FromString(body)
                     metric_names |= {m.name for rm in req.resource_metrics
                                      for sm in rm.scope_metrics for m in sm.metrics}
+            return (spans, metric_names) if spans and "extauthz.checks" in metric_names else None
+
+        spans, metric_names = until(exported, 10, 0.2,
+                                    what=lambda: [p for p, _ in collector.received])
         check = next(s for s in spans if s.name == "extauthz.check")
         assert check.trace_id.hex() == TRACE
         assert check.parent_span_id.hex() == PARENT
@@ -322,8 +328,7 @@ def test_the_metric_names_and_labels_stay_as_dashboards_know_them(issuer: LocalI
     server = ServerThread(settings).start()
     try:
         with grpc.insecure_channel(server.target) as channel:
-            channel.unary_unary(CHECK)(_request({"authorization": f"Bearer {issuer.mint('ES256')}"}),
-                                       timeout=5)
+            channel.unary_unary(CHECK)(check_request(bearer(issuer.mint("ES256"))), timeout=5)
         response = http_get(f"http://127.0.0.1:{admin}/metrics")
     finally:
         server.stop()

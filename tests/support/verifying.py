@@ -34,16 +34,18 @@ class Verifying:
 
 @asynccontextmanager
 async def verifying(issuer: LocalIssuer, settings: Settings | None = None, *, load: bool = True,
-                    fetch_timeout: float = 2.0, revocations: RevocationSnapshot | None = None,
+                    fetch_timeout: float = 2.0, clock: FakeClock | None = None,
+                    revocations: RevocationSnapshot | None = None,
                     **issuer_fields: Any) -> AsyncIterator[Verifying]:
     """A verifier for ``issuer`` (``make_settings(issuer)`` unless ``settings`` are given, with
-    ``issuer_fields`` replaced in its issuer entry). With ``load``, the keys are fetched first,
-    as a worker does at start, and must load; without, the first token fetches them."""
+    ``issuer_fields`` replaced in its issuer entry), on ``clock`` (a new one at the wall time
+    unless given). With ``load``, the keys are fetched first, as a worker does at start, and
+    must load; without, the first token fetches them."""
     settings = settings or make_settings(issuer)
     if issuer_fields:
         settings = dataclasses.replace(
             settings, issuers=(dataclasses.replace(settings.issuers[0], **issuer_fields),))
-    clock = FakeClock(now_wall=time.time())
+    clock = clock or FakeClock(now_wall=time.time())
     fetcher = HttpFetcher(fetch_timeout)
     keys = IssuerKeys(settings.issuers[0], settings.jwks, fetcher, clock)
     verifier = TokenVerifier(settings, {issuer.issuer: keys}, clock, revocations)
