@@ -54,7 +54,8 @@ from extauthz.stepup.store import StepupStore, open_stepup_store
 from extauthz.store_floor import Floor, floor_path, store_id
 from extauthz.telemetry.metrics import Metrics, SharedMetrics
 
-log = logging.getLogger("extauthz.engine")
+# A worker's lines keep the logger name they had when server.py wired it (operators match it).
+log = logging.getLogger("extauthz.server")
 
 Loop = Coroutine[Any, Any, None]
 

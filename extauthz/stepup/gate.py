@@ -29,7 +29,8 @@ from extauthz.revocation.sync import RevocationSnapshot
 from extauthz.stepup.cookie import StepupCookies, load_signing_key, new_signing_key_pem
 from extauthz.stepup.store import StepupStore
 
-log = logging.getLogger("extauthz.stepup")
+# The key loader runs in a worker: its lines keep the logger name operators know.
+log = logging.getLogger("extauthz.server")
 
 BASE = "/.extauthz"  # Envoy routes this prefix to the HTTP side (``stepup/http.py``)
 STEPUP_PAGE = f"{BASE}/stepup"
