@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +13,13 @@ import pytest
 import redis
 import yaml
 
-from extauthz.request import RequestView
 from extauthz.stepup.gate import STEPUP_PAGE, stepup_url
 from tests.conftest import make_settings
+from tests.support.cli import run_cli
 from tests.support.inproc import ServerThread
 from tests.support.issuer import AUDIENCE, LocalIssuer
 from tests.support.ports import free_port
-from tests.test_webauthn_ceremonies import ident
+from tests.support.requests import identity, request_view
 
 ORIGIN = "http://localhost:8000"  # the default public_url's origin
 
@@ -59,7 +56,7 @@ async def test_a_step_up_cookie_sent_twice_counts_on_the_passkey_pages_no_more_t
     store = FileStepupStore(server.settings.store.state_file, SYSTEM_CLOCK)
     await store.save_passkey(user_key(idp.issuer, "hana"),
                              Passkey("h1", "pk", 0, "first", 1, None, (), idp.issuer, "hana"))
-    cookie = server.engine.stepups.cookies.mint(replace(ident("hana"), issuer=idp.issuer), "h1")
+    cookie = server.engine.stepups.cookies.mint(identity("hana", issuer=idp.issuer), "h1")
     name = server.settings.stepup.cookie_name
     bearer = {"authorization": f"Bearer {idp.mint('ES256', sub='hana')}"}
 
@@ -84,10 +81,8 @@ async def test_check_and_the_pages_send_a_browser_to_one_step_up_url(
     engine.policies.install(PolicySet("t1", tuple(parse_policies(
         [{"id": "pay", "match": {"paths": [{"prefix": "/pay/"}]}, "require": {"stepup": {}}}]))))
     try:
-        view = RequestView(method="GET", scheme="https", host="h", path="/pay/send", query="a=1&b=/",
-                           headers={"authorization": f"Bearer {idp.mint('ES256')}",
-                                    "accept": "text/html"},
-                           context_extensions={}, source_address="", request_id="")
+        view = request_view("/pay/send", idp.mint("ES256"), query="a=1&b=/",
+                            headers={"accept": "text/html"})
         decision = await engine.authorizer.check(view)
     finally:
         assert original is not None
@@ -116,20 +111,16 @@ def test_explain_refuses_a_store_that_lost_data_as_a_worker_does_and_writes_noth
                   "state_file": str(tmp_path / "state.json")},
         "default_action": "deny", "issuers": [{"issuer": idp.issuer, "audiences": [AUDIENCE]}]}))
 
-    def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "extauthz", *args, "--config", str(config)],
-                              input=stdin, capture_output=True, text=True, timeout=60, check=False)
-
-    applied = cli("policy", "apply", "-f", "-", stdin="id: docs\nmatch: {paths: [{prefix: /}]}\n"
-                                                      "require: {authenticated: false}\n")
+    applied = run_cli(config, "policy", "apply", "-f", "-", stdin=(
+        "id: docs\nmatch: {paths: [{prefix: /}]}\nrequire: {authenticated: false}\n"))
     assert applied.returncode == 0, applied.stderr
     explain = ("policy", "explain", "--host", "h", "--path", "/docs")
-    assert "decision: ALLOW (allowed_public)" in cli(*explain).stdout
+    assert "decision: ALLOW (allowed_public)" in run_cli(config, *explain).stdout
     client = redis.Redis.from_url(redis_server.url, decode_responses=True)
     try:
         client.delete(f"{prefix}policies:revision:epoch")  # as after a flush that kept the rest
         before = sorted(client.keys(f"{prefix}*"))
-        out = cli(*explain).stdout
+        out = run_cli(config, *explain).stdout
         assert "REFUSING the store's revision" in out
         assert "[epoch_lost]" in out
         assert "decision: DENY 503 (policies_unavailable)" in out

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 import grpc
@@ -23,15 +21,14 @@ import yaml
 from envoy_data_plane.envoy.service.auth.v3 import CheckResponse
 
 from extauthz.clock import SYSTEM_CLOCK
-from extauthz.identity.model import Identity
 from extauthz.stepup.cookie import StepupCookies, load_signing_key, new_signing_key_pem
 from extauthz.stepup.store import open_stepup_store
+from tests.support.cli import run_cli
 from tests.support.issuer import AUDIENCE, LocalIssuer
+from tests.support.requests import CHECK, STEPUP_COOKIE, check_request, identity
 from tests.support.stack import ExtAuthz
-from tests.test_check_service import CHECK, _request
 
-HOST = "api.example.com"
-STEPUP_COOKIE = "__Host-extauthz-stepup"
+HOST = "api.example.com"  # check_request's host
 POLICIES = """\
 id: admin
 match: {paths: [{prefix: /admin/}]}
@@ -69,8 +66,7 @@ class Case:
 
 
 def _cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "extauthz", *args, "--config", str(config)],
-                          capture_output=True, text=True, timeout=60, check=False)
+    return run_cli(config, *args)
 
 
 def _explained(config: Path, case: Case) -> tuple[Verdict, str]:
@@ -92,7 +88,8 @@ def _explained(config: Path, case: Case) -> tuple[Verdict, str]:
 
 def _checked(worker: ExtAuthz, case: Case) -> Verdict:
     with grpc.insecure_channel(f"127.0.0.1:{worker.grpc_port}") as channel:
-        raw = channel.unary_unary(CHECK)(_request(case.headers, case.path, case.method), timeout=10)
+        raw = channel.unary_unary(CHECK)(check_request(case.headers, case.path, case.method),
+                                         timeout=10)
     resp = CheckResponse.parse(raw)
     if resp.status.code == 0:
         return Verdict(True, 200, None, tuple(
@@ -113,12 +110,6 @@ def _stepup_key(store: dict[str, Any]) -> StepupCookies:
         finally:
             await s.close()
     return StepupCookies(load_signing_key(asyncio.run(load()), "store"), 3600, SYSTEM_CLOCK)
-
-
-def _who(idp: LocalIssuer, sub: str) -> Identity:
-    return Identity(issuer=idp.issuer, subject=sub, username=sub, email=None, audiences=(AUDIENCE,),
-                    groups=(), scopes=(), client_id=None, acr=None, auth_time=None, jti=None,
-                    issued_at=None, expires_at=time.time() + 600, claims=MappingProxyType({}))
 
 
 @pytest.fixture(params=["redis", "file"])
@@ -157,7 +148,7 @@ def test_explain_and_a_running_worker_decide_every_case_alike(
     admin = idp.mint("ES256", scope="admin:write")
     reader = idp.mint("ES256", scope="read")
     carol = idp.mint("ES256", sub="carol")
-    cookie = cookies.mint(_who(idp, "carol"), "cred-1")
+    cookie = cookies.mint(identity("carol", issuer=idp.issuer), "cred-1")
     bearer = {"authorization": f"Bearer {admin}"}
     carol_bearer = {"authorization": f"Bearer {carol}"}
     cases = [
