@@ -4,7 +4,8 @@ A step-up cookie names its passkey (``cid``), but Check never reads the store (n
 the hot path), so "does that passkey still exist?" cannot be asked per request, and a
 per-user passkey epoch would need its own way into every worker. Revocations already
 have one: each worker holds them in memory, follows them by pub/sub (Redis) or by watching
-the state file, and ``_stepped_up`` checks ``stepup_revoked(issuer, subject, auth_time)``.
+the state file, and the step-up gate (``stepup/gate.py``) checks ``stepup_revoked(issuer,
+subject, auth_time)``.
 So a removal (on the account page or with ``extauthz webauthn remove``) records a
 ``stepup`` revocation for that user as of now: every cookie of that user minted up to
 this second stops working, whichever passkey made it, and the user confirms again with a
