@@ -1,13 +1,12 @@
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from extauthz.config import Settings, settings_from_document
-from tests.support.issuer import AUDIENCE, LocalIssuer
+from tests.support.issuer import LocalIssuer
+from tests.support.settings import make_settings as make_settings  # test_engine.py imports it here
 
 
 @pytest.fixture
@@ -25,26 +24,6 @@ def idp() -> Iterator[LocalIssuer]:
     issuer = LocalIssuer()
     yield issuer
     issuer.close()
-
-
-def make_settings(*issuers: LocalIssuer, **overrides: Any) -> Settings:
-    doc: dict[str, Any] = {
-        "issuers": [
-            {"issuer": i.issuer, "audiences": [AUDIENCE],
-             "algorithms": ["RS256", "PS256", "ES256", "EdDSA"]}
-            for i in issuers
-        ],
-        "default_action": "authenticated",
-        "jwks": {"fetch_timeout": 2.0},
-        "store": {"state_file": f"{tempfile.mkdtemp(prefix='extauthz-state-')}/state.json"},
-        "admin": {"listen": None},  # in-process servers: no shared 127.0.0.1:9004 (pass one to test it)
-    }
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(doc.get(key), dict):
-            doc[key].update(value)
-        else:
-            doc[key] = value
-    return settings_from_document(doc)
 
 
 @pytest.fixture(scope="session")

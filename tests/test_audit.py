@@ -19,6 +19,7 @@ from tests.support.cli import run_cli
 from tests.support.issuer import AUDIENCE, LocalIssuer
 from tests.support.poll import fetch_until
 from tests.support.redis import RedisServer
+from tests.support.requests import identity, request_view
 from tests.support.stack import ExtAuthz, Gateway
 
 
@@ -113,16 +114,12 @@ def test_the_fast_line_format_is_json_dumps_byte_for_byte() -> None:
     from extauthz import decision as d
     from extauthz import denials
     from extauthz.audit import LineFormat, audit_record
-    from extauthz.identity.model import Identity
-    from extauthz.request import RequestView
 
-    ident = Identity(issuer="https://idp.example/é", subject='al"ice\\', username="alice",
-                     email=None, audiences=("api",), groups=("dev",), scopes=(), client_id="cli",
-                     acr="phr", auth_time=1700000000, jti="j1", issued_at=1.0, expires_at=2.0,
-                     claims={})  # type: ignore[arg-type]
-    view = RequestView(method="GET", scheme="https", host="h.example", path="/p?secret=1",
-                       query="", headers={}, context_extensions={}, source_address="203.0.113.7",
-                       request_id="r\n1")
+    ident = identity('al"ice\\', issuer="https://idp.example/é", username="alice",
+                     audiences=("api",), groups=("dev",), client_id="cli", acr="phr",
+                     auth_time=1700000000, jti="j1", issued_at=1.0, expires_at=2.0)
+    view = request_view("/p?secret=1", host="h.example", source_address="203.0.113.7",
+                        request_id="r\n1")
     decisions = [
         d.allow("id-1", ident, reason="allowed", description="allowed", upstream_headers=(),
                 remove_headers=(), policy_id="p1"),
@@ -239,11 +236,8 @@ def test_an_audit_line_stays_one_printable_ascii_line_whatever_a_client_sends(va
     does) must still see one line per decision, exactly as json.dumps writes it."""
     from extauthz import decision as d
     from extauthz.audit import LineFormat, audit_record
-    from extauthz.request import RequestView
 
-    view = RequestView(method="GET", scheme="https", host="h.example", path="/p", query="",
-                       headers={}, context_extensions={}, source_address="203.0.113.7",
-                       request_id=value)
+    view = request_view("/p", host="h.example", source_address="203.0.113.7", request_id=value)
     decision = d.allow("id-1", None, reason="allowed", description="public", upstream_headers=(),
                        remove_headers=(), policy_id=value)
     line = LineFormat().line(decision, view, 1700000000.25)
@@ -257,12 +251,9 @@ def test_an_audit_line_stays_one_printable_ascii_line_whatever_a_client_sends(va
 def test_a_step_up_time_beyond_64_bits_is_still_written() -> None:
     from extauthz import decision as d
     from extauthz.audit import LineFormat
-    from extauthz.identity.model import Identity
 
-    ident = Identity(issuer="https://idp.example", subject="alice", username="alice", email=None,
-                     audiences=("api",), groups=(), scopes=(), client_id="cli", acr="phr",
-                     auth_time=-(2**70), jti="j1", issued_at=1.0, expires_at=2.0,
-                     claims={})  # type: ignore[arg-type]
+    ident = identity("alice", issuer="https://idp.example", audiences=("api",), client_id="cli",
+                     acr="phr", auth_time=-(2**70), jti="j1", issued_at=1.0, expires_at=2.0)
     decision = d.allow("id-1", ident, reason="allowed", description="allowed",
                        upstream_headers=(), remove_headers=(), policy_id="p1")
     assert json.loads(LineFormat().line(decision, None, 1700000000.0))["stepup_auth_time"] == -(2**70)

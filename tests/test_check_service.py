@@ -23,19 +23,17 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import make_settings
 from tests.support.inproc import ServerThread
 from tests.support.issuer import LocalIssuer
 from tests.support.ports import free_port
 from tests.support.requests import CHECK, check_request
+from tests.support.settings import serving_settings
 
 
 @pytest.fixture(scope="module")
 def server(idp: LocalIssuer) -> Iterator[ServerThread]:
-    s = make_settings(idp, grpc={"listen": f"127.0.0.1:{free_port()}"},
-                      http={"listen": f"127.0.0.1:{free_port()}"}, login_url=None,
-                      admin={"grpc_listen": f"127.0.0.1:{free_port()}"})
-    thread = ServerThread(s).start()
+    thread = ServerThread(serving_settings(idp, login_url=None,
+                                           admin={"grpc_listen": f"127.0.0.1:{free_port()}"})).start()
     yield thread
     thread.stop()
 
@@ -67,9 +65,7 @@ def test_an_allow_decodes_as_ok_with_overwriting_identity_headers(
 
 
 def test_each_group_is_its_own_impersonate_group_entry(idp: LocalIssuer) -> None:
-    s = make_settings(idp, grpc={"listen": f"127.0.0.1:{free_port()}"},
-                      http={"listen": f"127.0.0.1:{free_port()}"},
-                      headers={"kubernetes_impersonation": True},
+    s = serving_settings(idp, headers={"kubernetes_impersonation": True},
                       issuers=[{"issuer": idp.issuer, "audiences": ["my-api"],
                                 "username_prefix": "idp:", "groups_prefix": "idp:"}])
     thread = ServerThread(s).start()

@@ -10,7 +10,8 @@ import pytest
 
 from tests.support.issuer import AUDIENCE, LocalIssuer
 from tests.support.poll import until
-from tests.support.stack import ExtAuthz, Gateway
+from tests.support.requests import bearer
+from tests.support.stack import ExtAuthz, Gateway, http_request
 
 pytestmark = pytest.mark.e2e
 
@@ -62,10 +63,6 @@ def gw(idp: LocalIssuer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[G
     service.stop()
 
 
-def bearer(token: str) -> dict[str, str]:
-    return {"authorization": f"Bearer {token}"}
-
-
 def test_a_public_route_needs_no_token(gw: Gateway) -> None:
     r = gw.get("/docs/intro")
     assert r.status == 200
@@ -85,15 +82,8 @@ def test_an_authenticated_route_adds_the_policy_header_and_templates(
 
 
 def test_a_scoped_route_answers_403_insufficient_scope(gw: Gateway, idp: LocalIssuer) -> None:
-    from urllib.request import Request, urlopen
-
     def post(token: str) -> int:
-        req = Request(gw.url + "/orders/1", data=b"{}", method="POST", headers=bearer(token))  # noqa: S310
-        try:
-            with urlopen(req, timeout=10) as resp:  # noqa: S310
-                return int(resp.status)
-        except OSError as e:
-            return int(getattr(e, "code", 0))
+        return http_request(gw.url + "/orders/1", method="POST", body=b"{}", headers=bearer(token)).status
 
     assert post(idp.mint("RS256", scope="read")) == 403
     assert post(idp.mint("RS256", scope="orders:write")) == 200

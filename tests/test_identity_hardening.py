@@ -26,11 +26,10 @@ from extauthz.clock import FakeClock
 from extauthz.identity.jwks import parse_jwks
 from extauthz.policy.model import WEBAUTHN_ACR
 from extauthz.request import RequestView
-from tests.conftest import make_settings
 from tests.support.inproc import ServerThread
 from tests.support.issuer import LocalIssuer, b64
-from tests.support.ports import free_port
 from tests.support.requests import CHECK, bearer, check_request, request_view
+from tests.support.settings import make_settings, serving_settings
 from tests.support.verifying import Verifying as Rig
 from tests.support.verifying import policy_snapshot, verifying
 
@@ -140,9 +139,7 @@ async def test_a_hand_built_token_with_plain_json_verifies(rig: Rig) -> None:
 
 @pytest.fixture(scope="module")
 def grpc_check(idp: LocalIssuer) -> Iterator[grpc.UnaryUnaryMultiCallable]:
-    s = make_settings(idp, grpc={"listen": f"127.0.0.1:{free_port()}"},
-                      http={"listen": f"127.0.0.1:{free_port()}"}, login_url=None)
-    thread = ServerThread(s).start()
+    thread = ServerThread(serving_settings(idp, login_url=None)).start()
     channel = thread.channel()
     try:
         yield channel.unary_unary(CHECK)

@@ -16,8 +16,9 @@ from extauthz.identity_headers import (
     headers_to_remove,
     identity_headers,
 )
-from extauthz.request import RequestView
 from tests.support.issuer import AUDIENCE, LocalIssuer
+from tests.support.requests import identity as verified
+from tests.support.requests import request_view
 from tests.support.stack import ExtAuthz, Gateway
 
 NAMES = HeaderNames.with_prefix("x-auth-")
@@ -28,16 +29,8 @@ IMPERSONATING = settings_from_document({
 
 
 def identity(username: str, groups: tuple[str, ...]) -> Identity:
-    return Identity(issuer="https://idp.example.com", subject="u1", username=username,
-                    email=None, audiences=("kubernetes",), groups=groups, scopes=(),
-                    client_id=None, acr=None, auth_time=None, jti=None, issued_at=None,
-                    expires_at=0.0, claims={})
-
-
-def view(**headers: str) -> RequestView:
-    return RequestView(method="GET", scheme="https", host="kube.example.com", path="/api",
-                       query="", headers=headers, context_extensions={}, source_address="",
-                       request_id="")
+    return verified("u1", username=username, audiences=("kubernetes",), groups=groups,
+                    expires_at=0.0)
 
 
 def test_a_reserved_group_is_never_impersonated_and_is_logged(
@@ -67,9 +60,10 @@ def test_without_impersonation_reserved_looking_names_are_only_identity_headers(
 
 
 def test_client_sent_front_proxy_headers_are_removed_in_every_spelling() -> None:
-    sent = view(**{"x-remote-user": "system:admin", "x-remote-group": "system:masters",
-                   "x-remote-uid": "0", "x-remote-extra-scopes": "all",
-                   "x_remote_user": "admin", "x-remoteuser": "kept", "x-request-id": "r1"})
+    sent = request_view("/api", host="kube.example.com", headers={
+        "x-remote-user": "system:admin", "x-remote-group": "system:masters", "x-remote-uid": "0",
+        "x-remote-extra-scopes": "all", "x_remote_user": "admin", "x-remoteuser": "kept",
+        "x-request-id": "r1"})
     removed = headers_to_remove(sent, NAMES, IMPERSONATING, ())
     assert set(removed) == {"x-remote-user", "x-remote-group", "x-remote-uid",
                             "x-remote-extra-scopes", "x_remote_user"}

@@ -13,10 +13,10 @@ from extauthz.clock import FakeClock
 from extauthz.decision import Decision
 from extauthz.identity.verify import TokenVerifier
 from extauthz.policy.sync import PolicySnapshot
-from tests.conftest import make_settings
 from tests.support.issuer import LocalIssuer
 from tests.support.requests import STEPUP_COOKIE
 from tests.support.requests import request_view as req
+from tests.support.settings import make_settings
 from tests.support.verifying import policy_snapshot, verifying
 
 DOCS: list[dict[str, Any]] = [

@@ -9,15 +9,10 @@ from typing import Any
 import pytest
 
 from extauthz.authorize import Authorizer
-from extauthz.clock import FakeClock
-from extauthz.identity.jwks import HttpFetcher, IssuerKeys
-from extauthz.identity.verify import TokenVerifier
-from extauthz.policy.model import parse_policies
-from extauthz.policy.store import PolicySet
-from extauthz.policy.sync import PolicySnapshot
-from extauthz.request import RequestView
-from tests.conftest import make_settings
 from tests.support.issuer import LocalIssuer
+from tests.support.requests import request_view as req
+from tests.support.settings import make_settings
+from tests.support.verifying import policy_snapshot, verifying
 
 ADMIN = {"id": "admin", "match": {"paths": [{"prefix": "/admin/"}]},
          "require": {"claims": {"groups": ["sre"]}}}
@@ -39,26 +34,14 @@ MakeAuthorizer = Callable[..., Authorizer]
 
 @pytest.fixture
 async def make(issuer: LocalIssuer) -> AsyncIterator[MakeAuthorizer]:
-    fetcher = HttpFetcher(2.0)
+    async with verifying(issuer, load=False) as v:  # the first token fetches the keys
 
-    def build(default_action: str = "deny", counted: list[str] | None = None) -> Authorizer:
-        settings = make_settings(issuer, default_action=default_action)
-        clock = FakeClock(now_wall=time.time())
-        keys = {issuer.issuer: IssuerKeys(settings.issuers[0], settings.jwks, fetcher, clock)}
-        snapshot = PolicySnapshot(clock)
-        snapshot.install(PolicySet("1", tuple(parse_policies(DOCS))))
-        return Authorizer(settings=settings, verifier=TokenVerifier(settings, keys, clock),
-                          policies=snapshot, on_dry_run=counted.append if counted is not None else None)
+        def build(default_action: str = "deny", counted: list[str] | None = None) -> Authorizer:
+            return Authorizer(settings=make_settings(issuer, default_action=default_action),
+                              verifier=v.verifier, policies=policy_snapshot(DOCS, v.clock),
+                              on_dry_run=counted.append if counted is not None else None)
 
-    yield build
-    await fetcher.close()
-
-
-def req(path: str, token: str | None = None, bound: str | None = None) -> RequestView:
-    headers = {"authorization": f"Bearer {token}"} if token else {}
-    return RequestView(method="GET", scheme="https", host="api.example.com", path=path, query="",
-                       headers=headers, context_extensions={"policy": bound} if bound else {},
-                       source_address="", request_id="")
+        yield build
 
 
 async def test_a_dry_run_policy_inside_an_enforced_subtree_lets_no_one_through(

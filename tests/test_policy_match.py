@@ -12,13 +12,12 @@ from extauthz.policy.match import PolicyIndex, explain
 from extauthz.policy.model import Policy, parse_policy
 from extauthz.policy.paths import normalize_path
 from extauthz.request import RequestView
+from tests.support.requests import request_view
 
 
 def view(host: str = "api.example.com", path: str = "/", method: str = "GET",
          bound: str | None = None) -> RequestView:
-    return RequestView(method=method, scheme="https", host=host, path=path, query="", headers={},
-                       context_extensions={"policy": bound} if bound else {},
-                       source_address="", request_id="")
+    return request_view(path, host=host, method=method, bound=bound)
 
 
 def pol(pid: str, hosts: list[str] | None = None, paths: list[dict[str, str]] | None = None,

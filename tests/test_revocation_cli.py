@@ -7,7 +7,6 @@ import json
 import time
 import uuid
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -17,15 +16,14 @@ from extauthz.cli import main
 from extauthz.identity.model import Identity
 from extauthz.revocation.model import Revocation, RevocationSet, parse_key, revocation_key
 from tests.support.redis import RedisServer
+from tests.support.requests import identity
 
 IDP = "https://idp.example.com"
 IDP_8443 = "https://idp.example.com:8443"  # the same host on another port: a second issuer
 
 
 def ident(iss: str, iat: float) -> Identity:
-    return Identity(issuer=iss, subject="alice", username="alice", email=None, audiences=(),
-                    groups=(), scopes=(), client_id=None, acr=None, auth_time=None, jti=None,
-                    issued_at=iat, expires_at=9e9, claims=MappingProxyType({}))
+    return identity("alice", issuer=iss, issued_at=iat)
 
 
 @pytest.fixture(params=["file", "redis"])

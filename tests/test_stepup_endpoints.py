@@ -4,44 +4,33 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from extauthz.stepup.http import safe_rd
-from tests.conftest import make_settings
 from tests.support.inproc import ServerThread
 from tests.support.issuer import LocalIssuer
-from tests.support.ports import free_port
-
-ORIGIN = "http://localhost:8000"  # the default public_url's origin
+from tests.support.requests import bearer
+from tests.support.settings import serving_settings
+from tests.support.stack import ORIGIN, http_get, post_json
 
 
 @pytest.fixture(scope="module")
 def server(idp: LocalIssuer) -> Iterator[ServerThread]:
-    s = make_settings(idp, grpc={"listen": f"127.0.0.1:{free_port()}"},
-                      http={"listen": f"127.0.0.1:{free_port()}"})
-    thread = ServerThread(s).start()
+    thread = ServerThread(serving_settings(idp)).start()
     yield thread
     thread.stop()
 
 
 def post(server: ServerThread, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, Any]:
-    url = f"http://127.0.0.1:{server.settings.http_listen[1]}{path}"
-    req = urllib.request.Request(url, data=body, method="POST",
-                                 headers={"content-type": "application/json", **headers})
+    """The status and the JSON answer (or the raw body, when it is not JSON)."""
+    r = post_json(f"http://127.0.0.1:{server.settings.http_listen[1]}{path}", body, headers)
     try:
-        with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310
-            return resp.status, json.loads(resp.read() or b"null")
-    except urllib.error.HTTPError as e:
-        text = e.read()
-        try:
-            return e.code, json.loads(text)
-        except ValueError:
-            return e.code, text
+        return r.status, json.loads(r.body or b"null")
+    except ValueError:
+        return r.status, r.body
 
 
 ENDPOINTS = ["/.extauthz/stepup/begin", "/.extauthz/stepup/finish",
@@ -111,9 +100,8 @@ def test_missing_or_wrong_fields_are_400_and_store_nothing(
     assert status == 400
     assert message in answer["error_description"]
     url = f"http://127.0.0.1:{server.settings.http_listen[1]}/.extauthz/webauthn/passkeys"
-    req = urllib.request.Request(url, headers={"authorization": f"Bearer {token}"})
-    with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310
-        assert json.loads(resp.read())["passkeys"] == []
+    listed = http_get(url, bearer(token))
+    assert (listed.status, listed.json()["passkeys"]) == (200, [])
 
 
 def test_a_registration_on_a_real_begin_with_a_fake_credential_is_refused(

@@ -7,8 +7,6 @@ import asyncio
 import copy
 import json
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -28,42 +26,36 @@ from extauthz.stepup.store import (
     StepupStore,
     user_key,
 )
-from tests.conftest import make_settings
 from tests.support.cli import run_cli
 from tests.support.inproc import ServerThread
 from tests.support.issuer import AUDIENCE, LocalIssuer
-from tests.support.ports import free_port
+from tests.support.requests import bearer
+from tests.support.settings import serving_settings
+from tests.support.stack import ORIGIN, http_request
 from tests.test_webauthn_ceremonies import VECTORS, Rig, ident
 
-ORIGIN = "http://localhost:8000"
 LOGIN = "https://login.example.com/authorize?prompt=login&rd={rd}"
 
 
 @pytest.fixture(scope="module")
 def server(idp: LocalIssuer) -> Iterator[ServerThread]:
-    s = make_settings(idp, grpc={"listen": f"127.0.0.1:{free_port()}"},
-                      http={"listen": f"127.0.0.1:{free_port()}"}, login_url=LOGIN)
-    thread = ServerThread(s).start()
+    thread = ServerThread(serving_settings(idp, login_url=LOGIN)).start()
     yield thread
     thread.stop()
 
 
 def call(server: ServerThread, path: str, token: str, body: dict[str, Any] | None = None
          ) -> tuple[int, dict[str, str], Any]:
+    """GET the page, or POST ``body`` to it as the site's own page does; the status, the
+    headers and the answer (JSON, or the page's text)."""
     url = f"http://127.0.0.1:{server.settings.http_listen[1]}{path}"
-    headers = {"authorization": f"Bearer {token}"}
-    if body is not None:
-        headers.update({"content-type": "application/json", "origin": ORIGIN})
-    req = urllib.request.Request(url, data=None if body is None else json.dumps(body).encode(),
-                                 headers=headers, method="GET" if body is None else "POST")
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 (loopback)
-            status, hdrs, raw = resp.status, dict(resp.headers), resp.read()
-    except urllib.error.HTTPError as e:
-        status, hdrs, raw = e.code, dict(e.headers), e.read()
-    hdrs = {k.lower(): v for k, v in hdrs.items()}
-    return status, hdrs, (json.loads(raw) if "json" in hdrs.get("content-type", "") else
-                          raw.decode())
+    if body is None:
+        r = http_request(url, headers=bearer(token), follow_redirects=True)
+    else:
+        r = http_request(url, method="POST", body=json.dumps(body).encode(), follow_redirects=True,
+                         headers={**bearer(token), "content-type": "application/json", "origin": ORIGIN})
+    return r.status, r.headers, (r.json() if "json" in r.headers.get("content-type", "") else
+                                 r.body.decode())
 
 
 def cli_config(tmp_path: Path, server: ServerThread, idp: LocalIssuer) -> Path:

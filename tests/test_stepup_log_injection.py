@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import json
 import logging
-import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,10 +15,11 @@ from extauthz.clock import FakeClock
 from extauthz.identity.model import Identity
 from extauthz.stepup.ceremonies import CeremonyError, PossibleClone
 from extauthz.stepup.store import FileStepupStore, Passkey, user_key
-from tests.conftest import make_settings
 from tests.support.inproc import ServerThread
 from tests.support.issuer import LocalIssuer
-from tests.support.ports import free_port
+from tests.support.requests import STEPUP_COOKIE, bearer
+from tests.support.settings import serving_settings
+from tests.support.stack import ORIGIN, post_json
 from tests.test_webauthn_ceremonies import VECTORS, Rig, ident
 
 FORGED = "mallory\n2030-01-01 00:00:00,000 ERROR extauthz.stepup[1]: FORGED admin login\r"
@@ -60,8 +59,7 @@ def test_the_passkey_pages_log_a_client_chosen_passkey_id_with_newlines_on_one_l
     """The verifier refuses a ``sub`` with control characters before the pages see it; a
     passkey id comes from the request body, and is what the page logs."""
     idp = LocalIssuer()
-    settings = make_settings(idp, grpc={"listen": f"127.0.0.1:{free_port()}"},
-                             http={"listen": f"127.0.0.1:{free_port()}"})
+    settings = serving_settings(idp)
     server = ServerThread(settings).start()
     try:
         assert server.engine is not None
@@ -73,15 +71,11 @@ def test_the_passkey_pages_log_a_client_chosen_passkey_id_with_newlines_on_one_l
         token = idp.mint("ES256", sub="mallory")
         who = replace(ident(), issuer=idp.issuer, subject="mallory")
         cookie = server.engine.stepups.cookies.mint(who, cid)
-        req = urllib.request.Request(
-            f"http://127.0.0.1:{settings.http_listen[1]}/.extauthz/webauthn/passkeys/remove",
-            data=json.dumps({"id": cid}).encode(), method="POST",
-            headers={"content-type": "application/json", "origin": "http://localhost:8000",
-                     "authorization": f"Bearer {token}",
-                     "cookie": f"__Host-extauthz-stepup={cookie}"})
-        with caplog.at_level(logging.INFO, logger="extauthz.stepup"), \
-                urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310
-            assert json.loads(resp.read()) == {"removed": cid}
+        with caplog.at_level(logging.INFO, logger="extauthz.stepup"):
+            removed_page = post_json(
+                f"http://127.0.0.1:{settings.http_listen[1]}/.extauthz/webauthn/passkeys/remove",
+                {"id": cid}, bearer(token, origin=ORIGIN, cookie=f"{STEPUP_COOKIE}={cookie}"))
+        assert (removed_page.status, removed_page.json()) == (200, {"removed": cid})
         removed = [m for m in one_line_each(caplog) if "removed passkey" in m]
         assert removed == [f"stepup: 'mallory' removed passkey {cid!r}; step-ups made before now "
                            "are ended"]

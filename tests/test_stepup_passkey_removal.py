@@ -5,9 +5,7 @@ all-worker revocation path) that Check sees."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-import urllib.request
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,8 +24,8 @@ from extauthz.stepup.store import Passkey, RedisStepupStore, user_key
 from tests.support.cli import run_cli
 from tests.support.issuer import AUDIENCE, LocalIssuer
 from tests.support.redis import RedisServer
-from tests.support.requests import STEPUP_COOKIE, identity
-from tests.support.stack import ExtAuthz
+from tests.support.requests import STEPUP_COOKIE, bearer, identity
+from tests.support.stack import ORIGIN, ExtAuthz, post_json
 from tests.support.workers import Worker, all_answer, one_per_worker
 
 _T = TypeVar("_T")
@@ -56,13 +54,10 @@ def in_store(url: str, prefix: str, fn: Callable[[RedisStepupStore], Awaitable[_
 
 
 def remove_on_the_page(service: ExtAuthz, token: str, cookie: str, cid: str) -> Any:
-    req = urllib.request.Request(
-        f"http://127.0.0.1:{service.http_port}/.extauthz/webauthn/passkeys/remove",
-        data=json.dumps({"id": cid}).encode(), method="POST",
-        headers={"content-type": "application/json", "origin": "http://localhost:8000",
-                 "authorization": f"Bearer {token}", "cookie": f"{STEPUP_COOKIE}={cookie}"})
-    with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310
-        return json.loads(resp.read())
+    r = post_json(f"http://127.0.0.1:{service.http_port}/.extauthz/webauthn/passkeys/remove",
+                  {"id": cid}, bearer(token, origin=ORIGIN, cookie=f"{STEPUP_COOKIE}={cookie}"))
+    assert r.status == 200, r.body
+    return r.json()
 
 
 def test_removing_passkeys_ends_step_up_cookies_in_every_worker_within_a_second(

@@ -20,12 +20,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from extauthz.telemetry import tracing
 from extauthz.telemetry.metrics import Metrics, SharedMetrics
-from tests.conftest import make_settings
 from tests.support.inproc import ServerThread
 from tests.support.issuer import AUDIENCE, LocalIssuer
 from tests.support.poll import until
 from tests.support.ports import free_port
 from tests.support.requests import CHECK, bearer, check_request
+from tests.support.settings import serving_settings
 from tests.support.stack import ExtAuthz, Gateway, http_get
 from tests.support.workers import one_per_worker
 
@@ -92,8 +92,7 @@ def spans() -> Iterator[InMemorySpanExporter]:
 def test_a_check_span_continues_the_callers_trace_and_holds_no_secret(
     spans: InMemorySpanExporter, issuer: LocalIssuer, headers: dict[str, str]
 ) -> None:
-    settings = make_settings(issuer, grpc={"listen": f"127.0.0.1:{free_port()}"},
-                             http={"listen": f"127.0.0.1:{free_port()}"})
+    settings = serving_settings(issuer)
     server = ServerThread(settings).start()
     token = issuer.mint("ES256")
     try:
@@ -322,9 +321,7 @@ DASHBOARD_SERIES = {
 
 def test_the_metric_names_and_labels_stay_as_dashboards_know_them(issuer: LocalIssuer) -> None:
     admin = free_port()
-    settings = make_settings(issuer, grpc={"listen": f"127.0.0.1:{free_port()}"},
-                             http={"listen": f"127.0.0.1:{free_port()}"},
-                             admin={"listen": f"127.0.0.1:{admin}"})
+    settings = serving_settings(issuer, admin={"listen": f"127.0.0.1:{admin}"})
     server = ServerThread(settings).start()
     try:
         with grpc.insecure_channel(server.target) as channel:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import urllib.error
-import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,7 +17,8 @@ from extauthz.stepup.ceremonies import CeremonyError, TooManyFailures
 from extauthz.stepup.store import FileStepupStore, RedisStepupStore, StepupStore
 from tests.support.issuer import AUDIENCE, LocalIssuer
 from tests.support.redis import RedisServer
-from tests.support.stack import ExtAuthz
+from tests.support.requests import bearer
+from tests.support.stack import ORIGIN, ExtAuthz, post_json
 from tests.test_webauthn_ceremonies import VECTORS, Rig, ident
 
 
@@ -96,15 +95,8 @@ async def test_a_success_clears_the_count_so_only_failures_add_up(tmp_path: Path
 
 
 def post(url: str, token: str) -> int:
-    body = json.dumps({"credential": {"id": "x", "response": {}}}).encode()
-    req = urllib.request.Request(url, data=body, method="POST", headers={  # noqa: S310 (loopback)
-        "content-type": "application/json", "origin": "http://localhost:8000",
-        "authorization": f"Bearer {token}"})
-    try:
-        with urllib.request.urlopen(req, timeout=20) as resp:  # noqa: S310
-            return int(resp.status)
-    except urllib.error.HTTPError as e:
-        return int(e.code)
+    return post_json(url, {"credential": {"id": "x", "response": {}}},
+                     bearer(token, origin=ORIGIN), timeout=20).status
 
 
 def test_parallel_failing_step_ups_across_two_workers_on_redis_stop_at_the_limit(

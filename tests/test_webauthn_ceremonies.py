@@ -9,7 +9,6 @@ import logging
 import time
 import uuid
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -28,15 +27,14 @@ from extauthz.stepup.ceremonies import (
     UnknownPasskey,
 )
 from extauthz.stepup.store import FileStepupStore, RedisStepupStore, StepupStore, user_key
+from tests.support.requests import identity
 
 VECTORS = json.loads((Path(__file__).parent / "vectors" / "webauthn-chromium.json").read_text())
 
 
 def ident(sub: str = "alice") -> Identity:
-    return Identity(issuer="https://idp.example.com", subject=sub, username=sub,
-                    email=f"{sub}@example.com", audiences=("api",), groups=(), scopes=(),
-                    client_id=None, acr=None, auth_time=None, jti=None, issued_at=None,
-                    expires_at=time.time() + 600, claims=MappingProxyType({}))
+    return identity(sub, email=f"{sub}@example.com", audiences=("api",),
+                    expires_at=time.time() + 600)
 
 
 def settings(**overrides: Any) -> StepupSettings:

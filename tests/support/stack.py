@@ -16,6 +16,8 @@ from extauthz.demo.envoy import envoy_command, write_gateway
 from extauthz.demo.processes import Process
 from tests.support.ports import free_port
 
+ORIGIN = "http://localhost:8000"  # the default http.public_url's origin: the pages' own site
+
 
 @dataclass
 class Response:
@@ -27,20 +29,39 @@ class Response:
         return json.loads(self.body)
 
 
-def http_get(url: str, headers: dict[str, str] | None = None) -> Response:
-    req = urllib.request.Request(url, headers=headers or {})  # noqa: S310 (loopback)
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect is an answer for the test to look at, not to follow."""
 
-    class NoRedirect(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-            return None
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
 
-    opener = urllib.request.build_opener(NoRedirect)
+
+def http_request(url: str, *, method: str = "GET", body: bytes | None = None,
+                 headers: dict[str, str] | None = None, timeout: float = 10,
+                 follow_redirects: bool = False) -> Response:
+    """One HTTP request; any status is an answer (never an exception), a redirect too unless
+    ``follow_redirects``."""
+    req = urllib.request.Request(url, data=body, method=method,  # noqa: S310 (loopback)
+                                 headers=headers or {})
+    opener = urllib.request.build_opener(*(() if follow_redirects else (_NoRedirect,)))
     try:
-        with opener.open(req, timeout=10) as resp:
+        with opener.open(req, timeout=timeout) as resp:
             return Response(resp.status, {k.lower(): v for k, v in resp.headers.items()},
                             resp.read())
     except urllib.error.HTTPError as e:
         return Response(e.code, {k.lower(): v for k, v in e.headers.items()}, e.read())
+
+
+def http_get(url: str, headers: dict[str, str] | None = None) -> Response:
+    return http_request(url, headers=headers)
+
+
+def post_json(url: str, payload: object, headers: dict[str, str] | None = None, *,
+              timeout: float = 10) -> Response:
+    """POST ``payload`` as application/json (bytes are sent as they are)."""
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    return http_request(url, method="POST", body=body, timeout=timeout,
+                        headers={"content-type": "application/json", **(headers or {})})
 
 
 @dataclass
@@ -60,7 +81,7 @@ class ExtAuthz:
         store = {"state_file": str(self.workdir / f"state-{self.grpc_port}.json"),
                  **self.config.get("store", {})}
         cfg = {"http": {"listen": f"127.0.0.1:{self.http_port}",
-                        "public_url": "http://localhost:8000"}, **self.config,
+                        "public_url": ORIGIN}, **self.config,
                "grpc": {"listen": f"127.0.0.1:{self.grpc_port}"}, "store": store,
                "shutdown_grace": self.config.get("shutdown_grace", 2)}
         cfg["http"] = {**cfg["http"], "listen": f"127.0.0.1:{self.http_port}"}

@@ -19,8 +19,8 @@ from extauthz.policy.model import parse_policies
 from extauthz.policy.store import PolicySet
 from extauthz.policy.sync import PolicySnapshot
 from extauthz.revocation.sync import RevocationSnapshot
-from tests.conftest import make_settings
 from tests.support.issuer import LocalIssuer
+from tests.support.settings import make_settings
 
 
 @dataclass(frozen=True)
