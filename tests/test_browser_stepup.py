@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, expect
 
-from tests.support.browser import chromium, person
+from tests.support.browser import add_authenticator, chromium, enrol, person
 from tests.support.cli import run_cli
 from tests.support.issuer import AUDIENCE, LocalIssuer
 from tests.support.poll import until
@@ -121,9 +121,7 @@ def test_after_max_age_the_same_route_asks_again(site: Site, browser: Browser) -
     bob = person(browser, site.base, {"session": fresh_token(site, sub="bob",
                                                              email="bob@example.com")})
     page = bob.page
-    page.goto("/.extauthz/webauthn/register")
-    page.click("#enrol")
-    expect(page.locator("#message")).to_have_text("Passkey added.")
+    enrol(page)
     page.goto("/quick/a")
     expect(page).to_have_url(f"{site.base}/.extauthz/stepup?rd=%2Fquick%2Fa")
     page.click("#stepup")
@@ -160,9 +158,7 @@ def test_a_second_users_cookie_does_not_satisfy_the_first_users_token(
 def test_a_passkey_removed_on_the_account_page_is_gone(site: Site, browser: Browser) -> None:
     dave = person(browser, site.base, {"session": fresh_token(site, sub="dave")})
     page = dave.page
-    page.goto("/.extauthz/webauthn/register")
-    page.click("#enrol")
-    expect(page.locator("#message")).to_have_text("Passkey added.")
+    enrol(page)
     page.goto("/.extauthz/account")
     expect(page.locator("#passkeys tbody tr")).to_have_count(1)
     page.click("button.remove")  # changing passkeys needs a fresh confirmation with one
@@ -193,13 +189,9 @@ def test_a_passkey_removed_on_the_account_page_is_gone(site: Site, browser: Brow
 def test_a_second_passkey_needs_a_fresh_confirmation_with_the_first(site: Site, browser: Browser) -> None:
     frank = person(browser, site.base, {"session": fresh_token(site, sub="frank")})
     page = frank.page
-    page.goto("/.extauthz/webauthn/register")
-    page.click("#enrol")
-    expect(page.locator("#message")).to_have_text("Passkey added.")
+    enrol(page)
     frank.cdp.send("WebAuthn.removeVirtualAuthenticator", {"authenticatorId": frank.authenticator_id})
-    second = frank.cdp.send("WebAuthn.addVirtualAuthenticator", {"options": {
-        "protocol": "ctap2", "transport": "usb", "hasResidentKey": True,
-        "hasUserVerification": True, "isUserVerified": True, "automaticPresenceSimulation": True}})
+    second = add_authenticator(frank.cdp, transport="usb")
     page.goto("/.extauthz/webauthn/register")  # a thief with frank's token and their own key
     page.click("#enrol")
     expect(page).to_have_url(f"{site.base}/.extauthz/stepup?rd=%2F.extauthz%2Fwebauthn%2Fregister")
@@ -207,7 +199,7 @@ def test_a_second_passkey_needs_a_fresh_confirmation_with_the_first(site: Site, 
     expect(page.locator("#message")).to_have_text(
         "The passkey request was cancelled or timed out. Try again.", timeout=10000)
     expect(page).to_have_url(f"{site.base}/.extauthz/stepup?rd=%2F.extauthz%2Fwebauthn%2Fregister")
-    result = frank.cdp.send("WebAuthn.getCredentials", {"authenticatorId": second["authenticatorId"]})
+    result = frank.cdp.send("WebAuthn.getCredentials", {"authenticatorId": second})
     assert result["credentials"] == []
     frank.context.close()
 

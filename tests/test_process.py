@@ -91,14 +91,13 @@ def test_the_token_command_mints_for_the_demo_issuer_only(tmp_path: Path) -> Non
     assert key.stat().st_mode & 0o077 == 0  # the key file is private
 
 
-def test_sigterm_lets_an_in_flight_check_finish_then_exits(tmp_path: Path) -> None:
-    idp = LocalIssuer()
-    service = ExtAuthz(tmp_path, _config(idp, jwks={"unknown_kid_cooldown": 0},
+def test_sigterm_lets_an_in_flight_check_finish_then_exits(tmp_path: Path, issuer: LocalIssuer) -> None:
+    service = ExtAuthz(tmp_path, _config(issuer, jwks={"unknown_kid_cooldown": 0},
                                          shutdown_grace=5)).start()
     try:
-        idp.rotate()  # the next token's kid is unknown: the check waits for a refetch...
-        idp.delay = 1.0  # ...from a slow IdP
-        token = idp.mint("ES256")
+        issuer.rotate()  # the next token's kid is unknown: the check waits for a refetch...
+        issuer.delay = 1.0  # ...from a slow IdP
+        token = issuer.mint("ES256")
         result: dict[str, Any] = {}
 
         def call() -> None:
@@ -117,21 +116,18 @@ def test_sigterm_lets_an_in_flight_check_finish_then_exits(tmp_path: Path) -> No
         assert service.process.proc.wait(10) == 0
     finally:
         service.stop()
-        idp.close()
 
 
-def test_several_workers_share_the_port_and_all_answer(tmp_path: Path) -> None:
-    idp = LocalIssuer()
-    service = ExtAuthz(tmp_path, _config(idp), args=["--workers", "2"]).start()
+def test_several_workers_share_the_port_and_all_answer(tmp_path: Path, issuer: LocalIssuer) -> None:
+    service = ExtAuthz(tmp_path, _config(issuer), args=["--workers", "2"]).start()
     try:
-        token = idp.mint("RS256")
+        token = issuer.mint("RS256")
         # Each new connection may land on either worker (the second may still be starting);
         # the decision-id prefix is per process.
         both_answered(service.grpc_port, token, 20, 0)
         assert service.stop() == 0
     finally:
         service.stop()
-        idp.close()
 
 
 def _workers(supervisor: int) -> dict[str, int]:
@@ -185,17 +181,16 @@ def _answers_again(port: int, token: str) -> str:
 
 
 def test_a_crash_looping_worker_is_restarted_with_backoff_while_the_other_keeps_serving(
-    tmp_path: Path
+    tmp_path: Path, issuer: LocalIssuer
 ) -> None:
     import os
 
-    idp = LocalIssuer()
-    service = ExtAuthz(tmp_path, _config(idp), args=["--workers", "2"]).start()
+    service = ExtAuthz(tmp_path, _config(issuer), args=["--workers", "2"]).start()
     try:
         assert service.process is not None
         assert service.process.proc is not None
         supervisor = service.process.proc
-        token = idp.mint("RS256")
+        token = issuer.mint("RS256")
         until(lambda: len(_workers(supervisor.pid)) >= 2, 20)
         healthy = _workers(supervisor.pid)["0"]
         # Kill slot 1 as soon as each new process of it appears: it never gets to start.
@@ -227,7 +222,6 @@ def test_a_crash_looping_worker_is_restarted_with_backoff_while_the_other_keeps_
         assert service.stop() == 0
     finally:
         service.stop()
-        idp.close()
 
 
 def test_a_worker_that_fails_its_first_start_stops_the_supervisor(tmp_path: Path) -> None:

@@ -52,11 +52,9 @@ def test_step_up_proofs_of_a_revoked_subject_stop_working() -> None:
 
 
 def test_every_kind_is_enforced_by_every_worker_within_a_second_and_survives_a_restart(
-    tmp_path: Path
+    tmp_path: Path, issuer: LocalIssuer, redis: RedisServer
 ) -> None:
-    idp = LocalIssuer()
-    redis = RedisServer(tmp_path / "redis").start()
-    cfg: dict[str, Any] = {"issuers": [{"issuer": idp.issuer, "audiences": [AUDIENCE]}],
+    cfg: dict[str, Any] = {"issuers": [{"issuer": issuer.issuer, "audiences": [AUDIENCE]}],
                            "store": {"url": redis.url, "prefix": "rev:"},
                            "default_action": "authenticated"}
     config = tmp_path / "cli.yaml"
@@ -66,11 +64,11 @@ def test_every_kind_is_enforced_by_every_worker_within_a_second_and_survives_a_r
     gateway = Gateway(tmp_path, service).start()
     workers: list[Worker] = []
     try:
-        workers = one_per_worker(service.grpc_port, token=idp.mint("ES256", sub="probe"))
-        by_jti = idp.mint("ES256", sub="tom", jti="jti-1", azp="web")
-        by_sub = idp.mint("ES256", sub="sam", azp="web")
-        by_client = idp.mint("ES256", sub="cal", azp="ci-bot")
-        by_issuer = idp.mint("ES256", sub="ivy", azp="web")
+        workers = one_per_worker(service.grpc_port, token=issuer.mint("ES256", sub="probe"))
+        by_jti = issuer.mint("ES256", sub="tom", jti="jti-1", azp="web")
+        by_sub = issuer.mint("ES256", sub="sam", azp="web")
+        by_client = issuer.mint("ES256", sub="cal", azp="ci-bot")
+        by_issuer = issuer.mint("ES256", sub="ivy", azp="web")
         for token in (by_jti, by_sub, by_client, by_issuer):
             all_answer(workers, 200, 1.0, token)
 
@@ -86,11 +84,11 @@ def test_every_kind_is_enforced_by_every_worker_within_a_second_and_survives_a_r
         all_answer(workers, 401, 1.0, by_sub)
         assert run_cli(config, "revoke", "client", "--client-id", "ci-bot").returncode == 0
         all_answer(workers, 401, 1.0, by_client)
-        assert run_cli(config, "revoke", "all", "--issuer", idp.issuer).returncode == 0
+        assert run_cli(config, "revoke", "all", "--issuer", issuer.issuer).returncode == 0
         all_answer(workers, 401, 1.0, by_issuer)
 
         time.sleep(1.1)  # a token issued after the revocations is fine again
-        all_answer(workers, 200, 1.0, idp.mint("ES256", sub="sam", azp="ci-bot"))
+        all_answer(workers, 200, 1.0, issuer.mint("ES256", sub="sam", azp="ci-bot"))
 
         listed = run_cli(config, "revoke", "list").stdout
         assert "subject:*:sam" in listed
@@ -106,7 +104,7 @@ def test_every_kind_is_enforced_by_every_worker_within_a_second_and_survives_a_r
         assert gateway.get("/", {"authorization": f"Bearer {by_jti}"}).status == 401
 
         assert run_cli(config, "revoke", "undo", "subject:*:sam").returncode == 0
-        assert run_cli(config, "revoke", "undo", f"all:{idp.issuer}:").returncode == 0
+        assert run_cli(config, "revoke", "undo", f"all:{issuer.issuer}:").returncode == 0
         until(lambda: gateway.get("/", bearer(by_sub)).status == 200, 2, 0.02)
         missing = run_cli(config, "revoke", "undo", "subject:*:sam")
         assert missing.returncode == 2
@@ -116,8 +114,6 @@ def test_every_kind_is_enforced_by_every_worker_within_a_second_and_survives_a_r
             w.channel.close()
         gateway.stop()
         service.stop()
-        redis.stop()
-        idp.close()
 
 
 def test_a_token_revocation_expires_when_the_token_would(tmp_path: Path) -> None:
@@ -134,24 +130,22 @@ def test_a_token_revocation_expires_when_the_token_would(tmp_path: Path) -> None
     assert "subject:*:x" not in listed
 
 
-def test_the_embedded_store_revokes_in_a_running_service(tmp_path: Path) -> None:
-    idp = LocalIssuer()
+def test_the_embedded_store_revokes_in_a_running_service(tmp_path: Path, issuer: LocalIssuer) -> None:
     state = tmp_path / "state.json"
-    service = ExtAuthz(tmp_path, {"issuers": [{"issuer": idp.issuer, "audiences": [AUDIENCE]}],
+    service = ExtAuthz(tmp_path, {"issuers": [{"issuer": issuer.issuer, "audiences": [AUDIENCE]}],
                                   "store": {"state_file": str(state), "poll_interval": 0.1},
                                   "default_action": "authenticated"}).start()
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump({"store": {"state_file": str(state)}}))
     try:
         worker = Worker(service.grpc_port)
-        token = idp.mint("ES256", sub="una")
+        token = issuer.mint("ES256", sub="una")
         assert worker.status(token) == 200
         assert run_cli(config, "revoke", "subject", "--subject", "una").returncode == 0
         all_answer([worker], 401, 1.0, token)
         worker.channel.close()
     finally:
         service.stop()
-        idp.close()
 
 
 async def test_a_step_up_cookie_from_before_a_subject_revocation_stops_working(

@@ -54,22 +54,21 @@ async def test_a_subject_with_a_newline_stays_on_one_line_in_every_ceremony_log(
 
 
 def test_the_passkey_pages_log_a_client_chosen_passkey_id_with_newlines_on_one_line(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, issuer: LocalIssuer,
 ) -> None:
     """The verifier refuses a ``sub`` with control characters before the pages see it; a
     passkey id comes from the request body, and is what the page logs."""
-    idp = LocalIssuer()
-    settings = serving_settings(idp)
+    settings = serving_settings(issuer)
     server = ServerThread(settings).start()
     try:
         assert server.engine is not None
         assert server.engine.stepups.cookies is not None
         cid = "c1\nINFO extauthz.stepup: FORGED"
         store = FileStepupStore(settings.store.state_file, FakeClock())
-        asyncio.run(store.save_passkey(user_key(idp.issuer, "mallory"), Passkey(
-            cid, "pk", 0, "key", 1, None, (), idp.issuer, "mallory")))
-        token = idp.mint("ES256", sub="mallory")
-        who = replace(ident(), issuer=idp.issuer, subject="mallory")
+        asyncio.run(store.save_passkey(user_key(issuer.issuer, "mallory"), Passkey(
+            cid, "pk", 0, "key", 1, None, (), issuer.issuer, "mallory")))
+        token = issuer.mint("ES256", sub="mallory")
+        who = replace(ident(), issuer=issuer.issuer, subject="mallory")
         cookie = server.engine.stepups.cookies.mint(who, cid)
         with caplog.at_level(logging.INFO, logger="extauthz.stepup"):
             removed_page = post_json(
@@ -81,4 +80,3 @@ def test_the_passkey_pages_log_a_client_chosen_passkey_id_with_newlines_on_one_l
                            "are ended"]
     finally:
         server.stop()
-        idp.close()

@@ -61,12 +61,10 @@ def remove_on_the_page(service: ExtAuthz, token: str, cookie: str, cid: str) -> 
 
 
 def test_removing_passkeys_ends_step_up_cookies_in_every_worker_within_a_second(
-    tmp_path: Path,
+    tmp_path: Path, issuer: LocalIssuer, redis: RedisServer,
 ) -> None:
-    idp = LocalIssuer()
-    redis = RedisServer(tmp_path / "redis").start()
     prefix = "rm:"
-    cfg: dict[str, Any] = {"issuers": [{"issuer": idp.issuer, "audiences": [AUDIENCE]}],
+    cfg: dict[str, Any] = {"issuers": [{"issuer": issuer.issuer, "audiences": [AUDIENCE]}],
                            "store": {"url": redis.url, "prefix": prefix},
                            "default_action": "authenticated"}
     config = tmp_path / "cli.yaml"
@@ -76,14 +74,14 @@ def test_removing_passkeys_ends_step_up_cookies_in_every_worker_within_a_second(
     service = ExtAuthz(tmp_path, cfg, args=["--workers", "2"]).start()
     workers: list[Worker] = []
     try:
-        workers = one_per_worker(service.grpc_port, token=idp.mint("ES256", sub="probe"))
+        workers = one_per_worker(service.grpc_port, token=issuer.mint("ES256", sub="probe"))
         pem = in_store(redis.url, prefix, lambda st: st.signing_key(new_signing_key_pem))  # theirs
         cookies = StepupCookies(load_signing_key(pem, "redis"), 43200, SYSTEM_CLOCK)
 
         # The CLI: `webauthn remove --all` ends alice's cookie in both workers.
-        alice, alice_token = person(idp.issuer, "alice"), idp.mint("ES256", sub="alice")
-        in_store(redis.url, prefix, lambda st: st.save_passkey(user_key(idp.issuer, "alice"), Passkey(
-            "c1", "pk", 0, "laptop", 1, None, (), idp.issuer, "alice")))
+        alice, alice_token = person(issuer.issuer, "alice"), issuer.mint("ES256", sub="alice")
+        in_store(redis.url, prefix, lambda st: st.save_passkey(user_key(issuer.issuer, "alice"), Passkey(
+            "c1", "pk", 0, "laptop", 1, None, (), issuer.issuer, "alice")))
         alice_cookie = cookies.mint(alice, "c1")
         pay_answers(workers, alice_token, alice_cookie, 200, within=1.0)
         assert workers[0].status(alice_token, path="/pay/x") == 401  # the cookie is what lets her in
@@ -94,16 +92,16 @@ def test_removing_passkeys_ends_step_up_cookies_in_every_worker_within_a_second(
         assert all(w.status(alice_token, path="/other") == 200 for w in workers)  # token ok
 
         # The account page: removing one of bob's two passkeys ends his current cookie too.
-        bob, bob_token = person(idp.issuer, "bob"), idp.mint("ES256", sub="bob")
+        bob, bob_token = person(issuer.issuer, "bob"), issuer.mint("ES256", sub="bob")
         for cid in ("c2", "c3"):
-            pk = Passkey(cid, "pk", 0, cid, 1, None, (), idp.issuer, "bob")
+            pk = Passkey(cid, "pk", 0, cid, 1, None, (), issuer.issuer, "bob")
             in_store(redis.url, prefix, lambda st, pk=pk: st.save_passkey(  # type: ignore[misc]
-                user_key(idp.issuer, "bob"), pk))
+                user_key(issuer.issuer, "bob"), pk))
         bob_cookie = cookies.mint(bob, "c3")
         pay_answers(workers, bob_token, bob_cookie, 200, within=1.0)
         assert remove_on_the_page(service, bob_token, bob_cookie, "c2") == {"removed": "c2"}
         assert pay_answers(workers, bob_token, bob_cookie, 401, within=1.0) < 1.0
-        left = in_store(redis.url, prefix, lambda st: st.passkeys(user_key(idp.issuer, "bob")))
+        left = in_store(redis.url, prefix, lambda st: st.passkeys(user_key(issuer.issuer, "bob")))
         assert [p.credential_id for p in left] == ["c3"]
 
         time.sleep(1.05)  # a confirmation after the removal (with c3, which he still has) counts
@@ -113,7 +111,7 @@ def test_removing_passkeys_ends_step_up_cookies_in_every_worker_within_a_second(
         records = [Revocation.from_json(v) for v in
                    redis.client().hgetall(f"{prefix}revocations").values()]
         ended = sorted((r.value, r.issuer, r.kind) for r in records)
-        assert ended == [("alice", idp.issuer, "stepup"), ("bob", idp.issuer, "stepup")]
+        assert ended == [("alice", issuer.issuer, "stepup"), ("bob", issuer.issuer, "stepup")]
         for r in records:
             assert r.expires is not None
             assert r.expires - r.at == STEPUP_REVOCATION_TTL
@@ -124,8 +122,6 @@ def test_removing_passkeys_ends_step_up_cookies_in_every_worker_within_a_second(
         for w in workers:
             w.channel.close()
         service.stop()
-        redis.stop()
-        idp.close()
 
 
 def test_the_step_up_revocation_outlives_the_longest_cookie_any_config_allows() -> None:

@@ -43,13 +43,14 @@ def total(samples: list[Any], name: str, **labels: str) -> float:
                and all(s.labels.get(k) == v for k, v in labels.items()))
 
 
-def test_metrics_count_decisions_in_every_worker_and_parse_as_prometheus(tmp_path: Path) -> None:
-    idp = LocalIssuer()
-    service = ExtAuthz(tmp_path, {"issuers": [{"issuer": idp.issuer, "audiences": [AUDIENCE]}],
+def test_metrics_count_decisions_in_every_worker_and_parse_as_prometheus(
+    tmp_path: Path, issuer: LocalIssuer
+) -> None:
+    service = ExtAuthz(tmp_path, {"issuers": [{"issuer": issuer.issuer, "audiences": [AUDIENCE]}],
                                   "default_action": "authenticated"},
                        args=["--workers", "2"]).start()
     try:
-        token = idp.mint("ES256")
+        token = issuer.mint("ES256")
         workers = one_per_worker(service.grpc_port, token=token)
         for w in workers:
             for _ in range(3):
@@ -73,7 +74,6 @@ def test_metrics_count_decisions_in_every_worker_and_parse_as_prometheus(tmp_pat
             w.channel.close()
     finally:
         service.stop()
-        idp.close()
 
 
 @pytest.fixture
@@ -128,29 +128,26 @@ def test_without_otel_settings_tracing_stays_off() -> None:
     assert not tracing.active()
 
 
-def test_through_a_real_envoy_the_span_has_the_clients_trace(tmp_path: Path) -> None:
-    idp = LocalIssuer()
-    service = ExtAuthz(tmp_path, {"issuers": [{"issuer": idp.issuer, "audiences": [AUDIENCE]}],
+def test_through_a_real_envoy_the_span_has_the_clients_trace(tmp_path: Path, issuer: LocalIssuer) -> None:
+    service = ExtAuthz(tmp_path, {"issuers": [{"issuer": issuer.issuer, "audiences": [AUDIENCE]}],
                                   "default_action": "authenticated"},
                        env={"OTEL_TRACES_EXPORTER": "console"}).start()
     gateway = Gateway(tmp_path, service).start()
     try:
-        r = gateway.get("/hello", {"authorization": f"Bearer {idp.mint('ES256')}",
+        r = gateway.get("/hello", {"authorization": f"Bearer {issuer.mint('ES256')}",
                                    "traceparent": f"00-{TRACE}-{PARENT}-01"})
         assert r.status == 200
-        deadline = time.monotonic() + 5
-        assert service.process is not None
-        while f'"trace_id": "0x{TRACE}"' not in service.process.output():
-            assert time.monotonic() < deadline, service.process.output()[-2000:]
-            time.sleep(0.1)
-        out = service.process.output()
+        process = service.process
+        assert process is not None
+        until(lambda: f'"trace_id": "0x{TRACE}"' in process.output(), 5, 0.1,
+              what=lambda: process.output()[-2000:])
+        out = process.output()
         block = out[out.index('"name": "extauthz.check"'):]
         assert f'"trace_id": "0x{TRACE}"' in block[:600]
         assert re.search(rf'"parent_id": "0x{PARENT}"', block[:900])
     finally:
         gateway.stop()
         service.stop()
-        idp.close()
 
 
 class _Collector:
@@ -184,22 +181,21 @@ class _Collector:
         self._server.server_close()
 
 
-def test_otlp_export_sends_the_check_span_and_the_metrics(tmp_path: Path) -> None:
+def test_otlp_export_sends_the_check_span_and_the_metrics(tmp_path: Path, issuer: LocalIssuer) -> None:
     from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
         ExportMetricsServiceRequest,
     )
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
     collector = _Collector()
-    idp = LocalIssuer()
-    service = ExtAuthz(tmp_path, {"issuers": [{"issuer": idp.issuer, "audiences": [AUDIENCE]}],
+    service = ExtAuthz(tmp_path, {"issuers": [{"issuer": issuer.issuer, "audiences": [AUDIENCE]}],
                                   "default_action": "authenticated"},
                        env={"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{collector.port}",
                             "OTEL_BSP_SCHEDULE_DELAY": "100", "OTEL_METRIC_EXPORT_INTERVAL": "300"})
     service.start()
     try:
         with grpc.insecure_channel(f"127.0.0.1:{service.grpc_port}") as channel:
-            channel.unary_unary(CHECK)(check_request(bearer(idp.mint("ES256"),
+            channel.unary_unary(CHECK)(check_request(bearer(issuer.mint("ES256"),
                                                             traceparent=f"00-{TRACE}-{PARENT}-01")),
                                        timeout=5)
 
@@ -225,7 +221,6 @@ def test_otlp_export_sends_the_check_span_and_the_metrics(tmp_path: Path) -> Non
         assert "extauthz.checks" in metric_names
     finally:
         service.stop()
-        idp.close()
         collector.close()
 
 

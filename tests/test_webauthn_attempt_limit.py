@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,18 @@ def open_store(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Ste
     return FileStepupStore(str(tmp_path / "state.json"), FakeClock())
 
 
+async def outcome(ceremony: Awaitable[object]) -> str:
+    """How the limit treated one ceremony: refused before it ran, processed (it failed), or
+    passed."""
+    try:
+        await ceremony
+    except TooManyFailures:
+        return "refused"
+    except CeremonyError:
+        return "processed"
+    return "passed"
+
+
 @pytest.mark.parametrize("kind", ["file", "redis"])
 async def test_thirty_parallel_failing_ceremonies_process_exactly_max_failures(
     kind: str, tmp_path: Path, request: pytest.FixtureRequest
@@ -39,16 +52,8 @@ async def test_thirty_parallel_failing_ceremonies_process_exactly_max_failures(
     bad = json.loads(json.dumps(VECTORS["authentication"]["credential"]))
     bad["response"]["signature"] = "AAAA"
 
-    async def attempt() -> str:
-        try:
-            await rig.authenticate(credential=json.loads(json.dumps(bad)))
-        except TooManyFailures:
-            return "refused"
-        except CeremonyError:
-            return "processed"
-        return "passed"
-
-    outcomes = await asyncio.gather(*(attempt() for _ in range(30)))
+    outcomes = await asyncio.gather(*(outcome(rig.authenticate(credential=json.loads(json.dumps(bad))))
+                                      for _ in range(30)))
     assert outcomes.count("processed") == 5
     assert outcomes.count("refused") == 25
     with pytest.raises(TooManyFailures):  # still locked: the good passkey waits too
@@ -63,16 +68,9 @@ async def test_parallel_registrations_are_limited_the_same_way(
     store = open_store(kind, tmp_path, request)
     rig = Rig(store, FakeClock(), max_failures=3)
 
-    async def attempt() -> str:
-        try:  # no challenge was issued: each one fails once processed
-            await rig.ceremonies.register(ident(), VECTORS["registration"]["credential"], "k")
-        except TooManyFailures:
-            return "refused"
-        except CeremonyError:
-            return "processed"
-        return "passed"
-
-    outcomes = await asyncio.gather(*(attempt() for _ in range(20)))
+    # No challenge was issued: each one fails once processed.
+    outcomes = await asyncio.gather(*(outcome(rig.ceremonies.register(
+        ident(), VECTORS["registration"]["credential"], "k")) for _ in range(20)))
     assert (outcomes.count("processed"), outcomes.count("refused")) == (3, 17)
     await store.close()
 
@@ -100,22 +98,18 @@ def post(url: str, token: str) -> int:
 
 
 def test_parallel_failing_step_ups_across_two_workers_on_redis_stop_at_the_limit(
-    tmp_path: Path
+    tmp_path: Path, issuer: LocalIssuer, redis: RedisServer
 ) -> None:
-    idp = LocalIssuer()
-    redis = RedisServer(tmp_path / "redis").start()
-    cfg: dict[str, Any] = {"issuers": [{"issuer": idp.issuer, "audiences": [AUDIENCE]}],
+    cfg: dict[str, Any] = {"issuers": [{"issuer": issuer.issuer, "audiences": [AUDIENCE]}],
                            "store": {"url": redis.url, "prefix": "lim:"},
                            "stepup": {"max_failures": 5}, "default_action": "authenticated"}
     service = ExtAuthz(tmp_path, cfg, args=["--workers", "2"]).start()
     try:
         url = f"http://127.0.0.1:{service.http_port}/.extauthz/stepup/finish"
-        token = idp.mint("ES256", sub="pat")
+        token = issuer.mint("ES256", sub="pat")
         with ThreadPoolExecutor(30) as pool:
             statuses = list(pool.map(lambda _: post(url, token), range(30)))
         assert statuses.count(400) == 5, statuses  # processed: "expired or already used"
         assert statuses.count(429) == 25, statuses
     finally:
         service.stop()
-        redis.stop()
-        idp.close()

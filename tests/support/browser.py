@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -41,14 +41,26 @@ class Person:
         return list(result["credentials"])
 
 
+def add_authenticator(cdp: Any, transport: str = "internal") -> str:
+    """A virtual passkey authenticator that verifies its user without asking; its id."""
+    added = cdp.send("WebAuthn.addVirtualAuthenticator", {"options": {
+        "protocol": "ctap2", "transport": transport, "hasResidentKey": True,
+        "hasUserVerification": True, "isUserVerified": True,
+        "automaticPresenceSimulation": True}})
+    return str(added["authenticatorId"])
+
+
 def person(browser: Browser, base_url: str, cookies: dict[str, str]) -> Person:
     context = browser.new_context(base_url=base_url)
     context.add_cookies([{"name": k, "value": v, "url": base_url} for k, v in cookies.items()])
     page = context.new_page()
     cdp = context.new_cdp_session(page)
     cdp.send("WebAuthn.enable")  # before addVirtualAuthenticator
-    added = cdp.send("WebAuthn.addVirtualAuthenticator", {"options": {
-        "protocol": "ctap2", "transport": "internal", "hasResidentKey": True,
-        "hasUserVerification": True, "isUserVerified": True,
-        "automaticPresenceSimulation": True}})
-    return Person(context, page, added["authenticatorId"], cdp)
+    return Person(context, page, add_authenticator(cdp), cdp)
+
+
+def enrol(page: Page) -> None:
+    """Add a passkey on the register page, as a signed-in user does."""
+    page.goto("/.extauthz/webauthn/register")
+    page.click("#enrol")
+    expect(page.locator("#message")).to_have_text("Passkey added.")
