@@ -32,7 +32,7 @@ from tests.support.issuer import AUDIENCE, LocalIssuer
 from tests.support.requests import bearer
 from tests.support.settings import serving_settings
 from tests.support.stack import ORIGIN, http_request
-from tests.test_webauthn_ceremonies import VECTORS, Rig, ident
+from tests.support.webauthn import VECTORS, Rig, ident
 
 LOGIN = "https://login.example.com/authorize?prompt=login&rd={rd}"
 

@@ -20,7 +20,7 @@ from tests.support.issuer import LocalIssuer
 from tests.support.requests import STEPUP_COOKIE, bearer
 from tests.support.settings import serving_settings
 from tests.support.stack import ORIGIN, post_json
-from tests.test_webauthn_ceremonies import VECTORS, Rig, ident
+from tests.support.webauthn import VECTORS, Rig, ident
 
 FORGED = "mallory\n2030-01-01 00:00:00,000 ERROR extauthz.stepup[1]: FORGED admin login\r"
 

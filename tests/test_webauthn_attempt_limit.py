@@ -20,7 +20,7 @@ from tests.support.issuer import AUDIENCE, LocalIssuer
 from tests.support.redis import RedisServer
 from tests.support.requests import bearer
 from tests.support.stack import ORIGIN, ExtAuthz, post_json
-from tests.test_webauthn_ceremonies import VECTORS, Rig, ident
+from tests.support.webauthn import VECTORS, Rig, ident
 
 
 def open_store(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> StepupStore:

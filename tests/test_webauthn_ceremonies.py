@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import base64
 import copy
-import json
 import logging
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -14,12 +12,9 @@ from typing import Any
 import pytest
 
 from extauthz.clock import FakeClock
-from extauthz.config import StepupSettings
-from extauthz.identity.model import Identity
 from extauthz.stepup.ceremonies import (
     AUTHENTICATE,
     REGISTER,
-    Ceremonies,
     ChallengeMissing,
     PasskeyRejected,
     PossibleClone,
@@ -27,47 +22,7 @@ from extauthz.stepup.ceremonies import (
     UnknownPasskey,
 )
 from extauthz.stepup.store import FileStepupStore, RedisStepupStore, StepupStore, user_key
-from tests.support.requests import identity
-
-VECTORS = json.loads((Path(__file__).parent / "vectors" / "webauthn-chromium.json").read_text())
-
-
-def ident(sub: str = "alice") -> Identity:
-    return identity(sub, email=f"{sub}@example.com", audiences=("api",),
-                    expires_at=time.time() + 600)
-
-
-def settings(**overrides: Any) -> StepupSettings:
-    base: dict[str, Any] = dict(rp_id=VECTORS["rp_id"], rp_name="t", origins=(VECTORS["origin"],),
-                                cookie_name="__Host-s", max_age_limit=3600, signing_key_file=None,
-                                challenge_ttl=300, enrol_max_age=300, first_enrolment_max_age=300,
-                                max_failures=5,
-                                failure_window=900)
-    return StepupSettings(**{**base, **overrides})
-
-
-class Rig:
-    def __init__(self, store: StepupStore, clock: FakeClock, **overrides: Any) -> None:
-        self.store, self.clock = store, clock
-        self.ceremonies = Ceremonies(settings(**overrides), store, clock)
-
-    async def seed(self, kind: str, who: Identity) -> None:
-        ceremony = REGISTER if kind == "registration" else AUTHENTICATE
-        await self.store.put_challenge(user_key(who.issuer, who.subject), ceremony,
-                                       {"challenge": VECTORS[kind]["challenge"]}, 300)
-
-    async def register(self, who: Identity | None = None) -> None:
-        who = who or ident()
-        await self.seed("registration", who)
-        await self.ceremonies.register(who, copy.deepcopy(VECTORS["registration"]["credential"]), "key")
-
-    async def authenticate(self, who: Identity | None = None, credential: dict[str, Any] | None = None,
-                           seed: bool = True) -> Any:
-        who = who or ident()
-        if seed:
-            await self.seed("authentication", who)
-        cred = credential or copy.deepcopy(VECTORS["authentication"]["credential"])
-        return await self.ceremonies.authenticate(who, cred)
+from tests.support.webauthn import VECTORS, Rig, ident
 
 
 @pytest.fixture
