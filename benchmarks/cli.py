@@ -119,7 +119,7 @@ def _log(line: str) -> None:
 
 
 def _envoy_version() -> str:
-    from extauthz.demo.envoy import envoy_binary
+    from demo.gateway import envoy_binary
 
     try:
         out = subprocess.run([envoy_binary(), "--version"], capture_output=True, text=True, timeout=30).stdout

@@ -22,8 +22,8 @@ from benchmarks import policyset
 from benchmarks.checks import CHECK_PATH
 from benchmarks.issuer import AUDIENCE, BenchIssuer
 from benchmarks.procs import children, free_port
-from extauthz.demo.envoy import envoy_command, render_gateway
-from extauthz.demo.processes import Process
+from demo.gateway import envoy_command, render_gateway
+from demo.processes import Process
 from extauthz.pb.envoy.service.auth.v3 import external_auth_pb2 as ext
 
 NOAUTH_HOST = "noauth.bench.local"

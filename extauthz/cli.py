@@ -46,8 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--scope", default="", help="space- or comma-separated scopes")
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
 
-    sub.add_parser("bench", add_help=False,
-                   help="run the latency benchmark (a source checkout's benchmarks/; `bench --help`)")
+    if _benchmark_checkout() is not None:
+        sub.add_parser("bench", add_help=False,
+                       help="run the latency benchmark (this source checkout's benchmarks/; `bench --help`)")
 
     from extauthz.policy.cli import add_policy_commands
 
@@ -85,7 +86,7 @@ def _serve(args: argparse.Namespace) -> int:
     settings = _settings(args, {k: v for k, v in overrides.items() if v is not None})
     _setup_logging(settings.log_level)
     if settings.workers > 1 and not args.reuse_port:
-        from extauthz.demo.issuer import demo_issuer
+        from extauthz.identity.demo_issuer import demo_issuer
         from extauthz.workers import Supervisor
 
         if settings.demo_issuer.enabled:
@@ -104,7 +105,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _token(args: argparse.Namespace) -> int:
-    from extauthz.demo.issuer import demo_issuer
+    from extauthz.identity.demo_issuer import demo_issuer
 
     settings = _settings(args, {})
     issuer = demo_issuer(settings.demo_issuer)
@@ -123,17 +124,24 @@ def _setup_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
 
 
-def _bench(argv: list[str]) -> int:
-    """``extauthz bench ...`` is ``python -m benchmarks ...`` of the checkout this is installed from."""
+def _benchmark_checkout() -> Path | None:
+    """The source checkout this package runs from (an editable install), when it holds the
+    benchmark; an installed wheel has none."""
     root = Path(__file__).resolve().parents[1]
-    if not (root / "benchmarks" / "cli.py").is_file():
-        print("extauthz: the benchmark lives in the source repository's benchmarks/; clone it and run "
-              "`make bench` there (or `extauthz bench` from an editable install)", file=sys.stderr)
-        return 2
-    sys.path.insert(0, str(root))
-    from benchmarks.cli import main as bench_main  # type: ignore[import-not-found, unused-ignore]
+    return root if (root / "benchmarks" / "__main__.py").is_file() else None
 
-    return int(bench_main(argv))
+
+def _bench(argv: list[str]) -> int:
+    """``extauthz bench ...`` becomes ``python -m benchmarks ...`` of the checkout: this process
+    is replaced, so the package itself never imports the benchmark (or what it needs)."""
+    root = _benchmark_checkout()
+    if root is not None:
+        path = os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH", "")) if p)
+        os.execve(sys.executable, [sys.executable, "-m", "benchmarks", *argv],  # noqa: S606
+                  {**os.environ, "PYTHONPATH": path})
+    print("extauthz: bench: the latency benchmark is not installed here; run `make bench` in "
+          "a source checkout", file=sys.stderr)
+    return 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:

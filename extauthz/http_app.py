@@ -23,8 +23,8 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from extauthz.config import Settings
-from extauthz.demo.issuer import DemoIssuer
 from extauthz.errors import ConfigError
+from extauthz.identity.demo_issuer import DemoIssuer
 
 log = logging.getLogger("extauthz.http")
 

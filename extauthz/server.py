@@ -25,10 +25,10 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from extauthz.config import Settings, insecure_settings
-from extauthz.demo.issuer import demo_issuer
 from extauthz.engine import Engine, build_engine
 from extauthz.errors import ConfigError, StoreUnavailable
 from extauthz.http_app import CappedSite, Listener, admin_app, http_app, start_site
+from extauthz.identity.demo_issuer import demo_issuer
 from extauthz.redis_hash import redacted_url
 from extauthz.redis_safety import check_redis
 from extauthz.rlimits import http_connection_budget, raise_open_file_limit

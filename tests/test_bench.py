@@ -14,7 +14,7 @@ from benchmarks.checks import check_request, grpc_frame
 from benchmarks.issuer import BenchIssuer
 from benchmarks.load import percentiles
 from benchmarks.scenarios import SCENARIO_NAMES
-from tests.support.cli import run_cli
+from tests.support.cli import INSTALLED, run_cli
 from tests.support.ports import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,6 +53,15 @@ def test_a_bad_argument_is_one_line_naming_the_fix() -> None:
     done = _bench("--rates", "fast")
     assert done.returncode == 2
     assert "give req/s numbers like 500,1000,2000" in done.stderr
+
+
+def test_extauthz_bench_is_the_checkouts_benchmark_from_any_directory(tmp_path: Path) -> None:
+    """An editable install hands ``extauthz bench`` to ``python -m benchmarks`` of its checkout
+    (the package never imports it; an installed wheel says it has none: test_image_recipe)."""
+    done = run_cli(None, "bench", "--only", "allow-chached", program=INSTALLED, cwd=tmp_path)
+    assert done.returncode == 2
+    assert "no scenario named allow-chached; choose from floor, allow-cached" in done.stderr
+    assert "bench" in run_cli(None, "--help", program=INSTALLED).stdout
 
 
 def test_a_short_run_of_every_scenario_writes_the_reports(tmp_path: Path) -> None:
@@ -103,7 +112,7 @@ def test_a_running_deployment_is_loaded_with_target(tmp_path: Path) -> None:
 def test_each_h2load_run_reads_only_its_own_latencies(tmp_path: Path) -> None:
     """h2load appends to --log-file: a second round must not see the first one's requests."""
     from benchmarks.load import grpc_url, h2load
-    from extauthz.demo.processes import Process
+    from demo.processes import Process
 
     port = free_port()
     floor = Process("floor", [sys.executable, "-m", "benchmarks.floor", "--listen", f"127.0.0.1:{port}"],

@@ -1,4 +1,4 @@
-"""`make demo` runs `python -m extauthz.demo.run`; its --check mode proves the printed curl lines."""
+"""`make demo` runs `python -m demo`; its --check mode proves the printed curl lines."""
 
 from __future__ import annotations
 
@@ -11,12 +11,15 @@ from tests.support.cli import run_cli
 from tests.support.ports import free_port
 
 pytestmark = pytest.mark.e2e
-DEMO = (sys.executable, "-m", "extauthz.demo.run")  # what `make demo` runs
+DEMO = (sys.executable, "-m", "demo")  # what `make demo` runs, from the repository's root
+REPO = Path(__file__).resolve().parents[1]
+FROM_ANYWHERE = {"PYTHONPATH": str(REPO)}  # the demo is not installed: it lives in the checkout
 
 
 def test_the_demo_starts_and_its_curl_lines_answer_as_printed(tmp_path: Path) -> None:
     args = [f"--{name}-port={free_port()}" for name in ("gateway", "grpc", "http", "upstream", "admin")]
-    result = run_cli(None, "--check", *args, program=DEMO, timeout=120, cwd=tmp_path)
+    result = run_cli(None, "--check", *args, program=DEMO, timeout=120, cwd=tmp_path,
+                     env=FROM_ANYWHERE)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "demo check: ok" in result.stdout
     assert (tmp_path / ".extauthz" / "demo-issuer-key.pem").exists()
@@ -30,6 +33,6 @@ def test_the_demo_names_a_busy_port(tmp_path: Path) -> None:
         busy = s.getsockname()[1]
         others = [f"--{n}-port={free_port()}" for n in ("grpc", "http", "upstream", "admin")]
         result = run_cli(None, "--check", f"--gateway-port={busy}", *others, program=DEMO,
-                         cwd=tmp_path)
+                         cwd=tmp_path, env=FROM_ANYWHERE)
     assert result.returncode == 2
     assert f"demo: gateway port {busy} in use; stop what holds it" in result.stderr

@@ -16,8 +16,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from demo.gateway import envoy_binary
 from extauthz.config import load_settings
-from extauthz.demo.envoy import envoy_binary
 
 ENVOY_DIR = Path(__file__).resolve().parents[1] / "envoy"
 BOOTSTRAPS = sorted(p for p in ENVOY_DIR.glob("*.yaml")

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
-from extauthz.demo.envoy import envoy_command, render_gateway
-from extauthz.demo.processes import Process
+from demo.gateway import envoy_command, render_gateway
+from demo.processes import Process
 from tests.support.issuer import AUDIENCE, LocalIssuer
 from tests.support.ports import free_port
 from tests.support.stack import ExtAuthz, Gateway

@@ -19,7 +19,7 @@ import yaml
 from envoy_data_plane.envoy.service.auth.v3 import CheckResponse
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from extauthz.demo.processes import Process
+from demo.processes import Process
 from tests.support.issuer import AUDIENCE, LocalIssuer
 from tests.support.poll import fetch_until
 from tests.support.ports import free_port

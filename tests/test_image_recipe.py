@@ -12,7 +12,7 @@ import tomllib
 import zipfile
 from pathlib import Path
 
-from extauthz.demo.processes import Process
+from demo.processes import Process
 from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -80,7 +80,7 @@ def test_the_token_command_mints_for_the_demo_issuer_only(tmp_path: Path) -> Non
     assert result.returncode == 0, result.stderr
     token = result.stdout.strip()
     from extauthz.config import load_settings
-    from extauthz.demo.issuer import demo_issuer
+    from extauthz.identity.demo_issuer import demo_issuer
 
     issuer = demo_issuer(load_settings(None, env).demo_issuer)
     claims = pyjwt.decode(token, issuer.private_key.public_key(), algorithms=["ES256"],

@@ -12,8 +12,9 @@ from typing import Any
 
 import yaml
 
-from extauthz.demo.envoy import envoy_command, write_gateway
-from extauthz.demo.processes import Process
+from demo.echo import echo_command
+from demo.gateway import envoy_command, write_gateway
+from demo.processes import Process
 from tests.support.ports import free_port
 
 ORIGIN = "http://localhost:8000"  # the default http.public_url's origin: the pages' own site
@@ -122,8 +123,8 @@ class Gateway:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> Gateway:
-        echo = Process("echo", [sys.executable, "-m", "extauthz.demo.echo", "--listen",
-                                f"127.0.0.1:{self.upstream_port}"], self.workdir / "echo.log")
+        echo = Process("echo", echo_command(f"127.0.0.1:{self.upstream_port}"),
+                       self.workdir / "echo.log")
         self.procs.append(echo.start())
         cfg = write_gateway(self.workdir / f"gateway-{self.port}.yaml", listen_port=self.port,
                             admin_port=self.admin_port, grpc_port=self.extauthz.grpc_port,

