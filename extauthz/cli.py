@@ -59,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     from extauthz.revocation.cli import add_revoke_commands
 
     add_revoke_commands(sub, with_config)
-    from extauthz.audit_cli import add_audit_commands
+    from extauthz.audit.cli import add_audit_commands
 
     add_audit_commands(sub, with_config)
     from extauthz.store_cli import add_store_commands
@@ -167,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return asyncio.run(run_webauthn_command(args, _settings(args, {})))
         if args.command == "audit":
-            from extauthz.audit_cli import run_audit_command
+            from extauthz.audit.cli import run_audit_command
 
             return asyncio.run(run_audit_command(args, _settings(args, {})))
         if args.command == "revoke":

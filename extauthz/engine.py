@@ -26,7 +26,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from extauthz.audit import AuditLog
+from extauthz.audit.sinks import AuditLog
 from extauthz.authorize import Authorizer
 from extauthz.clock import SYSTEM_CLOCK, Clock
 from extauthz.config import Settings, insecure_settings

@@ -16,7 +16,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from extauthz import denials
-from extauthz.audit import safe_path
+from extauthz.audit.record import safe_path
 from extauthz.authorize import DecisionIds
 from extauthz.decision import Decision, Reason
 from extauthz.errors import BadRequest

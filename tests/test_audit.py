@@ -13,8 +13,8 @@ from uuid import UUID
 import pytest
 import yaml
 
-from extauthz.audit import FIELDS
-from extauthz.audit_cli import csv_cell
+from extauthz.audit.cli import csv_cell
+from extauthz.audit.record import FIELDS
 from tests.support.cli import run_cli
 from tests.support.issuer import AUDIENCE, LocalIssuer
 from tests.support.poll import fetch_until
@@ -111,7 +111,7 @@ def test_the_fast_line_format_is_json_dumps_byte_for_byte() -> None:
 
     from extauthz import decision as d
     from extauthz import denials
-    from extauthz.audit import LineFormat, audit_record
+    from extauthz.audit.record import LineFormat, audit_record
 
     ident = identity('al"ice\\', issuer="https://idp.example/é", username="alice",
                      audiences=("api",), groups=("dev",), client_id="cli", acr="phr",
@@ -227,7 +227,7 @@ def test_an_audit_line_stays_one_printable_ascii_line_whatever_a_client_sends(va
     """orjson writes non-ASCII raw; a reader that splits at U+2028 or NEL (Python's splitlines
     does) must still see one line per decision, exactly as json.dumps writes it."""
     from extauthz import decision as d
-    from extauthz.audit import LineFormat, audit_record
+    from extauthz.audit.record import LineFormat, audit_record
 
     view = request_view("/p", host="h.example", source_address="203.0.113.7", request_id=value)
     decision = d.allow("id-1", None, reason="allowed", description="public", upstream_headers=(),
@@ -242,7 +242,7 @@ def test_an_audit_line_stays_one_printable_ascii_line_whatever_a_client_sends(va
 
 def test_a_step_up_time_beyond_64_bits_is_still_written() -> None:
     from extauthz import decision as d
-    from extauthz.audit import LineFormat
+    from extauthz.audit.record import LineFormat
 
     ident = identity("alice", issuer="https://idp.example", audiences=("api",), client_id="cli",
                      acr="phr", auth_time=-(2**70), jti="j1", issued_at=1.0, expires_at=2.0)

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from extauthz.audit import safe_path
+from extauthz.audit.record import safe_path
 from extauthz.errors import BadRequest, CredentialAmbiguous
 from extauthz.identity.extract import cookie_value, parse_cookies, without_cookies
 from extauthz.pb.envoy.service.auth.v3 import external_auth_pb2 as ext

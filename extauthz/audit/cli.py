@@ -14,7 +14,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from extauthz.audit import FIELDS
+from extauthz.audit.record import FIELDS
 from extauthz.config import Settings
 from extauthz.errors import ConfigError, StoreUnavailable
 from extauthz.redis_hash import redacted_url
