@@ -15,11 +15,11 @@ from typing import IO, TypeVar
 
 import pytest
 
-from extauthz.clock import FakeClock
 from extauthz.policy.store import FilePolicyStore
 from extauthz.revocation.model import Revocation
 from extauthz.revocation.store import FileRevocationStore
 from extauthz.stepup.store import FileStepupStore
+from tests.support.clock import FakeClock
 
 T = TypeVar("T")
 HELD = 1.0  # seconds the lock (or the unreadable file) holds the store call up

@@ -22,10 +22,10 @@ from joserfc.jwk import RSAKey
 
 from extauthz import errors
 from extauthz.authorize import Authorizer
-from extauthz.clock import FakeClock
 from extauthz.identity.jwks import parse_jwks
 from extauthz.policy.model import WEBAUTHN_ACR
 from extauthz.request import RequestView
+from tests.support.clock import FakeClock
 from tests.support.inproc import ServerThread
 from tests.support.issuer import LocalIssuer, b64
 from tests.support.requests import CHECK, bearer, check_request, request_view

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from extauthz.authorize import Authorizer
-from extauthz.clock import FakeClock
 from extauthz.decision import Decision
 from extauthz.identity.verify import TokenVerifier
 from extauthz.policy.sync import PolicySnapshot
+from tests.support.clock import FakeClock
 from tests.support.issuer import LocalIssuer
 from tests.support.requests import STEPUP_COOKIE
 from tests.support.requests import request_view as req

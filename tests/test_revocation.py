@@ -152,12 +152,12 @@ async def test_a_step_up_cookie_from_before_a_subject_revocation_stops_working(
     issuer: LocalIssuer,
 ) -> None:
     from extauthz.authorize import Authorizer
-    from extauthz.clock import FakeClock
     from extauthz.decision import Decision
     from extauthz.revocation.model import RevocationList
     from extauthz.revocation.sync import RevocationSnapshot
     from extauthz.stepup.cookie import load_signing_key, new_signing_key_pem
     from extauthz.stepup.gate import StepupGate
+    from tests.support.clock import FakeClock
 
     clock = FakeClock(now_wall=time.time())
     revocations = RevocationSnapshot(clock)

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from extauthz.clock import SYSTEM_CLOCK, FakeClock
+from extauthz.clock import SYSTEM_CLOCK
 from extauthz.config import settings_from_document
 from extauthz.stepup.enrolment import GRANT, SIGNIN, FirstEnrolment, GrantUsed
 from extauthz.stepup.store import (
@@ -27,6 +27,7 @@ from extauthz.stepup.store import (
     user_key,
 )
 from tests.support.cli import run_cli
+from tests.support.clock import FakeClock
 from tests.support.inproc import ServerThread
 from tests.support.issuer import AUDIENCE, LocalIssuer
 from tests.support.requests import bearer

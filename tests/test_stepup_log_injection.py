@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from extauthz.clock import FakeClock
 from extauthz.identity.model import Identity
 from extauthz.stepup.ceremonies import CeremonyError, PossibleClone
 from extauthz.stepup.store import FileStepupStore, Passkey, user_key
+from tests.support.clock import FakeClock
 from tests.support.inproc import ServerThread
 from tests.support.issuer import LocalIssuer
 from tests.support.requests import STEPUP_COOKIE, bearer

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from extauthz import errors
-from extauthz.clock import FakeClock
 from extauthz.config import settings_from_document
 from extauthz.identity.jwks import HttpFetcher, IssuerKeys, ttl_from_cache_control
+from tests.support.clock import FakeClock
 from tests.support.issuer import LocalIssuer, b64
 from tests.support.ports import free_port
 from tests.support.verifying import Verifying as Rig

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from extauthz.clock import FakeClock
 from extauthz.stepup.ceremonies import CeremonyError, TooManyFailures
 from extauthz.stepup.store import FileStepupStore, RedisStepupStore, StepupStore
+from tests.support.clock import FakeClock
 from tests.support.issuer import AUDIENCE, LocalIssuer
 from tests.support.redis import RedisServer
 from tests.support.requests import bearer

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from extauthz.clock import FakeClock
 from extauthz.stepup.ceremonies import (
     AUTHENTICATE,
     REGISTER,
@@ -22,6 +21,7 @@ from extauthz.stepup.ceremonies import (
     UnknownPasskey,
 )
 from extauthz.stepup.store import FileStepupStore, RedisStepupStore, StepupStore, user_key
+from tests.support.clock import FakeClock
 from tests.support.webauthn import VECTORS, Rig, ident
 
 

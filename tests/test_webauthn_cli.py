@@ -6,9 +6,9 @@ from pathlib import Path
 
 import yaml
 
-from extauthz.clock import FakeClock
 from extauthz.stepup.store import FileStepupStore, Passkey, user_key
 from tests.support.cli import run_cli
+from tests.support.clock import FakeClock
 
 
 async def test_list_and_remove_a_users_passkeys(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from extauthz.clock import Clock, FakeClock
+from extauthz.clock import Clock
 from extauthz.config import Settings
 from extauthz.identity.jwks import HttpFetcher, IssuerKeys
 from extauthz.identity.verify import TokenVerifier
@@ -19,6 +19,7 @@ from extauthz.policy.model import parse_policies
 from extauthz.policy.store import PolicySet
 from extauthz.policy.sync import PolicySnapshot
 from extauthz.revocation.sync import RevocationSnapshot
+from tests.support.clock import FakeClock
 from tests.support.issuer import LocalIssuer
 from tests.support.settings import make_settings
 

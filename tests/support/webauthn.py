@@ -9,11 +9,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from extauthz.clock import FakeClock
 from extauthz.config import StepupSettings
 from extauthz.identity.model import Identity
 from extauthz.stepup.ceremonies import AUTHENTICATE, REGISTER, Ceremonies
 from extauthz.stepup.store import StepupStore, user_key
+from tests.support.clock import FakeClock
 from tests.support.requests import identity
 
 VECTORS = json.loads((Path(__file__).parents[1] / "vectors" / "webauthn-chromium.json").read_text())
