@@ -61,7 +61,7 @@ def test_extauthz_bench_is_the_checkouts_benchmark_from_any_directory(tmp_path: 
     done = run_cli(None, "bench", "--only", "allow-chached", program=INSTALLED, cwd=tmp_path)
     assert done.returncode == 2
     assert "no scenario named allow-chached; choose from floor, allow-cached" in done.stderr
-    assert "bench" in run_cli(None, "--help", program=INSTALLED).stdout
+    assert "run the latency benchmark" in run_cli(None, "--help", program=INSTALLED).stdout
 
 
 def test_a_short_run_of_every_scenario_writes_the_reports(tmp_path: Path) -> None:

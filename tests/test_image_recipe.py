@@ -157,7 +157,7 @@ def test_without_the_dev_extra_every_command_works_and_imports_none_of_it(
                                       "audit": {"redis_stream": True}}))
 
     def run(*args: str, expect: int = 0) -> str:
-        done = run_cli(config if args[0] not in ("serve", "schema", "bench") else None, *args,
+        done = run_cli(config if args[0] not in ("serve", "schema", "bench", "--help") else None, *args,
                        program=installed.extauthz, env=installed.env, cwd=tmp_path)
         assert done.returncode == expect, (args, done.stdout + done.stderr)
         return done.stdout if expect == 0 else refused(done)
@@ -175,7 +175,8 @@ def test_without_the_dev_extra_every_command_works_and_imports_none_of_it(
     assert run("audit", "export", "--since", "1h").startswith("time,decision_id,")
     assert run("bench", expect=2) == ("extauthz: bench: the latency benchmark is not installed "
                                       "here; run `make bench` in a source checkout")
+    assert "bench" not in run("--help")  # not offered where it cannot run
     # the guard ran in each of those processes, and saw the product's own modules
     reports = [p.read_text() for p in set(installed.guard_out.iterdir()) - before]
-    assert len(reports) == 11
+    assert len(reports) == 12
     assert all("'extauthz'" in report for report in reports)
