@@ -330,8 +330,12 @@ def test_broken_yaml_in_the_config_file_is_one_line_with_the_place(tmp_path: Pat
     bad.write_text("grpc: [unclosed\n")
     with pytest.raises(ConfigError) as err:
         load_settings(str(bad), {})
-    assert str(err.value) == (f"config: {bad} is not valid YAML: while parsing a flow sequence: "
-                              "expected ',' or ']', but got '<stream end>' (line 2, column 1)")
+    # PyYAML's C parser (libyaml) and its Python one word the problem differently
+    assert str(err.value).startswith(f"config: {bad} is not valid YAML: while parsing a flow "
+                                     "sequence: ")
+    assert "expected ',' or ']'" in str(err.value)
+    assert str(err.value).endswith("(line 2, column 1)")
+    assert "\n" not in str(err.value)
 
 
 def test_a_text_key_takes_its_variable_as_written_and_null_only_where_it_may_be_null() -> None:

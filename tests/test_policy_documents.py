@@ -168,8 +168,11 @@ def test_a_policy_id_outside_the_pattern_is_refused(pid: str) -> None:
 def test_broken_yaml_is_one_line_naming_the_source_and_the_place() -> None:
     with pytest.raises(PolicyInvalid) as err:
         documents_from_text("id: a\nmatch: {paths: [{prefix: /a/}]\n", "f.yaml")
-    assert str(err.value) == ("f.yaml: not valid YAML or JSON: while parsing a flow mapping: "
-                              "expected ',' or '}', but got '<stream end>' (line 3, column 1)")
+    # PyYAML's C parser (libyaml) and its Python one word the problem differently
+    assert str(err.value).startswith("f.yaml: not valid YAML or JSON: while parsing a flow mapping: ")
+    assert "expected ',' or '}'" in str(err.value)
+    assert str(err.value).endswith("(line 3, column 1)")
+    assert "\n" not in str(err.value)
 
 
 def test_a_problem_in_a_list_item_names_its_index() -> None:
