@@ -10,10 +10,13 @@ missed event; a lost connection is retried with backoff (0.1 s doubling to 5 s) 
 last snapshots keep serving.
 
 A store that lost data (``redis_hash.judge``: its epoch gone, its revision backwards,
-records evicted, re-created by an ordinary write) is refused: the worker keeps its
-snapshot, logs an ERROR (again every minute), marks the store so ordinary writes are
-refused, and names the condition in ``/readyz`` and ``extauthz_store_refused``. Only an
-operator's ``extauthz store reseed`` (a newer ``reseed-`` epoch) moves it on.
+records evicted, a write history that no longer holds the last write the worker installed,
+re-created by an ordinary write) is refused: the worker keeps its snapshot, logs an ERROR
+(again every minute), marks the store so ordinary writes are refused, and names the
+condition in ``/readyz`` and ``extauthz_store_refused``. Only an operator's ``extauthz store
+reseed`` (a newer ``reseed-`` epoch) moves it on. The revision a worker compares is the
+counter and the id of the last write: an equal counter with another write is a change (and
+a loss), never "nothing new".
 
 Files: re-read when the size or mtime changes, installed only when the content changed.
 """
@@ -32,7 +35,7 @@ from redis.exceptions import RedisError
 
 from extauthz.clock import Clock
 from extauthz.errors import ConfigError, StoreUnavailable
-from extauthz.redis_hash import CONDITIONS, RESTORE_HINT, RESTORE_PENDING, StoreState, judge
+from extauthz.redis_hash import CONDITIONS, NOT_MARKED, RESTORE_HINT, StoreState, judge
 from extauthz.store_floor import Floor, FloorSection
 from extauthz.telemetry import tracing
 
@@ -187,9 +190,9 @@ class RedisSource(Protocol):
 
     description: str
 
-    async def state(self) -> StoreState: ...
+    async def state(self, since: int | None = None) -> StoreState: ...
 
-    async def load_state(self) -> tuple[StoreState, Any]: ...
+    async def load_state(self, since: int | None = None) -> tuple[StoreState, Any]: ...
 
     async def mark_lost(self, condition: str, held: str | None, seen: str, at: float) -> bool: ...
 
@@ -232,17 +235,27 @@ def adopt_floor(f: Followed, section: FloorSection) -> None:
     snap.installed(value, loaded, section.state, floor=True)
 
 
+def _held(snap: TrackedSnapshot) -> StoreState | None:
+    return snap.state if snap.ready else None
+
+
 async def _refused(f: Followed, state: StoreState) -> bool:
     snap: TrackedSnapshot = f.snapshot
     assert f.redis is not None
-    condition = judge(snap.state if snap.ready else None, state)
+    condition = judge(_held(snap), state)
     if condition is None:
         snap.accepted()
         return False
     snap.refuse(condition, state, f.description)
-    if condition != RESTORE_PENDING and state.lost is None:
-        await f.redis.mark_lost(condition, snap.revision, state.revision, snap.wall())
+    if condition not in NOT_MARKED and state.lost is None:
+        held = snap.revision if snap.state is None else _identity(snap.state)
+        await f.redis.mark_lost(condition, held, _identity(state), snap.wall())
     return True
+
+
+def _identity(state: StoreState) -> str:
+    """The revision and the last recorded write, for the loss marker."""
+    return state.revision if state.write is None else f"{state.revision} (write {state.write})"
 
 
 async def sync_redis(f: Followed) -> None:
@@ -251,10 +264,12 @@ async def sync_redis(f: Followed) -> None:
     snap: TrackedSnapshot = f.snapshot
     assert f.redis is not None
     snap.prune()
-    state = await f.redis.state()
+    held = _held(snap)
+    since = None if held is None else held.written  # the store's history back to it
+    state = await f.redis.state(since)
     if await _refused(f, state):
         return
-    if state.revision == snap.revision:
+    if state.revision == snap.revision and (held is None or held.write == state.write):
         if snap.from_floor:  # the store confirms the floor: nothing to read or rebuild
             log.info("%s: the store confirms the local floor (revision %s)", snap.what,
                      state.revision)
@@ -264,7 +279,7 @@ async def sync_redis(f: Followed) -> None:
         return
     try:
         with tracing.span("extauthz.store.load", {"extauthz.data": f.kind}):
-            state, loaded = await f.redis.load_state()
+            state, loaded = await f.redis.load_state(since)
     except ConfigError as e:  # an invalid document in the store: keep the last good one
         snap.failed(f"{f.description} holds invalid data: {e.message}")
         return
@@ -293,6 +308,22 @@ def event_kind(data: object) -> str | None:
     return kind if isinstance(kind, str) else None
 
 
+def _still_cancelled() -> None:
+    """redis-py's read timeouts can eat a cancel that lands as they expire (the read returns
+    None, or a timeout error, and the loop would go on for ever, hanging a shutdown): a
+    cancel still pending on this task is raised here."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+async def _message(pubsub: Any, timeout: float) -> Any:
+    """The next event, or None after ``timeout`` seconds."""
+    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=timeout)
+    _still_cancelled()
+    return msg
+
+
 async def follow_redis(client: Any, channel: str, followed: Sequence[Followed],
                        poll_interval: float, debounce: float = DEBOUNCE) -> None:
     loop = asyncio.get_running_loop()
@@ -306,15 +337,13 @@ async def follow_redis(client: Any, channel: str, followed: Sequence[Followed],
             backoff = 0.1
             next_poll = loop.time() + poll_interval
             while True:
-                msg = await pubsub.get_message(ignore_subscribe_messages=True,
-                                               timeout=max(0.0, next_poll - loop.time()))
+                msg = await _message(pubsub, max(0.0, next_poll - loop.time()))
                 due: set[str | None] = set()
                 if msg is not None:  # an event: gather what else arrives in the window
                     due.add(event_kind(msg.get("data")))
                     until = loop.time() + debounce
                     while (left := until - loop.time()) > 0:
-                        more = await pubsub.get_message(ignore_subscribe_messages=True,
-                                                        timeout=left)
+                        more = await _message(pubsub, left)
                         if more is not None:
                             due.add(event_kind(more.get("data")))
                 if loop.time() >= next_poll:  # the backstop, whatever events arrive
@@ -334,6 +363,7 @@ async def follow_redis(client: Any, channel: str, followed: Sequence[Followed],
             with contextlib.suppress(RedisError, OSError):
                 await pubsub.aclose()
         await asyncio.sleep(backoff)
+        _still_cancelled()
         backoff = min(backoff * 2, 5.0)
 
 

@@ -73,7 +73,8 @@ def _problem(state: StoreState) -> str | None:
 
 def _describe(state: StoreState) -> str:
     counted = "" if state.count is None else f" (the last write left {state.count})"
-    return f"revision {state.revision}, {state.records} record(s){counted}"
+    last = "" if state.write is None else f", last write {state.write}"
+    return f"revision {state.revision}{last}, {state.records} record(s){counted}"
 
 
 async def _status(settings: Settings) -> int:

@@ -1,16 +1,19 @@
 """The local floor: each worker's last good snapshot of the Redis store, in a file.
 
 Every time a worker installs policies or revocations from Redis it writes them here
-(atomically, mode 0600, under a lock the workers of a host share), with the revision, epoch
-and record count they came with. It is read at start, so a worker that (re)starts while
-Redis is empty, unreachable or behind enforces what it last enforced rather than nothing,
-and it is what ``extauthz store reseed --from-snapshot FILE`` restores a store from.
+(atomically, mode 0600, under a lock the workers of a host share), with the revision, epoch,
+record count and last recorded write they came with. It is read at start, so a worker that
+(re)starts while Redis is empty, unreachable or behind enforces what it last enforced rather
+than nothing, and it is what ``extauthz store reseed --from-snapshot FILE`` restores a store
+from. A section is never replaced by one whose store history does not hold its write (a
+worker that never saw a write the store later lost must not overwrite one that did).
 
 ::
 
     {"version": 1, "store": "redis redis://host:6379/0 extauthz:", "written_at": 1767225600,
-     "policies": {"epoch": "…", "counter": 12, "count": 40, "items": [{policy document}, …]},
-     "revocations": {"epoch": "…", "counter": 7, "count": 3, "items": [{record}, …]}}
+     "policies": {"epoch": "…", "counter": 12, "count": 40, "write": "12:…",
+                  "items": [{policy document}, …]},
+     "revocations": {"epoch": "…", "counter": 7, "count": 3, "write": "7:…", "items": [{record}, …]}}
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from typing import Any
 
 from extauthz.config import StoreSettings
 from extauthz.errors import ConfigError
-from extauthz.redis_hash import StoreState, redacted_url
+from extauthz.redis_hash import StoreState, descends, redacted_url, write_counter
 
 log = logging.getLogger("extauthz.floor")
 VERSION = 1
@@ -59,12 +62,32 @@ def _section(kind: str, raw: object, where: str) -> FloorSection:
     if not isinstance(raw, dict) or not isinstance(raw.get("items"), list):
         raise ConfigError(f"{where}: '{kind}' is not a snapshot section")
     epoch, counter, count = raw.get("epoch"), raw.get("counter"), raw.get("count")
+    write = raw.get("write")  # absent in a floor an older release wrote
     if (not isinstance(epoch, str | None) or isinstance(counter, bool)
             or not isinstance(counter, int) or not isinstance(count, int | None)
+            or not isinstance(write, str | None)
             or not all(isinstance(i, dict) for i in raw["items"])):
-        raise ConfigError(f"{where}: '{kind}' has a malformed epoch, counter, count or items")
+        raise ConfigError(f"{where}: '{kind}' has a malformed epoch, counter, count, write or "
+                          "items")
     items = tuple(raw["items"])
-    return FloorSection(StoreState(epoch, counter, count, len(items)), items)
+    return FloorSection(StoreState(epoch, counter, count, len(items),
+                                   history=() if write is None else (write,)), items)
+
+
+def _keep(held: object, state: StoreState) -> str | None:
+    """Why the section in the file stays rather than ``state``'s, or None. Within one epoch:
+    it is at a later revision (another worker was faster), or it holds a write that the
+    history ``state`` was read with does not (the store lost it; this worker never saw it)."""
+    if not isinstance(held, dict) or held.get("epoch") != state.epoch:
+        return None
+    counter, write = held.get("counter"), held.get("write")
+    if isinstance(counter, int) and counter > state.counter:
+        return "later"
+    if (isinstance(write, str) and write != state.write and state.history
+            and write_counter(write) >= write_counter(state.history[-1])
+            and not descends(write, state.history)):
+        return "lost"
+    return None
 
 
 def read_snapshot_file(path: str | Path) -> tuple[str, dict[str, FloorSection]]:
@@ -124,12 +147,18 @@ class Floor:
                     if isinstance(old, dict) and old.get("store") == self.store:
                         doc = old
                 held = doc.get(kind)
-                if (isinstance(held, dict) and held.get("epoch") == state.epoch
-                        and isinstance(held.get("counter"), int) and held["counter"] > state.counter):
+                why = _keep(held, state)
+                if why == "lost" and isinstance(held, dict):
+                    log.error("floor: %s holds %s write %s, which the store's history (revision "
+                              "%s) does not: the store lost it. Kept, not replaced: restore the "
+                              "store from this file (`extauthz store reseed --from-snapshot %s`)",
+                              self.path, kind, held.get("write"), state.revision, self.path)
+                if why is not None:
                     return
                 doc.update({"version": VERSION, "store": self.store, "written_at": int(time.time()),
                             kind: {"epoch": state.epoch, "counter": state.counter,
-                                   "count": state.count, "items": list(items)}})
+                                   "count": state.count, "write": state.write,
+                                   "items": list(items)}})
                 tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
                 with os.fdopen(fd, "w", encoding="utf-8") as out:

@@ -1,8 +1,9 @@
 """Redis losing data never lifts a revocation or removes a policy (issue 12.1).
 
 A real redis-server each time: FLUSHALL, a restart without persistence, a failover to a
-lagging replica, `maxmemory` with `allkeys-lru` filled to eviction. The workers here are the
-real follow loop in-process (the process-level story is in test_store_loss_process.py).
+lagging replica (with and without new writes after it), `maxmemory` with `allkeys-lru` filled
+to eviction. The workers here are the real follow loop in-process (the process-level story
+is in test_store_loss_process.py).
 """
 
 from __future__ import annotations
@@ -20,15 +21,19 @@ from typing import Any
 import pytest
 import yaml
 
-from extauthz.clock import SYSTEM_CLOCK, FakeClock
+from extauthz.clock import SYSTEM_CLOCK
 from extauthz.follow import Followed, adopt_floor, follow_redis
 from extauthz.policy.model import parse_policies
 from extauthz.policy.store import RedisPolicyStore
 from extauthz.policy.sync import PolicySnapshot
 from extauthz.policy.sync import followed as followed_policies
 from extauthz.redis_hash import (
+    CONDITIONS,
     EPOCH_LOST,
     EPOCH_REPLACED,
+    HISTORY,
+    HISTORY_DIVERGED,
+    HISTORY_UNVERIFIABLE,
     RECORDS_LOST,
     RESTORE_PENDING,
     REVISION_BACKWARDS,
@@ -42,6 +47,7 @@ from extauthz.revocation.store import RedisRevocationStore
 from extauthz.revocation.sync import RevocationSnapshot
 from extauthz.revocation.sync import followed as followed_revocations
 from extauthz.store_floor import Floor, store_id
+from tests.support.clock import FakeClock
 from tests.support.redis import RedisServer
 
 NO_PERSISTENCE_ARGS = ["--appendonly", "no", "--save", ""]
@@ -53,6 +59,16 @@ def docs(*ids: str) -> list[Any]:
 
 def revoked(sub: str, expires: int | None = None) -> Revocation:
     return Revocation("subject", sub, "", int(time.time()), expires, "test")
+
+
+async def cancelled(task: asyncio.Task[None]) -> None:
+    """Cancel the follow loop; it ends (a lost cancel used to hang the test for ever)."""
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=5.0)
+    while not task.done():  # end it anyway, then say what went wrong
+        task.cancel()
+        await asyncio.wait({task}, timeout=1.0)
+    assert done, "the follow loop went on after it was cancelled"
 
 
 class Worker:
@@ -74,9 +90,19 @@ class Worker:
         for f in self.watched:
             if f.kind in sections:
                 adopt_floor(f, sections[f.kind])
+        self.resume()
+        return self
+
+    def resume(self) -> None:
+        """(Re)connect and follow: what a worker does when its connection comes back."""
         self.task = asyncio.create_task(follow_redis(
             self.policy_store.client, self.policy_store.channel, self.watched, 0.1))
-        return self
+
+    async def pause(self) -> None:
+        """The connection drops: the worker keeps its snapshots and hears nothing."""
+        if self.task is not None:
+            await cancelled(self.task)
+            self.task = None
 
     @property
     def policy_ids(self) -> list[str]:
@@ -88,9 +114,7 @@ class Worker:
         return sorted(r.value for r in current.records) if current else []
 
     async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            await asyncio.gather(self.task, return_exceptions=True)
+        await self.pause()
         await self.policy_store.close()
         await self.revocation_store.close()
 
@@ -213,6 +237,185 @@ async def test_a_failover_to_a_lagging_replica_is_refused(tmp_path: Path) -> Non
         replica.stop()
 
 
+def lagging(tmp_path: Path) -> tuple[RedisServer, RedisServer]:
+    """A primary (the address the workers use) and a replica to fail over to."""
+    quick = ["--repl-diskless-sync-delay", "0"]  # full syncs start at once
+    return (RedisServer(tmp_path / "primary", extra=quick).start(),
+            RedisServer(tmp_path / "replica", extra=quick).start())
+
+
+def synced(replica: RedisServer, primary: RedisServer) -> bool:
+    link = replica.client().info("replication")
+    if link.get("master_link_status") != "up" or link.get("master_sync_in_progress"):
+        return False
+    keys = ("*:revision", "*:revision:log")
+    ours, theirs = replica.client(), primary.client()
+    return all(ours.get(k) == theirs.get(k) for p in keys for k in theirs.keys(p)
+               if theirs.type(k) == "string") and all(
+        ours.lrange(k, 0, 0) == theirs.lrange(k, 0, 0) for k in theirs.keys("*:revision:log"))
+
+
+async def falls_behind(replica: RedisServer, primary: RedisServer) -> None:
+    """The replica holds what the primary holds now, then stops following: it misses
+    every write from here."""
+    replica.client().replicaof("127.0.0.1", primary.port)
+    await until(lambda: synced(replica, primary), within=15)
+    replica.client().replicaof("no", "one")
+
+
+async def fail_over(primary: RedisServer, replica: RedisServer) -> None:
+    """The failover: the address the workers use now serves the lagging replica's data, as
+    a writable primary."""
+    primary.client().replicaof("127.0.0.1", replica.port)
+    await until(lambda: synced(primary, replica), within=15)
+    primary.client().replicaof("no", "one")
+
+
+@pytest.mark.parametrize("writes", [1, 3], ids=["one-write", "three-writes"])
+async def test_a_failover_to_a_replica_that_missed_a_write_then_new_writes_is_refused(
+    tmp_path: Path, writes: int
+) -> None:
+    primary, replica = lagging(tmp_path)
+    worker, prefix = await seeded(primary, tmp_path)
+    try:
+        await falls_behind(replica, primary)
+        await worker.revocation_store.add(revoked("bob"))  # the replica misses these
+        await worker.policy_store.apply(docs("audit"))
+        await until(lambda: worker.revoked_subjects == ["bob", "mallory"]
+                    and worker.policy_ids == ["admin", "audit", "billing"])
+        held = (worker.revocations.revision, worker.policies.revision)
+        await worker.pause()  # the worker's connection drops in the failover
+        await fail_over(primary, replica)
+        for who in ("eve", "carol", "dave")[:writes]:  # operators write to the new primary
+            await worker.revocation_store.add(revoked(who))
+            await worker.policy_store.apply(docs(f"by-{who}"))
+        now = ((await worker.revocation_store.state()).revision,
+               (await worker.policy_store.state()).revision)
+        assert (now == held) == (writes == 1)  # one write: the very revision the worker holds
+        worker.resume()  # it reconnects
+        await until(lambda: worker.revocations.refused == HISTORY_DIVERGED
+                    and worker.policies.refused == HISTORY_DIVERGED, within=15)
+        assert worker.revoked_subjects == ["bob", "mallory"]  # bob's revocation is not lifted
+        assert worker.policy_ids == ["admin", "audit", "billing"]
+        marker = json.loads(primary.client().get(prefix + "revocations:revision:lost") or "{}")
+        assert marker["condition"] == HISTORY_DIVERGED
+        with pytest.raises(StoreLost, match="write history does not hold"):
+            await worker.revocation_store.add(revoked("trent"))  # the next write cannot lift it
+        await asyncio.sleep(0.3)  # a few polls more
+        assert worker.revoked_subjects == ["bob", "mallory"]
+    finally:
+        await worker.stop()
+        primary.stop()
+        replica.stop()
+
+
+async def test_a_worker_that_missed_writes_reads_them_all_and_refuses_nothing(
+    server: RedisServer, tmp_path: Path
+) -> None:
+    worker, prefix = await seeded(server, tmp_path)
+    try:
+        await worker.pause()
+        await worker.policy_store.apply(docs("audit"))
+        await worker.policy_store.delete("billing")
+        await worker.revocation_store.add(revoked("bob"))
+        assert await worker.revocation_store.remove(revoked("mallory").key)
+        await worker.revocation_store.add(revoked("eve"))
+        worker.resume()
+        await until(lambda: worker.policy_ids == ["admin", "audit"]
+                    and worker.revoked_subjects == ["bob", "eve"])
+        await asyncio.sleep(0.3)  # a few polls more
+        assert worker.policies.refused is None
+        assert worker.revocations.refused is None
+        assert server.client().exists(prefix + "policies:revision:lost",
+                                      prefix + "revocations:revision:lost") == 0
+    finally:
+        await worker.stop()
+
+
+async def test_a_worker_further_behind_than_the_write_history_refuses_without_marking_the_store(
+    server: RedisServer, tmp_path: Path
+) -> None:
+    worker, prefix = await seeded(server, tmp_path)
+    fresh: Worker | None = None
+    try:
+        await worker.pause()
+        client = server.client()
+        apply = client.register_script(worker.policy_store._apply.script)
+        pipe = client.pipeline(transaction=False)
+        for i in range(HISTORY + 1):  # more writes than the store keeps the ids of
+            doc = json.dumps({"id": f"bulk{i % 10}", "match": {"paths": [{"prefix": "/bulk/"}]}})
+            apply(keys=worker.policy_store.keys(), args=["policies", f"bulk{i % 10}", doc],
+                  client=pipe)
+        pipe.execute()
+        worker.resume()
+        await until(lambda: worker.policies.refused == HISTORY_UNVERIFIABLE)
+        assert worker.policy_ids == ["admin", "billing"]  # kept: it cannot tell
+        assert "not marked" in (worker.policies.note or "")
+        assert client.exists(prefix + "policies:revision:lost") == 0  # the store may be whole
+        await worker.policy_store.apply(docs("after"))  # ordinary writes still work
+        fresh = await Worker(server.url, prefix, None).start()  # a restart without the floor
+        await until(lambda: "after" in fresh.policy_ids and "bulk9" in fresh.policy_ids)
+        assert fresh.policies.refused is None
+    finally:
+        await worker.stop()
+        if fresh is not None:
+            await fresh.stop()
+
+
+async def test_a_store_missing_only_its_write_history_refuses_writes(server: RedisServer) -> None:
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+    store = RedisPolicyStore(server.url, prefix, 2.0)
+    try:
+        await store.apply(docs("a"))
+        server.client().delete(prefix + "policies:revision:log")  # evicted on its own
+        with pytest.raises(StoreLost, match="write history does not hold"):
+            await store.apply(docs("b"))
+        assert judge(None, await store.state()) == HISTORY_DIVERGED  # what `store status` says
+    finally:
+        await store.close()
+
+
+def floor_subjects(path: Path) -> list[str]:
+    return sorted(r["value"] for r in json.loads(path.read_text())["revocations"]["items"])
+
+
+async def test_a_worker_that_never_saw_a_lost_write_does_not_overwrite_the_floor_that_holds_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    primary, replica = lagging(tmp_path)
+    first, prefix = await seeded(primary, tmp_path)
+    floor = tmp_path / f"{prefix[:-1]}.snapshot.json"  # one host: both workers share it
+    second = await Worker(primary.url, prefix, floor).start()
+    restarted: Worker | None = None
+    try:
+        await until(lambda: second.revoked_subjects == ["mallory"])
+        await falls_behind(replica, primary)
+        await second.pause()  # the second worker misses bob's revocation
+        await first.revocation_store.add(revoked("bob"))
+        await until(lambda: first.revoked_subjects == ["bob", "mallory"]
+                    and floor_subjects(floor) == ["bob", "mallory"])
+        await first.pause()
+        await fail_over(primary, replica)
+        await first.revocation_store.add(revoked("eve"))
+        second.resume()  # what it holds is in the new primary's history: it follows...
+        await until(lambda: second.revoked_subjects == ["eve", "mallory"])
+        await until(lambda: "the store lost it" in caplog.text)
+        assert floor_subjects(floor) == ["bob", "mallory"]  # ...but does not overwrite the floor
+        first.resume()
+        await until(lambda: first.revocations.refused == HISTORY_DIVERGED)
+        await until(lambda: second.revocations.refused == RESTORE_PENDING)  # first marked it
+        restarted = await Worker(primary.url, prefix, floor).start()  # a restart on this host
+        assert restarted.revoked_subjects == ["bob", "mallory"]
+        await until(lambda: restarted.revocations.refused == HISTORY_DIVERGED)
+        assert restarted.revoked_subjects == ["bob", "mallory"]
+    finally:
+        for w in (first, second, restarted):
+            if w is not None:
+                await w.stop()
+        primary.stop()
+        replica.stop()
+
+
 async def test_eviction_by_a_full_allkeys_lru_redis_is_refused_and_reported(tmp_path: Path) -> None:
     server = RedisServer(tmp_path / "redis", extra=[
         "--maxmemory", "4mb", "--maxmemory-policy", "allkeys-lru", *NO_PERSISTENCE_ARGS]).start()
@@ -231,7 +434,11 @@ async def test_eviction_by_a_full_allkeys_lru_redis_is_refused_and_reported(tmp_
         assert left < 2  # what eviction took is LRU's choice; at least one hash went
         await until(lambda: worker.policies.refused is not None
                     or worker.revocations.refused is not None, within=10)
-        assert {worker.policies.refused, worker.revocations.refused} & {EPOCH_LOST, RECORDS_LOST}
+        # Which keys went is LRU's choice too (the epoch, the counter, the count, the write
+        # history...): any refusal is a correct detection, as long as enforcement was kept.
+        refused = {worker.policies.refused, worker.revocations.refused} - {None}
+        assert refused  # at least one of the two data sets
+        assert refused <= set(CONDITIONS)
         assert worker.policy_ids == ["admin", "billing"]
         assert worker.revoked_subjects == ["mallory"]
     finally:
@@ -367,25 +574,51 @@ async def test_revocations_kept_through_a_loss_still_expire_at_their_ttl(
         await worker.stop()
 
 
+def st(epoch: str | None, counter: int, count: int | None, records: int, *history: str,
+       lost: str | None = None) -> StoreState:
+    """A store state; this release records every write, so a counted state has a history."""
+    if count is not None and not history:
+        history = (f"{counter}:a",)
+    return StoreState(epoch, counter, count, records, lost, history)
+
+
+MARK = '{"condition":"epoch_lost"}'
+
+
 @pytest.mark.parametrize(("held", "remote", "condition"), [
-    (None, StoreState(None, 0, None, 0), None),  # brand new
-    (None, StoreState("1.5", 3, 2, 2), None),
-    (None, StoreState(None, 3, None, 0), EPOCH_LOST),  # the counter without its epoch
-    (None, StoreState(None, 0, None, 0, '{"condition":"epoch_lost"}'), RESTORE_PENDING),
-    (StoreState("1.5", 3, 2, 2), StoreState(None, 0, None, 0), EPOCH_LOST),
-    (StoreState("1.5", 3, 2, 2), StoreState("1.5", 2, 2, 2), REVISION_BACKWARDS),
-    (StoreState("1.5", 3, 2, 2), StoreState("1.5", 4, 3, 1), RECORDS_LOST),
-    (StoreState("1.5", 3, 2, 2), StoreState("1.5", 3, None, 0), RECORDS_LOST),
-    (StoreState("1.5", 3, 2, 2), StoreState("1.5", 4, 1, 1), None),  # a delete
-    (StoreState("1.5", 3, 2, 2), StoreState("9.1", 1, 1, 1), EPOCH_REPLACED),
-    (StoreState("1.5", 3, 2, 2), StoreState("reseed-9.000001", 1, 1, 1), None),
-    (StoreState("reseed-9.000002", 3, 2, 2), StoreState("reseed-9.000001", 9, 2, 2), EPOCH_REPLACED),
-    (StoreState("reseed-9.000002", 3, 2, 2), StoreState("reseed-10.000000", 1, 2, 2), None),
+    (None, st(None, 0, None, 0), None),  # brand new
+    (None, st("1.5", 3, 2, 2), None),
+    (None, st(None, 3, None, 0), EPOCH_LOST),  # the counter without its epoch
+    (None, st(None, 0, None, 0, lost=MARK), RESTORE_PENDING),
+    (st("1.5", 3, 2, 2), st(None, 0, None, 0), EPOCH_LOST),
+    (st("1.5", 3, 2, 2), st("1.5", 2, 2, 2), REVISION_BACKWARDS),
+    (st("1.5", 3, 2, 2), st("1.5", 4, 3, 1, "4:b", "3:a"), RECORDS_LOST),
+    (st("1.5", 3, 2, 2), st("1.5", 3, None, 0), RECORDS_LOST),
+    (st("1.5", 3, 2, 2), st("1.5", 4, 1, 1, "4:b", "3:a"), None),  # a delete
+    (st("1.5", 3, 2, 2), st("9.1", 1, 1, 1), EPOCH_REPLACED),
+    (st("1.5", 3, 2, 2), st("reseed-9.000001", 1, 1, 1), None),
+    (st("reseed-9.000002", 3, 2, 2), st("reseed-9.000001", 9, 2, 2), EPOCH_REPLACED),
+    (st("reseed-9.000002", 3, 2, 2), st("reseed-10.000000", 1, 2, 2), None),
+    # The write history: what the counter alone cannot tell.
+    (st("1.5", 3, 2, 2, "3:a"), st("1.5", 3, 2, 2, "3:a"), None),  # nothing new
+    (st("1.5", 3, 2, 2, "3:a"), st("1.5", 3, 2, 2, "3:z"), HISTORY_DIVERGED),  # same counter
+    (st("1.5", 3, 2, 2, "3:a"), st("1.5", 6, 2, 2, "6:d", "5:c", "4:b", "3:a"), None),  # missed 3
+    (st("1.5", 3, 2, 2, "3:a"), st("1.5", 6, 2, 2, "6:d", "5:c", "4:b", "3:z"), HISTORY_DIVERGED),
+    (st("1.5", 3, 2, 2, "3:a"), st("1.5", 4, 2, 2, "4:b", "2:x"), HISTORY_DIVERGED),  # 3 skipped
+    (st("1.5", 3, 2, 2, "3:a"), st("1.5", 4, 2, 2, "2:x"), HISTORY_DIVERGED),  # only older ones
+    (st("1.5", 3, 2, 2, "3:a"), st("1.5", 5, 2, 2, "5:c", "3:a"), None),  # 4: an older writer
+    (st("1.5", 3, 2, 2, "3:a"), st("1.5", 4, 2, 2, "3:a"), None),  # 4: an older writer
+    (st("1.5", 3, 2, 2, "3:a"), st("1.5", 9999, 2, 2, "9999:q", "9998:p"), HISTORY_UNVERIFIABLE),
+    (st("1.5", 3, 2, 2, "3:a"), StoreState("1.5", 4, 2, 2), HISTORY_DIVERGED),  # history gone
+    (None, StoreState("1.5", 4, 2, 2), HISTORY_DIVERGED),  # counted, but its history gone
+    (StoreState("1.5", 3, 2, 2), st("1.5", 4, 2, 2, "4:b"), None),  # held before histories
+    (st("1.5", 3, 2, 2, "3:a"), st("reseed-9.000001", 1, 1, 1, "1:r"), None),  # a reseed
+    # A store another worker marked lost is not followed, whatever this worker holds.
+    (st("1.5", 3, 2, 2, "3:a"), st("1.5", 4, 2, 2, "4:b", "3:a", lost=MARK), RESTORE_PENDING),
 ])
 def test_which_store_states_a_worker_refuses(held: StoreState | None, remote: StoreState,
                                              condition: str | None) -> None:
     assert judge(held, remote) == condition
-
 
 
 def test_the_first_apply_to_an_empty_redis_says_it_started_the_store(

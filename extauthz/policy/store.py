@@ -6,8 +6,8 @@ Both implement one interface and pass one contract test suite:
 - ``delete(id)``.
 
 Redis keys (under ``store.prefix``, default ``extauthz:``): ``policies`` (hash: id ->
-canonical JSON), ``policies:revision`` (a counter, with its epoch, count and loss marker:
-see ``extauthz/redis_hash.py``), and the ``events`` channel, where every change publishes
+canonical JSON), ``policies:revision`` (a counter, with its epoch, count, write history and
+loss marker: see ``extauthz/redis_hash.py``), and the ``events`` channel, where every change publishes
 ``{"kind": "policies", "revision": N}``. Changes run as Lua scripts, so a batch, the
 revision bump and the event are one atomic step; a store that lost data refuses them.
 """
@@ -71,10 +71,11 @@ class RedisPolicyStore(RedisHash):
     async def load(self) -> PolicySet:
         return (await self.load_state())[1]
 
-    async def load_state(self) -> tuple[StoreState, PolicySet]:
-        """The policies and the state they were read at. Parsing 2,000 policies takes tens of
-        milliseconds: it runs in a thread, off the event loop that answers checks."""
-        state, raw = await self.read_state()
+    async def load_state(self, since: int | None = None) -> tuple[StoreState, PolicySet]:
+        """The policies and the state they were read at (its write history back to the
+        counter ``since``). Parsing 2,000 policies takes tens of milliseconds: it runs in a
+        thread, off the event loop that answers checks."""
+        state, raw = await self.read_state(since)
         return state, await asyncio.to_thread(self._parse, state.revision, raw)
 
     def _parse(self, revision: str, raw: dict[str, str]) -> PolicySet:

@@ -1,9 +1,10 @@
 """Revocations in the store: Redis (every replica) or the embedded state file.
 
 Redis: ``revocations`` (hash: key -> record JSON) and ``revocations:revision`` (with its
-epoch, count and loss marker: see ``extauthz/redis_hash.py``); a change is one Lua script
-that also drops expired records, bumps the revision and publishes ``{"kind": "revocations"}``
-on the events channel, the path policies use. A store that lost data refuses changes.
+epoch, count, write history and loss marker: see ``extauthz/redis_hash.py``); a change is
+one Lua script that also drops expired records, bumps the revision, records the write and
+publishes ``{"kind": "revocations"}`` on the events channel, the path policies use. A store
+that lost data refuses changes.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from extauthz.clock import Clock
-from extauthz.redis_hash import BUMP, GUARD, RedisHash, StoreState
+from extauthz.redis_hash import BUMP, GUARD, RECORD, RedisHash, StoreState
 from extauthz.revocation.model import Revocation, RevocationList
 from extauthz.stepup.store import FileStepupStore
 
@@ -57,6 +58,7 @@ end
 if added == 0 then return 0 end
 redis.call('SET', KEYS[6], redis.call('HLEN', KEYS[1]))
 local rev = redis.call('INCR', KEYS[2])
+""" + RECORD + """
 redis.call('PUBLISH', KEYS[3], cjson.encode({kind = ARGV[1], revision = rev}))
 return added
 """
@@ -76,8 +78,8 @@ class RedisRevocationStore(RedisHash):
     async def load(self) -> RevocationList:
         return (await self.load_state())[1]
 
-    async def load_state(self) -> tuple[StoreState, RevocationList]:
-        state, raw = await self.read_state()
+    async def load_state(self, since: int | None = None) -> tuple[StoreState, RevocationList]:
+        state, raw = await self.read_state(since)
         now = self._clock.wall()
         records = [Revocation.from_json(v) for v in raw.values()]
         return state, RevocationList(state.revision, tuple(
