@@ -62,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     from extauthz.audit.cli import add_audit_commands
 
     add_audit_commands(sub, with_config)
-    from extauthz.store_cli import add_store_commands
+    from extauthz.store.cli import add_store_commands
 
     add_store_commands(sub, with_config)
     from extauthz.schema.cli import add_schema_commands
@@ -175,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return asyncio.run(run_revoke_command(args, _settings(args, {})))
         if args.command == "store":
-            from extauthz.store_cli import run_store_command
+            from extauthz.store.cli import run_store_command
 
             return asyncio.run(run_store_command(args, _settings(args, {})))
     except ExtAuthzError as e:

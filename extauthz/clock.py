@@ -1,9 +1,9 @@
-"""The one place time comes from, so expiry and TTL logic is testable without sleeping."""
+"""The one place time comes from, so expiry and TTL logic is testable without sleeping
+(the tests' hand-moved clock is tests/support/clock.py)."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 
 
 class Clock:
@@ -14,24 +14,6 @@ class Clock:
 
     def monotonic(self) -> float:
         return time.monotonic()
-
-
-@dataclass
-class FakeClock(Clock):
-    """A clock tests move by hand."""
-
-    now_wall: float = field(default_factory=time.time)
-    now_monotonic: float = 1000.0
-
-    def wall(self) -> float:
-        return self.now_wall
-
-    def monotonic(self) -> float:
-        return self.now_monotonic
-
-    def advance(self, seconds: float) -> None:
-        self.now_wall += seconds
-        self.now_monotonic += seconds
 
 
 SYSTEM_CLOCK = Clock()

@@ -31,15 +31,12 @@ from extauthz.authorize import Authorizer
 from extauthz.clock import SYSTEM_CLOCK, Clock
 from extauthz.config import Settings, insecure_settings
 from extauthz.errors import ConfigError, StoreUnavailable
-from extauthz.follow import Followed, TrackedSnapshot, adopt_floor, follow_file, follow_redis
 from extauthz.identity.jwks import HttpFetcher, IssuerKeys
 from extauthz.identity.verify import TokenVerifier
 from extauthz.policy.match import PolicyIndex
 from extauthz.policy.store import FilePolicyStore, PolicyStore, RedisPolicyStore, open_store
 from extauthz.policy.sync import PolicySnapshot
 from extauthz.policy.sync import followed as followed_policies
-from extauthz.redis_hash import judge
-from extauthz.redis_safety import PROBLEMS, RedisSafety, check_redis
 from extauthz.revocation.store import (
     FileRevocationStore,
     RedisRevocationStore,
@@ -51,7 +48,10 @@ from extauthz.revocation.sync import followed as followed_revocations
 from extauthz.stepup.ceremonies import Ceremonies
 from extauthz.stepup.gate import StepupGate, keep_loading_key, signing_key_from_file
 from extauthz.stepup.store import StepupStore, open_stepup_store
-from extauthz.store_floor import Floor, floor_path, store_id
+from extauthz.store.floor import Floor, floor_path, store_id
+from extauthz.store.follow import Followed, TrackedSnapshot, adopt_floor, follow_file, follow_redis
+from extauthz.store.redis_hash import judge
+from extauthz.store.redis_safety import PROBLEMS, RedisSafety, check_redis
 from extauthz.telemetry.metrics import Metrics, SharedMetrics
 
 # A worker's lines keep the logger name they had when server.py wired it (operators match it).

@@ -29,12 +29,12 @@ from extauthz.engine import Engine, build_engine
 from extauthz.errors import ConfigError, StoreUnavailable
 from extauthz.http_app import CappedSite, Listener, admin_app, http_app, start_site
 from extauthz.identity.demo_issuer import demo_issuer
-from extauthz.redis_hash import redacted_url
-from extauthz.redis_safety import check_redis
 from extauthz.rlimits import http_connection_budget, raise_open_file_limit
 from extauthz.service import SERVICE_NAME as AUTH_SERVICE
 from extauthz.service import AuthorizationService
 from extauthz.stepup.http import StepupHttp
+from extauthz.store.redis_hash import redacted_url
+from extauthz.store.redis_safety import check_redis
 from extauthz.telemetry import tracing
 
 log = logging.getLogger("extauthz.server")

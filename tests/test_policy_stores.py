@@ -13,11 +13,11 @@ import pytest
 
 from extauthz.clock import SYSTEM_CLOCK
 from extauthz.errors import ConfigError, PolicyInvalid, PolicyNotFound, StoreUnavailable
-from extauthz.follow import follow_file, follow_redis
 from extauthz.policy.model import parse_policies
 from extauthz.policy.store import FilePolicyStore, PolicyStore, RedisPolicyStore, open_store
 from extauthz.policy.sync import PolicySnapshot, followed
-from extauthz.redis_hash import redacted_url
+from extauthz.store.follow import follow_file, follow_redis
+from extauthz.store.redis_hash import redacted_url
 from tests.support.poll import eventually
 
 Factory = Callable[[], PolicyStore]

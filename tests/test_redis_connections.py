@@ -15,7 +15,7 @@ from cryptography.x509.oid import NameOID
 from extauthz.errors import StoreUnavailable
 from extauthz.policy.model import parse_policies
 from extauthz.policy.store import RedisPolicyStore
-from extauthz.redis_hash import redacted_url
+from extauthz.store.redis_hash import redacted_url
 from tests.support.redis import RedisServer
 
 

@@ -22,11 +22,11 @@ import redis
 import yaml
 
 from extauthz.clock import SYSTEM_CLOCK
-from extauthz.follow import follow_redis
 from extauthz.policy.match import PolicyIndex
 from extauthz.policy.model import parse_policies
 from extauthz.policy.store import PolicySet, RedisPolicyStore
 from extauthz.policy.sync import PolicySnapshot, followed
+from extauthz.store.follow import follow_redis
 from tests.support.issuer import AUDIENCE, LocalIssuer
 from tests.support.redis import RedisServer
 from tests.support.stack import ExtAuthz, http_get

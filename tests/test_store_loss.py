@@ -22,12 +22,17 @@ import pytest
 import yaml
 
 from extauthz.clock import SYSTEM_CLOCK
-from extauthz.follow import Followed, adopt_floor, follow_redis
 from extauthz.policy.model import parse_policies
 from extauthz.policy.store import RedisPolicyStore
 from extauthz.policy.sync import PolicySnapshot
 from extauthz.policy.sync import followed as followed_policies
-from extauthz.redis_hash import (
+from extauthz.revocation.model import Revocation
+from extauthz.revocation.store import RedisRevocationStore
+from extauthz.revocation.sync import RevocationSnapshot
+from extauthz.revocation.sync import followed as followed_revocations
+from extauthz.store.floor import Floor, store_id
+from extauthz.store.follow import Followed, adopt_floor, follow_redis
+from extauthz.store.redis_hash import (
     CONDITIONS,
     EPOCH_LOST,
     EPOCH_REPLACED,
@@ -41,12 +46,7 @@ from extauthz.redis_hash import (
     StoreState,
     judge,
 )
-from extauthz.redis_safety import EVICTION, NO_PERSISTENCE, UNCHECKED, check_redis
-from extauthz.revocation.model import Revocation
-from extauthz.revocation.store import RedisRevocationStore
-from extauthz.revocation.sync import RevocationSnapshot
-from extauthz.revocation.sync import followed as followed_revocations
-from extauthz.store_floor import Floor, store_id
+from extauthz.store.redis_safety import EVICTION, NO_PERSISTENCE, UNCHECKED, check_redis
 from tests.support.clock import FakeClock
 from tests.support.redis import RedisServer
 

@@ -17,7 +17,7 @@ from redis.exceptions import RedisError
 from extauthz.audit.record import FIELDS
 from extauthz.config import Settings
 from extauthz.errors import ConfigError, StoreUnavailable
-from extauthz.redis_hash import redacted_url
+from extauthz.store.redis_hash import redacted_url
 
 _RELATIVE = re.compile(r"^-?(\d+)([smhd])$")  # "30m" or "-30m": that long ago
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

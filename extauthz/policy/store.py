@@ -7,7 +7,7 @@ Both implement one interface and pass one contract test suite:
 
 Redis keys (under ``store.prefix``, default ``extauthz:``): ``policies`` (hash: id ->
 canonical JSON), ``policies:revision`` (a counter, with its epoch, count, write history and
-loss marker: see ``extauthz/redis_hash.py``), and the ``events`` channel, where every change publishes
+loss marker: see ``extauthz/store/redis_hash.py``), and the ``events`` channel, where every change publishes
 ``{"kind": "policies", "revision": N}``. Changes run as Lua scripts, so a batch, the
 revision bump and the event are one atomic step; a store that lost data refuses them.
 """
@@ -27,7 +27,7 @@ from typing import Protocol
 
 from extauthz.errors import ConfigError, PolicyInvalid, PolicyNotFound, StoreUnavailable
 from extauthz.policy.model import Policy, documents_from_text, parse_policies, policies_to_yaml
-from extauthz.redis_hash import BUMP, GUARD, RedisHash, StoreState, redacted_url
+from extauthz.store.redis_hash import BUMP, GUARD, RedisHash, StoreState, redacted_url
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Every worker's in-memory policy snapshot, and the loops that keep it current.
 
-The loops themselves are in ``extauthz/follow.py``. A failed load keeps the last good
+The loops themselves are in ``extauthz/store/follow.py``. A failed load keeps the last good
 snapshot (and says so); a worker that never loaded one is not ready: its checks are
 503 denials.
 """
@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from extauthz.follow import Followed, TrackedSnapshot
 from extauthz.policy.match import PolicyIndex
 from extauthz.policy.model import parse_policies
 from extauthz.policy.store import FilePolicyStore, PolicySet, RedisPolicyStore
-from extauthz.store_floor import Floor
+from extauthz.store.floor import Floor
+from extauthz.store.follow import Followed, TrackedSnapshot
 
 
 class PolicySnapshot(TrackedSnapshot):

@@ -1,7 +1,7 @@
 """Revocations in the store: Redis (every replica) or the embedded state file.
 
 Redis: ``revocations`` (hash: key -> record JSON) and ``revocations:revision`` (with its
-epoch, count, write history and loss marker: see ``extauthz/redis_hash.py``); a change is
+epoch, count, write history and loss marker: see ``extauthz/store/redis_hash.py``); a change is
 one Lua script that also drops expired records, bumps the revision, records the write and
 publishes ``{"kind": "revocations"}`` on the events channel, the path policies use. A store
 that lost data refuses changes.
@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from extauthz.clock import Clock
-from extauthz.redis_hash import BUMP, GUARD, RECORD, RedisHash, StoreState
 from extauthz.revocation.model import Revocation, RevocationList
 from extauthz.stepup.store import FileStepupStore
+from extauthz.store.redis_hash import BUMP, GUARD, RECORD, RedisHash, StoreState
 
 
 class RevocationStore(Protocol):

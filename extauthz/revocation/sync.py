@@ -1,7 +1,7 @@
 """Every worker's in-memory revocation set, followed like the policies.
 
 Revocations are never lost by a store losing data: the worker keeps its set while the store
-is refused (see ``extauthz/follow.py``), keeps it in the local floor across restarts, and when
+is refused (see ``extauthz/store/follow.py``), keeps it in the local floor across restarts, and when
 an operator restores the store (a new epoch) it keeps every record still in force that the
 restore left out, and writes it back. Records past their TTL are dropped on the poll, as the
 store drops them.
@@ -14,11 +14,11 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from extauthz.follow import Followed, TrackedSnapshot
-from extauthz.redis_hash import StoreState
 from extauthz.revocation.model import Revocation, RevocationList, RevocationSet
 from extauthz.revocation.store import FileRevocationStore, RedisRevocationStore
-from extauthz.store_floor import Floor
+from extauthz.store.floor import Floor
+from extauthz.store.follow import Followed, TrackedSnapshot
+from extauthz.store.redis_hash import StoreState
 
 log = logging.getLogger("extauthz.revocation")
 

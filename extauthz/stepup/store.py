@@ -33,7 +33,7 @@ from redis.exceptions import RedisError
 
 from extauthz.clock import Clock
 from extauthz.errors import StoreUnavailable
-from extauthz.redis_hash import redacted_url
+from extauthz.store.redis_hash import redacted_url
 
 _T = TypeVar("_T")
 

@@ -35,8 +35,8 @@ from redis.exceptions import RedisError
 
 from extauthz.clock import Clock
 from extauthz.errors import ConfigError, StoreUnavailable
-from extauthz.redis_hash import CONDITIONS, NOT_MARKED, RESTORE_HINT, StoreState, judge
-from extauthz.store_floor import Floor, FloorSection
+from extauthz.store.floor import Floor, FloorSection
+from extauthz.store.redis_hash import CONDITIONS, NOT_MARKED, RESTORE_HINT, StoreState, judge
 from extauthz.telemetry import tracing
 
 log = logging.getLogger("extauthz.follow")

@@ -21,11 +21,11 @@ from extauthz.config import Settings
 from extauthz.errors import ConfigError
 from extauthz.policy.model import Policy, parse_policies
 from extauthz.policy.store import RedisPolicyStore
-from extauthz.redis_hash import CONDITIONS, StoreState, judge
-from extauthz.redis_safety import check_redis
 from extauthz.revocation.model import Revocation
 from extauthz.revocation.store import RedisRevocationStore
-from extauthz.store_floor import FloorSection, floor_path, read_snapshot_file, store_id
+from extauthz.store.floor import FloorSection, floor_path, read_snapshot_file, store_id
+from extauthz.store.redis_hash import CONDITIONS, StoreState, judge
+from extauthz.store.redis_safety import check_redis
 
 
 def add_store_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser],

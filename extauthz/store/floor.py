@@ -31,7 +31,7 @@ from typing import Any
 
 from extauthz.config import StoreSettings
 from extauthz.errors import ConfigError
-from extauthz.redis_hash import StoreState, descends, redacted_url, write_counter
+from extauthz.store.redis_hash import StoreState, descends, redacted_url, write_counter
 
 log = logging.getLogger("extauthz.floor")
 VERSION = 1
