@@ -176,10 +176,11 @@ class PolicyIndex:
             if policy.dry_run:
                 return Lookup(None, Match(policy, "bound", bound))
             return Lookup(Match(policy, "bound", bound))
-        found = self.match(view)
+        host, path = view.host.rstrip("."), normalize_path(view.path)
+        found = self._match_path(view, host, path)
         if self._shadows is None:
             return Lookup(found)
-        top = self._shadows._find(view.host.rstrip("."), normalize_path(view.path), view.method)
+        top = self._shadows._find(host, path, view.method)
         return Lookup(found, top if top is not None and top.policy.dry_run else None)
 
     def match(self, view: RequestView) -> Match | None:
@@ -195,12 +196,16 @@ class PolicyIndex:
                 if policy.dry_run:  # never decides: as if it did not exist
                     raise KeyError(bound)
                 return Match(policy, "bound", bound)
-        found = self._find(view.host.rstrip("."), normalize_path(view.path), view.method)
+        return self._match_path(view, view.host.rstrip("."), normalize_path(view.path))
+
+    def _match_path(self, view: RequestView, host: str, path: str) -> Match | None:
+        """``match`` for a host and path already normalised (computed once per lookup)."""
+        found = self._find(host, path, view.method)
         if has_second_reading(view.path):
             # Upstreams disagree on whether %2F, %5C and '\\' split segments, '//' merges and
             # ';' parameters drop: both readings must fall under the same policy, or the
             # request is refused (never guessed).
-            other = self._find(view.host.rstrip("."), literal_path(view.path), view.method)
+            other = self._find(host, literal_path(view.path), view.method)
             if (other.policy if other else None) is not (found.policy if found else None):
                 raise AmbiguousPath("the path reads under another policy where an encoded '/' or '\\', "
                                     "a '//' or a ';' parameter is read literally")
