@@ -38,19 +38,8 @@ _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\nretry
 def http_app(*, ready: ReadyCheck, demo: DemoIssuer | None, settings: Settings,
              routes: Sequence[Routes] = ()) -> web.Application:
     """The public side: what Envoy routes to (``routes``: the step-up pages), and what
-    probes ask."""
-    app = web.Application(client_max_size=64 * 1024,
-                          middlewares=[_body_deadline(settings.http_header_timeout)])
-    for add in routes:
-        add(app)
-
-    async def readyz(_: web.Request) -> web.Response:
-        ok, _why = ready()  # the details are on the admin listener only
-        return web.Response(text="ready\n" if ok else "not ready\n", status=200 if ok else 503,
-                            headers={"cache-control": "no-store"})
-
-    app.router.add_get("/healthz", _healthz)
-    app.router.add_get("/readyz", readyz)
+    probes ask (readiness without its reasons: those are on the admin listener only)."""
+    app = _app(ready=ready, settings=settings, routes=routes, max_body=64 * 1024, details=False)
     if demo is not None:
         discovery, jwks = demo.discovery, demo.jwks
 
@@ -71,14 +60,22 @@ def admin_app(*, ready: ReadyCheck, settings: Settings,
               routes: Sequence[Routes] = ()) -> web.Application:
     """The admin side: metrics (``routes``) and readiness with its reasons, for operators
     and scrapers."""
-    app = web.Application(client_max_size=4 * 1024,
+    return _app(ready=ready, settings=settings, routes=routes, max_body=4 * 1024, details=True)
+
+
+def _app(*, ready: ReadyCheck, settings: Settings, routes: Sequence[Routes], max_body: int,
+         details: bool) -> web.Application:
+    """An app with ``routes``, ``/healthz`` and ``/readyz`` (with its reasons if ``details``),
+    whose bodies are read within the header timeout."""
+    app = web.Application(client_max_size=max_body,
                           middlewares=[_body_deadline(settings.http_header_timeout)])
     for add in routes:
         add(app)
 
     async def readyz(_: web.Request) -> web.Response:
         ok, why = ready()
-        return web.Response(text=why + "\n", status=200 if ok else 503,
+        text = why if details else ("ready" if ok else "not ready")
+        return web.Response(text=text + "\n", status=200 if ok else 503,
                             headers={"cache-control": "no-store"})
 
     app.router.add_get("/healthz", _healthz)
