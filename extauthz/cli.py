@@ -32,6 +32,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="worker processes sharing the ports (env: EXTAUTHZ_WORKERS)")
     serve.add_argument("--grpc-listen", metavar="HOST:PORT", help="env: EXTAUTHZ_GRPC_LISTEN")
     serve.add_argument("--http-listen", metavar="HOST:PORT", help="env: EXTAUTHZ_HTTP_LISTEN")
+    serve.add_argument("--check-http-listen", metavar="HOST:PORT",
+                       help="Check over Envoy's plain-HTTP protocol; null: off "
+                            "(env: EXTAUTHZ_CHECK_HTTP_LISTEN)")
     serve.add_argument("--admin-listen", metavar="HOST:PORT",
                        help="/metrics and /readyz details; null: off (env: EXTAUTHZ_ADMIN_LISTEN)")
     serve.add_argument("--admin-grpc-listen", metavar="HOST:PORT",
@@ -81,6 +84,7 @@ def _serve(args: argparse.Namespace) -> int:
     overrides = {"EXTAUTHZ_WORKERS": str(args.workers) if args.workers else None,
                  "EXTAUTHZ_GRPC_LISTEN": args.grpc_listen,
                  "EXTAUTHZ_HTTP_LISTEN": args.http_listen,
+                 "EXTAUTHZ_CHECK_HTTP_LISTEN": args.check_http_listen,
                  "EXTAUTHZ_ADMIN_LISTEN": args.admin_listen,
                  "EXTAUTHZ_ADMIN_GRPC_LISTEN": args.admin_grpc_listen}
     settings = _settings(args, {k: v for k, v in overrides.items() if v is not None})
@@ -94,6 +98,7 @@ def _serve(args: argparse.Namespace) -> int:
         argv = [a for a in ("--config", args.config) if args.config]
         argv += [x for flag, v in (("--grpc-listen", args.grpc_listen),
                                    ("--http-listen", args.http_listen),
+                                   ("--check-http-listen", args.check_http_listen),
                                    ("--admin-listen", args.admin_listen),
                                    ("--admin-grpc-listen", args.admin_grpc_listen))
                  if v for x in (flag, v)]

@@ -38,7 +38,7 @@ def admin_listen(value: str | None, key: str,
     listen = parse_listen(value, key)
     if any(listen[1] == port for _, port in public):
         raise ConfigError(f"config: '{key}' {value!r} uses the port of another listener (grpc, "
-                          "http or admin); give it its own port, or null")
+                          "check_http, http or admin); give it its own port, or null")
     return listen
 
 

@@ -49,6 +49,35 @@ class HttpSection(Section):
 
 
 @dataclass(frozen=True)
+class CheckHttpSection(Section):
+    """Check over Envoy's plain-HTTP ext_authz protocol (``http_service``)."""
+
+    __pydantic_config__ = CLOSED
+    listen: Annotated[NullableStr, Field(
+        description="HOST:PORT, as --check-http-listen; null: off")] = "0.0.0.0:9003"
+    path_prefix: Annotated[Str, Field(
+        pattern=r"^(/[A-Za-z0-9._~-]+)*$",
+        description="the http_service path_prefix Envoy puts before the original path; "
+                    "removed before matching ('' when Envoy sets none)")] = ""
+    route_header: Annotated[NullableStr, Field(
+        pattern=r"^x-[a-z0-9]+(-[a-z0-9]+)*$",
+        description="a header the gateway always sets (overwriting any client copy) that binds "
+                    "a route to a policy id, as context_extensions {policy: ID} does over gRPC; "
+                    "null: HTTP mode matches by host, path and method only")] = None
+    max_header_bytes: Annotated[Int, Field(
+        ge=1024, le=1_048_576, description="request line and headers, in bytes; more: 431")] = 65536
+    max_headers: Annotated[Int, Field(
+        ge=8, le=10_000, description="header lines per request; more: 431")] = 200
+    idle_timeout: Annotated[Float, Field(
+        ge=0.1, le=3600, description="seconds an idle keep-alive connection stays open")] = 60.0
+    header_timeout: Annotated[Float, Field(
+        ge=0.1, le=600, description="seconds a started request has to arrive whole; a slower "
+                                    "client is answered 408 and closed")] = 5.0
+    max_connections: Annotated[Int, Field(
+        ge=1, le=1_000_000, description="open check connections per worker; more are closed")] = 10000
+
+
+@dataclass(frozen=True)
 class AdminSection(Section):
     """Listeners only operators should reach."""
 
@@ -205,6 +234,7 @@ class ConfigFile(Section):
     __pydantic_config__ = CLOSED
     grpc: GrpcSection = GrpcSection()
     http: HttpSection = HttpSection()
+    check_http: CheckHttpSection = CheckHttpSection()
     admin: AdminSection = AdminSection()
     workers: Annotated[Int, Field(ge=1, le=256,
                                   description="processes sharing the ports, as --workers")] = 1

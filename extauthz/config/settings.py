@@ -24,6 +24,7 @@ from extauthz.config.checks import (
 from extauthz.config.model import (
     CONFIG_FILE,
     AuditSettings,
+    CheckHttpSection,
     DemoIssuerSection,
     HeaderSettings,
     IssuerSettings,
@@ -88,6 +89,8 @@ class Settings:
     admin_grpc_listen: tuple[str, int] | None = None  # gRPC reflection (admin.grpc_listen)
     http_header_timeout: float = 10.0
     http_max_connections: int = 1000
+    check_http_listen: tuple[str, int] | None = None  # Check over plain HTTP (check_http.listen)
+    check_http: CheckHttpSection = CheckHttpSection()
 
 
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
@@ -124,7 +127,13 @@ def settings_from_document(doc: Mapping[str, object]) -> Settings:
     if f.token.cookie is not None and not f.token.cookie.strip():
         raise ConfigError("config: 'token.cookie' is empty; give a cookie name or null")
     prefix = header_prefix(f.headers.prefix)
-    admin = admin_listen(f.admin.listen, "admin.listen", (http_listen, grpc_listen))
+    check_http = (None if f.check_http.listen is None
+                  else parse_listen(f.check_http.listen, "check_http.listen"))
+    public = (http_listen, grpc_listen, *filter(None, [check_http]))
+    if len({port for _, port in public}) < len(public):
+        raise ConfigError("config: 'grpc.listen', 'http.listen' and 'check_http.listen' share a "
+                          "port; give each its own (check_http.listen: null turns it off)")
+    admin = admin_listen(f.admin.listen, "admin.listen", public)
     return Settings(
         grpc_listen=grpc_listen,
         http_listen=http_listen,
@@ -145,9 +154,11 @@ def settings_from_document(doc: Mapping[str, object]) -> Settings:
         log_level=f.log_level,
         admin_listen=admin,
         admin_grpc_listen=admin_listen(f.admin.grpc_listen, "admin.grpc_listen",
-                                       (http_listen, grpc_listen, *filter(None, [admin]))),
+                                       (*public, *filter(None, [admin]))),
         http_header_timeout=f.http.header_timeout,
         http_max_connections=f.http.max_connections,
+        check_http_listen=check_http,
+        check_http=f.check_http,
     )
 
 
