@@ -103,9 +103,11 @@ def _serve(args: argparse.Namespace) -> int:
                                    ("--admin-grpc-listen", args.admin_grpc_listen))
                  if v for x in (flag, v)]
         return Supervisor(argv, settings.workers, settings.shutdown_grace).run()
+    import uvloop
+
     from extauthz.server import serve
 
-    asyncio.run(serve(settings, reuse_port=args.reuse_port))
+    uvloop.run(serve(settings, reuse_port=args.reuse_port))
     return 0
 
 

@@ -24,11 +24,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
+from extauthz.check_http.protocol import CheckHttpListener, Limits
+from extauthz.check_http.view import RequestViewBuilder
 from extauthz.config import Settings, insecure_settings
 from extauthz.engine import Engine, build_engine
 from extauthz.errors import ConfigError, StoreUnavailable
 from extauthz.http_app import CappedSite, Listener, admin_app, http_app, start_site
 from extauthz.identity.demo_issuer import demo_issuer
+from extauthz.pipeline import CheckPipeline
 from extauthz.rlimits import http_connection_budget, raise_open_file_limit
 from extauthz.service import SERVICE_NAME as AUTH_SERVICE
 from extauthz.service import AuthorizationService
@@ -145,6 +148,36 @@ async def _start_admin_grpc(listen: tuple[str, int], health: health_aio.HealthSe
     return server
 
 
+async def _start_check_http(engine: Engine, reuse_port: bool) -> CheckHttpListener | None:
+    """Check over plain HTTP (check_http.listen), on this event loop, unless it is null."""
+    s = engine.settings
+    if s.check_http_listen is None:
+        return None
+    c = s.check_http
+    listener = CheckHttpListener(
+        pipeline=CheckPipeline(authorizer=engine.authorizer, audit=engine.audit,
+                               metrics=engine.metrics),
+        builder=RequestViewBuilder(path_prefix=c.path_prefix, route_header=c.route_header),
+        limits=Limits(max_header_bytes=c.max_header_bytes, max_headers=c.max_headers,
+                      header_timeout=c.header_timeout, idle_timeout=c.idle_timeout,
+                      max_connections=c.max_connections),
+        loop=asyncio.get_running_loop())
+    host, port = s.check_http_listen
+    try:
+        await listener.start(host, port, reuse_port=reuse_port)
+    except OSError as e:
+        raise ConfigError(f"cannot listen for HTTP checks on {_address(s.check_http_listen)}: "
+                          f"{e.strerror or e}; set check_http.listen (EXTAUTHZ_CHECK_HTTP_LISTEN) "
+                          "or null to turn it off") from e
+    engine.metrics.observe(
+        "extauthz.check_http.connections", "Open plain-HTTP Check connections",
+        lambda: [(len(listener.connections), {})], counter=False)
+    engine.metrics.observe(
+        "extauthz.check_http.refused", "Plain-HTTP Check connections closed at max_connections",
+        lambda: [(listener.refused, {})], counter=True)
+    return listener
+
+
 ADMIN_MAX_CONNECTIONS = 64  # scrapers and operators: a few at a time
 
 
@@ -259,10 +292,18 @@ async def serve(
     except BaseException:
         await _stop(worker, runners)
         raise
+    try:
+        check_http = await _start_check_http(engine, reuse_port)
+    except BaseException:
+        await asyncio.gather(*(server.stop(None) for server in servers))
+        await _stop(worker, runners)
+        raise
     worker.serving = True
     worker.tasks.append(asyncio.create_task(_report_ready(worker, health), name="ready"))
-    log.info("serving gRPC on %s:%d and HTTP on %s:%d; admin HTTP on %s, admin gRPC on %s",
-             *settings.grpc_listen, *settings.http_listen,
+    log.info("serving Check over gRPC on %s:%d and over HTTP on %s; pages on %s:%d; "
+             "admin HTTP on %s, admin gRPC on %s", *settings.grpc_listen,
+             _address(settings.check_http_listen) if settings.check_http_listen else "(off)",
+             *settings.http_listen,
              _address(settings.admin_listen) if settings.admin_listen else "(off)",
              _address(settings.admin_grpc_listen) if settings.admin_grpc_listen else "(off)")
     if on_started is not None:
@@ -273,7 +314,8 @@ async def serve(
         log.info("shutting down: draining for up to %.0fs", settings.shutdown_grace)
         worker.serving = False
         await health.enter_graceful_shutdown()
-        await asyncio.gather(*(server.stop(settings.shutdown_grace) for server in servers))
+        await asyncio.gather(*(server.stop(settings.shutdown_grace) for server in servers),
+                             *([check_http.stop(settings.shutdown_grace)] if check_http else []))
         await _stop(worker, runners)
         log.info("stopped")
 

@@ -24,6 +24,7 @@ def make_settings(*issuers: LocalIssuer, **overrides: Any) -> Settings:
         "jwks": {"fetch_timeout": 2.0},
         "store": {"state_file": f"{tempfile.mkdtemp(prefix='extauthz-state-')}/state.json"},
         "admin": {"listen": None},  # in-process servers: no shared 127.0.0.1:9004 (pass one to test it)
+        "check_http": {"listen": None},  # nor a shared 0.0.0.0:9003 (serving_settings gives a free port)
     }
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(doc.get(key), dict):
@@ -37,4 +38,5 @@ def serving_settings(*issuers: LocalIssuer, **overrides: Any) -> Settings:
     """``make_settings`` for an in-process server (tests.support.inproc.ServerThread): gRPC and
     HTTP listen on free loopback ports."""
     return make_settings(*issuers, grpc={"listen": f"127.0.0.1:{free_port()}"},
-                         http={"listen": f"127.0.0.1:{free_port()}"}, **overrides)
+                         http={"listen": f"127.0.0.1:{free_port()}"},
+                         **{"check_http": {"listen": f"127.0.0.1:{free_port()}"}, **overrides})

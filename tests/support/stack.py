@@ -76,6 +76,7 @@ class ExtAuthz:
     grpc_port: int = field(default_factory=free_port)
     http_port: int = field(default_factory=free_port)
     admin_port: int = field(default_factory=free_port)  # /metrics and /readyz details
+    check_http_port: int = field(default_factory=free_port)  # Check over plain HTTP
     process: Process | None = None
 
     def start(self, wait_ready: bool = True) -> ExtAuthz:
@@ -89,6 +90,10 @@ class ExtAuthz:
         while self.admin_port in (self.grpc_port, self.http_port):  # free_port() may repeat
             self.admin_port = free_port()
         cfg["admin"] = {"listen": f"127.0.0.1:{self.admin_port}", **self.config.get("admin", {})}
+        while self.check_http_port in (self.grpc_port, self.http_port, self.admin_port):
+            self.check_http_port = free_port()
+        cfg["check_http"] = {"listen": f"127.0.0.1:{self.check_http_port}",
+                             **self.config.get("check_http", {})}
         path = self.workdir / f"extauthz-{self.grpc_port}.yaml"
         path.write_text(yaml.safe_dump(cfg))
         self.process = Process("extauthz", [sys.executable, "-m", "extauthz", "serve",
