@@ -1,4 +1,7 @@
-"""The real stack for end-to-end tests: extauthz (a subprocess), an echo upstream, Envoy."""
+"""The real stack for end-to-end tests: extauthz (a subprocess), an echo upstream, Envoy.
+
+Envoy asks extauthz over gRPC (envoy/gateway.yaml) or over plain HTTP
+(envoy/gateway-http.yaml): ``Gateway(..., transport="http")``."""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from typing import Any
 import yaml
 
 from demo.echo import echo_command
-from demo.gateway import envoy_command, write_gateway
+from demo.gateway import GATEWAYS, envoy_command, write_gateway
 from demo.processes import Process
 from tests.support.ports import free_port
 
@@ -114,10 +117,14 @@ class ExtAuthz:
 
 @dataclass
 class Gateway:
-    """Envoy loading envoy/gateway.yaml, pointed at extauthz and an echo upstream."""
+    """Envoy loading envoy/gateway.yaml (``transport="grpc"``) or envoy/gateway-http.yaml
+    (``"http"``), pointed at extauthz and an echo upstream; ``echo=False``: the test serves
+    ``upstream_port`` itself (e.g. tests/support/raw_http.py's recording upstream)."""
 
     workdir: Path
     extauthz: ExtAuthz
+    transport: str = "grpc"
+    echo: bool = True
     port: int = field(default_factory=free_port)
     admin_port: int = field(default_factory=free_port)
     upstream_port: int = field(default_factory=free_port)
@@ -129,14 +136,18 @@ class Gateway:
 
     def start(self) -> Gateway:
         echo = Process("echo", echo_command(f"127.0.0.1:{self.upstream_port}"),
-                       self.workdir / "echo.log")
-        self.procs.append(echo.start())
+                       self.workdir / f"echo-{self.upstream_port}.log")
+        if self.echo:
+            self.procs.append(echo.start())
         cfg = write_gateway(self.workdir / f"gateway-{self.port}.yaml", listen_port=self.port,
                             admin_port=self.admin_port, grpc_port=self.extauthz.grpc_port,
-                            http_port=self.extauthz.http_port, upstream_port=self.upstream_port)
+                            http_port=self.extauthz.http_port, upstream_port=self.upstream_port,
+                            check_http_port=self.extauthz.check_http_port,
+                            source=GATEWAYS[self.transport])
         envoy = Process("envoy", envoy_command(cfg), self.workdir / f"envoy-{self.port}.log")
         self.procs.append(envoy.start())
-        echo.wait_http(f"http://127.0.0.1:{self.upstream_port}/")
+        if self.echo:
+            echo.wait_http(f"http://127.0.0.1:{self.upstream_port}/")
         envoy.wait_http(f"{self.url}/healthz")
         return self
 
