@@ -14,10 +14,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from tests.support.ports import free_port
 
@@ -145,3 +146,48 @@ def _encode(answer: RawAnswer, *, head_only: bool) -> bytes:
     head.append(f"content-length: {len(answer.body)}")
     out = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1")
     return out if head_only else out + answer.body
+
+
+class RawResponse(NamedTuple):
+    """A response as it arrived: status, header lines (names lower-cased) in order, body."""
+
+    status: int
+    lines: tuple[tuple[str, str], ...]
+    body: bytes
+
+    def values(self, name: str) -> list[str]:
+        return [v for k, v in self.lines if k == name.lower()]
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def raw_exchange(port: int, target: str, headers: list[tuple[str, str]], *,
+                 method: str = "GET", timeout: float = 10) -> RawResponse:
+    """One HTTP/1.1 request to 127.0.0.1:``port`` written byte for byte (repeated and odd
+    headers and targets as given: no client library normalises them), then its response."""
+    lines = [f"{method} {target} HTTP/1.1", *(f"{k}: {v}" for k, v in headers), "connection: close"]
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    parsed = tuple((k.strip().lower(), v.strip())
+                   for k, _, v in (h.partition(":") for h in header_lines))
+    if ("transfer-encoding", "chunked") in parsed:
+        body = _dechunk(body)
+    return RawResponse(int(status_line.split()[1]), parsed, body)
+
+
+def _dechunk(body: bytes) -> bytes:
+    out = b""
+    while body:
+        size_line, _, rest = body.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            break
+        out += rest[:size]
+        body = rest[size + 2:]
+    return out
