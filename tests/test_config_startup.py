@@ -24,7 +24,8 @@ def serve(tmp_path: Path, config: dict[str, object] | None = None,
         cfg.write_text(yaml.safe_dump({"store": {"state_file": str(tmp_path / "state.json")},
                                        **config}))
     return run_cli(cfg, "serve", "--grpc-listen", f"127.0.0.1:{free_port()}",
-                   "--http-listen", f"127.0.0.1:{free_port()}", *args, env=env,
+                   "--http-listen", f"127.0.0.1:{free_port()}",
+                   "--check-http-listen", f"127.0.0.1:{free_port()}", *args, env=env,
                    program=INSTALLED, timeout=30, cwd=tmp_path)
 
 

@@ -49,7 +49,7 @@ def test_the_demo_issuer_metric_is_one_while_it_is_on_and_zero_otherwise(tmp_pat
     def gauge(doc: dict[str, object]) -> float:
         settings = settings_from_document({
             **doc, "grpc": {"listen": f"127.0.0.1:{free_port()}"},
-            "http": {"listen": f"127.0.0.1:{free_port()}"},
+            "http": {"listen": f"127.0.0.1:{free_port()}"}, "check_http": {"listen": None},
             "store": {"state_file": str(tmp_path / f"state-{free_port()}.json")}})
         thread = ServerThread(settings).start()
         try:

@@ -121,6 +121,7 @@ def _serve_with_open_files(tmp_path: Path, idp: LocalIssuer, nofile: str,
                   admin={"listen": f"127.0.0.1:{ports['admin']}"},
                   store={"state_file": str(tmp_path / "state.json")}, shutdown_grace=1, **extra)
     cfg["http"] = {"listen": f"127.0.0.1:{ports['http']}", **cfg.get("http", {})}
+    cfg["check_http"] = {"listen": None}
     path = tmp_path / f"nofile-{ports['grpc']}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     process = Process("extauthz", ["prlimit", f"--nofile={nofile}", sys.executable, "-m", "extauthz",

@@ -131,6 +131,7 @@ def test_the_recipe_serves(installed: Installed, tmp_path: Path) -> None:
                       env={"EXTAUTHZ_GRPC_LISTEN": f"127.0.0.1:{free_port()}",
                            "EXTAUTHZ_HTTP_LISTEN": f"127.0.0.1:{http_port}",
                            "EXTAUTHZ_ADMIN_LISTEN": f"127.0.0.1:{free_port()}",  # not :9004
+                           "EXTAUTHZ_CHECK_HTTP_LISTEN": f"127.0.0.1:{free_port()}",  # not :9003
                            "EXTAUTHZ_STORE_STATE_FILE": str(tmp_path / "state.json"),
                            **installed.env}).start()
     try:

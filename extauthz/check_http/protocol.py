@@ -155,6 +155,8 @@ class CheckHttpProtocol(asyncio.Protocol):
             raise _Refused(refusal(413, "a check request carries no body"))
 
     def on_message_complete(self) -> None:
+        if self._parser.should_upgrade():  # refused when feed_data raises HttpParserUpgrade
+            return
         self._reading = False
         self.deadline = self._loop.time() + self._limits.idle_timeout
         method = self._parser.get_method().decode("ascii", "replace")

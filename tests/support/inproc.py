@@ -8,6 +8,7 @@ import threading
 from typing import Any
 
 import grpc
+import uvloop
 
 from extauthz.config import Settings
 from extauthz.engine import Engine
@@ -37,7 +38,7 @@ class ServerThread:
             await serve(self.settings, stop=self._stop, on_started=started)
 
         try:
-            asyncio.run(main())
+            uvloop.run(main())  # as `extauthz serve` runs it
         except BaseException as e:  # noqa: BLE001 - surfaced to the test by start()
             self._error = e
             self._started.set()

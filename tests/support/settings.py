@@ -39,4 +39,5 @@ def serving_settings(*issuers: LocalIssuer, **overrides: Any) -> Settings:
     HTTP listen on free loopback ports."""
     return make_settings(*issuers, grpc={"listen": f"127.0.0.1:{free_port()}"},
                          http={"listen": f"127.0.0.1:{free_port()}"},
-                         **{"check_http": {"listen": f"127.0.0.1:{free_port()}"}, **overrides})
+                         **{**overrides, "check_http": {"listen": f"127.0.0.1:{free_port()}",
+                                                        **overrides.get("check_http", {})}})

@@ -1,0 +1,369 @@
+"""Check over plain HTTP (check_http/): the real worker (``server.serve`` on uvloop), spoken to
+over raw sockets, so every byte a hostile or broken client can send is in the test's hands.
+
+The same requests over gRPC must be decided the same way: a table runs through both
+transports of one worker and compares status, headers and body.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httptools
+import pytest
+import yaml
+from envoy_data_plane.envoy.service.auth.v3 import CheckResponse
+
+from tests.support.inproc import ServerThread
+from tests.support.issuer import LocalIssuer
+from tests.support.requests import CHECK, check_request
+from tests.support.settings import serving_settings
+
+POLICIES = [
+    {"id": "admin", "match": {"hosts": ["api.example.com"], "paths": [{"prefix": "/admin/"}]},
+     "require": {"authenticated": True, "claims": {"groups": ["admins"]}}},
+    {"id": "public", "match": {"hosts": ["api.example.com"], "paths": [{"prefix": "/public/"}]},
+     "require": {"authenticated": False}},
+    {"id": "bound", "match": {"bound_only": True},
+     "require": {"authenticated": True, "claims": {"groups": ["x"]}}},
+]
+
+
+class Answer:
+    def __init__(self) -> None:
+        self.status = 0
+        self.headers: list[tuple[str, str]] = []
+        self.body = b""
+        self.done = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name.decode().lower(), value.decode()))
+
+    def on_body(self, body: bytes) -> None:
+        self.body += body
+
+    def header(self, name: str) -> str | None:
+        values = [v for k, v in self.headers if k == name]
+        assert len(values) <= 1, f"{name} answered twice"
+        return values[0] if values else None
+
+
+def read_answers(sock: socket.socket, count: int, timeout: float = 5.0) -> tuple[list[Answer], bool]:
+    """Up to ``count`` answers from ``sock``, and whether the server closed the connection."""
+    sock.settimeout(timeout)
+    answers: list[Answer] = []
+    closed = False
+
+    class Sink:
+        current: Answer
+
+        def on_message_begin(self) -> None:
+            self.current = Answer()
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self.current.on_header(name, value)
+
+        def on_body(self, body: bytes) -> None:
+            self.current.on_body(body)
+
+        def on_message_complete(self) -> None:
+            self.current.status = parser.get_status_code()
+            answers.append(self.current)
+
+    sink = Sink()
+    parser = httptools.HttpResponseParser(sink)
+    deadline = time.monotonic() + timeout
+    while len(answers) < count and time.monotonic() < deadline:
+        try:
+            data = sock.recv(65536)
+        except (TimeoutError, ConnectionResetError):
+            break
+        if not data:
+            closed = True
+            break
+        parser.feed_data(data)
+    if not closed:
+        sock.settimeout(0.3)
+        try:
+            closed = sock.recv(1) == b""
+        except (TimeoutError, ConnectionResetError):
+            closed = False
+    return answers, closed
+
+
+@pytest.fixture(scope="module")
+def server(idp: LocalIssuer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+    work = tmp_path_factory.mktemp("check-http")
+    (work / "policies.yaml").write_text(yaml.safe_dump_all(POLICIES))
+    thread = ServerThread(serving_settings(
+        idp, login_url=None, store={"url": f"file://{work}/policies.yaml",
+                                    "state_file": str(work / "state.json")},
+        check_http={"header_timeout": 1.0, "idle_timeout": 2.0, "max_headers": 100,
+                    "max_header_bytes": 16384, "route_header": "x-extauthz-policy"})).start()
+    yield thread
+    thread.stop()
+
+
+def connect(server: ServerThread) -> socket.socket:
+    assert server.settings.check_http_listen is not None
+    return socket.create_connection(("127.0.0.1", server.settings.check_http_listen[1]), timeout=5)
+
+
+def request(path: str = "/", *, method: str = "GET", host: str = "api.example.com",
+            headers: dict[str, str] | None = None, extra: bytes = b"") -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", f"host: {host}",
+             *(f"{k}: {v}" for k, v in (headers or {}).items())]
+    return ("\r\n".join(lines) + "\r\n").encode() + extra + b"\r\n"
+
+
+def ask(server: ServerThread, data: bytes, count: int = 1, **kw: object) -> tuple[list[Answer], bool]:
+    with connect(server) as sock:
+        sock.sendall(data)
+        return read_answers(sock, count, **kw)  # type: ignore[arg-type]
+
+
+def test_an_allow_names_the_identity_and_every_spoofed_header_to_strip(
+        server: ServerThread, idp: LocalIssuer) -> None:
+    token = idp.mint(sub="alice", groups=["admins"])
+    [answer], closed = ask(server, request("/admin/x", headers={
+        "authorization": f"Bearer {token}", "x-auth-subject": "mallory", "x-auth-extra": "1",
+        "impersonate-user": "root"}))
+    assert answer.status == 200
+    assert not closed
+    assert answer.header("x-auth-subject") == "alice"
+    assert answer.header("x-auth-policy") == "admin"
+    assert answer.header("x-auth-decision-id")
+    removed = set((answer.header("x-envoy-auth-headers-to-remove") or "").split(","))
+    assert {"x-auth-extra", "impersonate-user", "authorization"} <= removed
+    assert "x-auth-subject" not in removed  # overwritten, not removed
+    assert answer.body == b""
+
+
+def test_denials_carry_the_status_challenge_and_body(server: ServerThread, idp: LocalIssuer) -> None:
+    [missing], _ = ask(server, request("/admin/x"))
+    assert missing.status == 401
+    assert missing.header("www-authenticate") == 'Bearer realm="extauthz"'
+    assert missing.header("content-type") == "application/json"
+    assert b"no bearer token" in missing.body
+    [forbidden], _ = ask(server, request("/admin/x", headers={
+        "authorization": f"Bearer {idp.mint(sub='bob', groups=['dev'])}"}))
+    assert forbidden.status == 403
+    assert forbidden.header("x-auth-subject") is None  # nothing for the upstream on a deny
+
+
+@pytest.mark.parametrize("path", ["/public/%2e%2e/admin/x", "/public/..;/admin/x",
+                                  "/public/%252e%252e/admin/x", "public/x", "/a\\..\\admin/"])
+def test_an_ambiguous_path_is_refused_400_not_guessed(server: ServerThread, path: str) -> None:
+    [answer], _ = ask(server, request(path))
+    assert answer.status == 400, path
+
+
+@pytest.mark.parametrize("host", ["api.example.com:1:2", "user@api.example.com", "",
+                                  "api.example.com\t", "[::1"])
+def test_an_odd_authority_is_refused(server: ServerThread, host: str) -> None:
+    answers, _ = ask(server, request("/public/x", host=host))
+    assert [a.status for a in answers][:1] == [400], host
+
+
+def test_two_hosts_or_two_authorizations_are_refused_never_one_picked(
+        server: ServerThread, idp: LocalIssuer) -> None:
+    token = idp.mint(sub="alice", groups=["admins"])
+    [two_hosts], _ = ask(server, request("/public/x", headers={"host": "evil.example.com"}))
+    assert two_hosts.status == 400
+    [two_tokens], _ = ask(server, request("/admin/x", headers={"authorization": f"Bearer {token}"},
+                                          extra=b"authorization: Bearer x\r\n"))
+    assert two_tokens.status == 400
+
+
+def test_keep_alive_and_pipelined_requests_are_answered_in_order(
+        server: ServerThread, idp: LocalIssuer) -> None:
+    token = idp.mint(sub="alice", groups=["admins"])
+    batch = b"".join([
+        request("/admin/1", headers={"authorization": f"Bearer {token}"}),
+        request("/admin/2"),
+        request("/public/3"),
+        request("/admin/4", headers={"authorization": f"Bearer {token}"}),
+    ] * 5)
+    answers, closed = ask(server, batch, count=20)
+    assert [a.status for a in answers] == [200, 401, 200, 200] * 5
+    assert not closed  # still open for the next one
+
+
+def test_a_head_check_is_answered_without_a_body(server: ServerThread) -> None:
+    with connect(server) as sock:
+        sock.sendall(request("/admin/x", method="HEAD") + request("/public/x"))
+        data = b""
+        while data.count(b"\r\n\r\n") < 2:
+            data += sock.recv(65536)
+    head, rest = data.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 401 ")
+    assert b"content-length: " in head
+    assert rest.startswith(b"HTTP/1.1 200 ")  # no body between the two answers
+
+
+def test_the_route_header_binds_a_policy_as_context_extensions_do(
+        server: ServerThread, idp: LocalIssuer) -> None:
+    token = idp.mint(sub="alice", groups=["admins"])
+    [bound], _ = ask(server, request("/anything", headers={"authorization": f"Bearer {token}",
+                                                           "x-extauthz-policy": "bound"}))
+    assert bound.status == 403  # the bound policy wants group x
+    [unbound], _ = ask(server, request("/anything", headers={"authorization": f"Bearer {token}"}))
+    assert unbound.status == 200  # default_action: authenticated
+    [twice], _ = ask(server, request("/anything", headers={"x-extauthz-policy": "bound"},
+                                     extra=b"x-extauthz-policy: public\r\n"))
+    assert twice.status == 400
+
+
+def test_garbage_bytes_get_a_400_and_a_closed_connection(server: ServerThread) -> None:
+    for junk in (b"GARBAGE\r\n\r\n", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\0" * 64,
+                 b"GET / HTTP/1.1\r\nhost: a\r\nbad header\r\n\r\n",
+                 b"GET / HTTP/1.1\r\nhost: a\x00b\r\n\r\n",
+                 b"GET /\x7f HTTP/1.1\r\nhost: a\r\n\r\n",
+                 b"GET / HTTP/1.1\r\nhost: a\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n"):
+        answers, closed = ask(server, junk)
+        assert [a.status for a in answers] == [400], junk
+        assert closed, junk
+
+
+def test_an_upgrade_or_connect_is_not_a_check(server: ServerThread) -> None:
+    answers, closed = ask(server, b"CONNECT api.example.com:443 HTTP/1.1\r\nhost: a\r\n\r\n")
+    assert [a.status for a in answers] == [400]
+    assert closed
+    answers, closed = ask(server, request("/public/x", headers={"connection": "upgrade",
+                                                                "upgrade": "websocket"}))
+    assert [a.status for a in answers] == [400]
+    assert closed
+
+
+def test_a_one_megabyte_header_gets_431_and_a_closed_connection(server: ServerThread) -> None:
+    answers, closed = ask(server, request("/public/x", headers={"x-big": "a" * 1_048_576}))
+    assert [a.status for a in answers] == [431]
+    assert closed
+
+
+def test_ten_thousand_headers_get_431(server: ServerThread) -> None:
+    many = b"".join(b"x-h%d: v\r\n" % i for i in range(10_000))
+    answers, closed = ask(server, request("/public/x", extra=many))
+    assert [a.status for a in answers] == [431]
+    assert closed
+
+
+def test_a_long_target_gets_414(server: ServerThread) -> None:
+    answers, closed = ask(server, request("/public/" + "a" * 20_000))
+    assert [a.status for a in answers] == [414]
+    assert closed
+
+
+def test_a_body_is_not_read_past_a_small_limit(server: ServerThread, idp: LocalIssuer) -> None:
+    small, _ = ask(server, request("/public/x", headers={"content-length": "5"}, extra=b"") + b"hello")
+    assert [a.status for a in small] == [200]  # a small body is read and ignored
+    big = request("/public/x", headers={"content-length": "100000"}) + b"a" * 100_000
+    with connect(server) as sock:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(big)
+        answers, closed = read_answers(sock, 1)
+    assert [a.status for a in answers] == [413]
+    assert closed
+
+
+def test_a_slow_client_gets_408_and_does_not_stall_others(server: ServerThread) -> None:
+    with connect(server) as slow:
+        slow.sendall(b"GET /public/x HTTP/1.1\r\nhost: api.example.com\r\n")  # never finished
+        for _ in range(5):  # others are answered meanwhile
+            [answer], _ = ask(server, request("/public/x"))
+            assert answer.status == 200
+        answers, closed = read_answers(slow, 1, timeout=4)
+    assert [a.status for a in answers] == [408]
+    assert closed
+
+
+def test_an_idle_connection_is_closed_after_the_idle_timeout(server: ServerThread) -> None:
+    with connect(server) as sock:
+        sock.sendall(request("/public/x"))
+        answers, _ = read_answers(sock, 1)
+        assert [a.status for a in answers] == [200]
+        sock.settimeout(5)
+        started = time.monotonic()
+        assert sock.recv(1) == b""  # closed by the server
+        assert 1.0 < time.monotonic() - started < 4.5
+
+
+def test_an_http_1_0_request_is_answered_and_closed(server: ServerThread) -> None:
+    answers, closed = ask(server, b"GET /public/x HTTP/1.0\r\nhost: api.example.com\r\n\r\n")
+    assert [a.status for a in answers] == [200]
+    assert closed
+    assert answers[0].header("connection") == "close"
+
+
+def test_refusals_are_audited_and_counted_as_bad_check_requests(server: ServerThread) -> None:
+    assert server.engine is not None
+    before = server.engine.metrics._counts.get((False, "bad_check_request"), 0)
+    ask(server, b"NOT HTTP\r\n\r\n")
+    time.sleep(0.1)
+    assert server.engine.metrics._counts.get((False, "bad_check_request"), 0) == before + 1
+
+
+TABLE = [
+    ("/admin/x", {"authorization": "Bearer {admin}", "x-auth-subject": "m", "x-auth-junk": "1"}),
+    ("/admin/x", {"authorization": "Bearer {dev}"}),
+    ("/admin/x", {}),
+    ("/admin/x", {"authorization": "Bearer not.a.token"}),
+    ("/admin/x", {"authorization": "Bearer {admin}", "accept": "text/html"}),
+    ("/public/x", {"cookie": "a=1; b=2"}),
+    ("/public/%2e%2e/admin/x", {}),
+    ("/other", {"authorization": "Bearer {admin}", "impersonate-group": "system:masters"}),
+]
+
+
+def test_both_transports_decide_a_table_of_requests_alike(server: ServerThread, idp: LocalIssuer) -> None:
+    tokens = {"admin": idp.mint(sub="alice", groups=["admins"]),
+              "dev": idp.mint(sub="bob", groups=["dev"])}
+    with server.channel() as channel:
+        grpc_check = channel.unary_unary(CHECK)
+        for path, template in TABLE:
+            headers = {k: v.format(**tokens) for k, v in template.items()}
+            grpc_answer = CheckResponse.parse(grpc_check(check_request(headers, path=path),
+                                                         timeout=5))
+            [http_answer], _ = ask(server, request(path, headers=headers))
+            if grpc_answer.ok_response is not None and grpc_answer.status.code == 0:
+                ok = grpc_answer.ok_response
+                assert http_answer.status == 200, path
+                grpc_added = [(h.header.key, h.header.value) for h in ok.headers
+                              if h.header.key != "x-auth-decision-id"]
+                http_added = [(k, v) for k, v in http_answer.headers
+                              if k not in ("content-length", "x-auth-decision-id",
+                                           "x-envoy-auth-headers-to-remove")]
+                assert http_added == grpc_added, path
+                removed = http_answer.header("x-envoy-auth-headers-to-remove")
+                assert sorted(removed.split(",") if removed else []) == sorted(ok.headers_to_remove)
+            else:
+                denied = grpc_answer.denied_response
+                assert http_answer.status == int(denied.status.code), path
+                assert http_answer.body.decode() == denied.body, path
+                grpc_headers = [(h.header.key, h.header.value) for h in denied.headers]
+                http_headers = [(k, v) for k, v in http_answer.headers if k != "content-length"]
+                assert http_headers == grpc_headers, path
+
+
+def test_the_listener_refuses_connections_past_its_cap(idp: LocalIssuer, tmp_path: Path) -> None:
+    thread = ServerThread(serving_settings(
+        idp, check_http={"max_connections": 2},
+        store={"state_file": str(tmp_path / "state.json")})).start()
+    try:
+        held = [connect(thread), connect(thread)]
+        time.sleep(0.2)
+        with connect(thread) as third:
+            third.sendall(request("/"))
+            answers, closed = read_answers(third, 1, timeout=2)
+        assert answers == []
+        assert closed
+        held[0].sendall(request("/"))
+        assert [a.status for a in read_answers(held[0], 1)[0]] == [401]  # the held ones still work
+        for sock in held:
+            sock.close()
+    finally:
+        thread.stop()
