@@ -235,3 +235,59 @@ def test_a_worker_that_fails_its_first_start_stops_the_supervisor(tmp_path: Path
                       "--http-listen", f"127.0.0.1:{free_port()}")
     assert result.returncode == 1
     assert "while starting; stopping" in result.stderr
+
+
+def _http_check(port: int, token: str, timeout: float = 10) -> tuple[int, str]:
+    """One Check over plain HTTP on a new connection: (status, the decision-id prefix)."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", "/", headers={"host": "api.example.com",
+                                          "authorization": f"Bearer {token}"})
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status, (resp.getheader("x-auth-decision-id") or "").split("-")[0]
+    finally:
+        conn.close()
+
+
+def test_several_workers_share_the_plain_http_check_port(tmp_path: Path, issuer: LocalIssuer) -> None:
+    service = ExtAuthz(tmp_path, _config(issuer), args=["--workers", "2"]).start()
+    try:
+        token = issuer.mint("RS256")
+        seen: set[str] = set()
+
+        def both() -> bool:
+            status, worker = _http_check(service.check_http_port, token)
+            assert status == 200
+            seen.add(worker)
+            return len(seen) == 2
+
+        until(both, timeout=20, interval=0)
+        assert service.stop() == 0
+    finally:
+        service.stop()
+
+
+def test_sigterm_lets_an_in_flight_http_check_finish_then_exits(
+        tmp_path: Path, issuer: LocalIssuer) -> None:
+    service = ExtAuthz(tmp_path, _config(issuer, jwks={"unknown_kid_cooldown": 0},
+                                         shutdown_grace=5)).start()
+    try:
+        issuer.rotate()  # the next token's kid is unknown: the check waits for a refetch...
+        issuer.delay = 1.0  # ...from a slow IdP
+        token = issuer.mint("ES256")
+        result: dict[str, Any] = {}
+        caller = threading.Thread(
+            target=lambda: result.update(answer=_http_check(service.check_http_port, token)))
+        caller.start()
+        threading.Event().wait(0.4)
+        assert service.process is not None
+        assert service.process.proc is not None
+        service.process.proc.send_signal(signal.SIGTERM)
+        caller.join(10)
+        assert result["answer"][0] == 200
+        assert service.process.proc.wait(10) == 0
+    finally:
+        service.stop()
