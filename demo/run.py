@@ -1,7 +1,8 @@
 """``make demo``: extauthz with its demo issuer, an echo upstream and Envoy on :8000.
 
-    python -m demo            # run until Ctrl-C (from the repository's root)
-    python -m demo --check    # start, try the curl lines, stop (exit 1 on a failure)
+    python -m demo                    # run until Ctrl-C (from the repository's root)
+    python -m demo --check            # start, try the curl lines, stop (exit 1 on a failure)
+    python -m demo --transport grpc   # Envoy asks over gRPC (default: plain HTTP, the faster)
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import urllib.error
 import urllib.request
 
 from demo.echo import echo_command
-from demo.gateway import REPO, envoy_command, write_gateway
+from demo.gateway import GATEWAYS, REPO, envoy_command, write_gateway
 from demo.processes import Process, port_is_free
 from extauthz.config import load_settings
 from extauthz.identity.demo_issuer import demo_issuer
@@ -65,18 +66,24 @@ def _self_check(gateway: str, token: str) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="extauthz-demo", description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="run the curl lines, then stop")
+    parser.add_argument("--transport", choices=("http", "grpc"), default="http",
+                        help="how Envoy asks extauthz: plain HTTP (envoy/gateway-http.yaml, the "
+                             "faster; default) or gRPC (envoy/gateway.yaml)")
     parser.add_argument("--gateway-port", type=int, default=8000)
     parser.add_argument("--grpc-port", type=int, default=9001)
     parser.add_argument("--http-port", type=int, default=9002)
+    parser.add_argument("--check-http-port", type=int, default=9003)
     parser.add_argument("--upstream-port", type=int, default=8080)
     parser.add_argument("--admin-port", type=int, default=9901)
     args = parser.parse_args(argv)
     ports = {"gateway": args.gateway_port, "grpc": args.grpc_port, "http": args.http_port,
-             "upstream": args.upstream_port, "envoy admin": args.admin_port}
+             "check-http": args.check_http_port, "upstream": args.upstream_port,
+             "envoy admin": args.admin_port}
     busy = [f"{name} port {port}" for name, port in ports.items() if not port_is_free(port)]
     if busy:
         print(f"demo: {', '.join(busy)} in use; stop what holds it or pass "
-              "--gateway-port/--grpc-port/--http-port/--upstream-port/--admin-port", file=sys.stderr)
+              "--gateway-port/--grpc-port/--http-port/--check-http-port/--upstream-port/--admin-port",
+              file=sys.stderr)
         return 2
 
     work = REPO / ".demo"
@@ -90,18 +97,24 @@ def main(argv: list[str] | None = None) -> int:
         subject="alice", email="alice@example.com", groups=("sre",))
     gateway_cfg = write_gateway(work / "gateway.yaml", listen_port=args.gateway_port,
                                 admin_port=args.admin_port, grpc_port=args.grpc_port,
-                                http_port=args.http_port, upstream_port=args.upstream_port)
+                                http_port=args.http_port, upstream_port=args.upstream_port,
+                                check_http_port=args.check_http_port,
+                                source=GATEWAYS[args.transport])
     procs = [
         Process("echo", echo_command(f"127.0.0.1:{args.upstream_port}"), work / "echo.log"),
         Process("extauthz", [sys.executable, "-m", "extauthz", "serve", "--config", str(CONFIG),
                              "--grpc-listen", f"127.0.0.1:{args.grpc_port}",
-                             "--http-listen", f"127.0.0.1:{args.http_port}"],
+                             "--http-listen", f"127.0.0.1:{args.http_port}",
+                             "--check-http-listen", f"127.0.0.1:{args.check_http_port}"],
                 work / "extauthz.log", env=env),
         Process("envoy", envoy_command(gateway_cfg), work / "envoy.log"),
     ]
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     gateway = f"http://localhost:{args.gateway_port}"
+    transport = ("plain HTTP (envoy/gateway-http.yaml), the faster transport; "
+                 "--transport grpc for gRPC" if args.transport == "http" else
+                 "gRPC (envoy/gateway.yaml); the default, plain HTTP, is several times cheaper")
     try:
         procs[0].start().wait_http(f"http://127.0.0.1:{args.upstream_port}/")
         procs[1].start().wait_http(f"http://127.0.0.1:{args.http_port}/readyz")
@@ -110,12 +123,15 @@ def main(argv: list[str] | None = None) -> int:
             problems = _self_check(gateway, token)
             for problem in problems:
                 print(f"demo check failed: {problem}", file=sys.stderr)
-            print("demo check: ok" if not problems else "demo check: FAILED")
+            print(f"demo check: ok (Envoy asked extauthz over {args.transport.upper()})"
+                  if not problems else "demo check: FAILED")
             return 1 if problems else 0
         print(f"""
 extauthz demo is running (logs in {work}).
   Envoy gateway  {gateway}     -> echo upstream on :{args.upstream_port}
-  extauthz       gRPC :{args.grpc_port}, HTTP :{args.http_port} (demo issuer {issuer_url})
+  extauthz       Check over HTTP :{args.check_http_port} and gRPC :{args.grpc_port}, pages :{args.http_port}
+                 (demo issuer {issuer_url})
+  Envoy asks extauthz over {transport}
 
 A token for alice (mint more: .venv/bin/extauthz token --config demo/config.yaml --sub bob):
   TOKEN={token}

@@ -16,12 +16,20 @@ REPO = Path(__file__).resolve().parents[1]
 FROM_ANYWHERE = {"PYTHONPATH": str(REPO)}  # the demo is not installed: it lives in the checkout
 
 
-def test_the_demo_starts_and_its_curl_lines_answer_as_printed(tmp_path: Path) -> None:
-    args = [f"--{name}-port={free_port()}" for name in ("gateway", "grpc", "http", "upstream", "admin")]
+PORTS = ("gateway", "grpc", "http", "check-http", "upstream", "admin")
+
+
+@pytest.mark.parametrize("transport", [None, "grpc"], ids=["default-http", "grpc"])
+def test_the_demo_starts_and_its_curl_lines_answer_as_printed(
+    tmp_path: Path, transport: str | None,
+) -> None:
+    args = [f"--{name}-port={free_port()}" for name in PORTS]
+    if transport:
+        args.append(f"--transport={transport}")
     result = run_cli(None, "--check", *args, program=DEMO, timeout=120, cwd=tmp_path,
                      env=FROM_ANYWHERE)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "demo check: ok" in result.stdout
+    assert f"demo check: ok (Envoy asked extauthz over {(transport or 'http').upper()})" in result.stdout
     assert (tmp_path / ".extauthz" / "demo-issuer-key.pem").exists()
 
 
@@ -31,7 +39,7 @@ def test_the_demo_names_a_busy_port(tmp_path: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         busy = s.getsockname()[1]
-        others = [f"--{n}-port={free_port()}" for n in ("grpc", "http", "upstream", "admin")]
+        others = [f"--{n}-port={free_port()}" for n in PORTS[1:]]
         result = run_cli(None, "--check", f"--gateway-port={busy}", *others, program=DEMO,
                          cwd=tmp_path, env=FROM_ANYWHERE)
     assert result.returncode == 2
