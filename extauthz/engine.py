@@ -50,7 +50,8 @@ from extauthz.stepup.gate import StepupGate, keep_loading_key, signing_key_from_
 from extauthz.stepup.store import StepupStore, open_stepup_store
 from extauthz.store.floor import Floor, floor_path, store_id
 from extauthz.store.follow import Followed, TrackedSnapshot, adopt_floor, follow_file, follow_redis
-from extauthz.store.redis_hash import judge
+from extauthz.store.redis_client import redis_client
+from extauthz.store.redis_hash import RedisHash, judge
 from extauthz.store.redis_safety import PROBLEMS, RedisSafety, check_redis
 from extauthz.telemetry.metrics import Metrics, SharedMetrics
 
@@ -66,7 +67,7 @@ class RedisWatch:
 
     safety: RedisSafety | None = None
 
-    async def run(self, store: RedisPolicyStore, interval: float) -> None:
+    async def run(self, store: RedisHash, interval: float) -> None:
         """At start and every ``store.safety_check_interval``: unsafe settings are an ERROR
         every time they are seen (and a metric, and /readyz)."""
         while True:
@@ -116,7 +117,7 @@ class Engine:
         if not self.revocations.ready:
             return f"no revocations loaded yet ({self.revocations.note or 'connecting'})"
         if (self.settings.store.require_safe_redis
-                and isinstance(self.policy_store, RedisPolicyStore)):
+                and isinstance(self.revocation_store, RedisRevocationStore)):
             safety = self.redis.safety
             if safety is None or not safety.safe:
                 return ("store.require_safe_redis: " + (safety.detail if safety else
@@ -150,23 +151,26 @@ class Engine:
 
     # --- loading ----------------------------------------------------------------------
     def _followed(self, *, write_floor: bool) -> list[Followed]:
-        store, revs, floor = self.policy_store, self.revocation_store, self.floor
-        assert isinstance(store, RedisPolicyStore)
-        assert isinstance(revs, RedisRevocationStore)
-        kept = floor if write_floor else None
-        return [followed_policies(store, self.policies, kept),
-                followed_revocations(revs, self.revocations, kept)]
+        """What follows Redis: the revocations whenever store.url is Redis, the policies too
+        unless store.policies reads them from files."""
+        store, revs = self.policy_store, self.revocation_store
+        kept = self.floor if write_floor else None
+        followed = []
+        if isinstance(store, RedisPolicyStore):
+            followed.append(followed_policies(store, self.policies, kept))
+        if isinstance(revs, RedisRevocationStore):
+            followed.append(followed_revocations(revs, self.revocations, kept))
+        return followed
 
     async def prime(self) -> None:
         """A worker, before serving. Files are read now (a broken policy file stops the
         start); Redis is followed later, and its floor (what this host's workers last
         enforced) serves until the store confirms or replaces it."""
-        if isinstance(self.policy_store, RedisPolicyStore):
+        if isinstance(self.revocation_store, RedisRevocationStore):
             sections = await asyncio.to_thread(self.floor.read) if self.floor is not None else {}
             for f in self._followed(write_floor=False):
                 if f.kind in sections:
                     adopt_floor(f, sections[f.kind])
-            return
         await self._load_files()
 
     async def load_once(self) -> None:
@@ -174,9 +178,7 @@ class Engine:
         the store holds. Redis data that a worker would refuse (the store lost data) is
         refused here too, without marking the store or reading a floor: nothing is
         written. Raises StoreUnavailable when the store cannot be read."""
-        if not isinstance(self.policy_store, RedisPolicyStore):
-            await self._load_files()
-            return
+        await self._load_files()
         for f in self._followed(write_floor=False):
             assert f.redis is not None
             state, loaded = await f.redis.load_state()
@@ -189,8 +191,8 @@ class Engine:
 
     async def _load_files(self) -> None:
         store, revs = self.policy_store, self.revocation_store
-        assert isinstance(revs, FileRevocationStore)
-        self.revocations.install(await revs.load())
+        if isinstance(revs, FileRevocationStore):
+            self.revocations.install(await revs.load())
         if isinstance(store, FilePolicyStore):
             if not store.path.exists():
                 raise ConfigError(f"config: 'store.url' names {store.path}, which does not exist; "
@@ -206,17 +208,16 @@ class Engine:
         loops: dict[str, Loop] = {f"jwks:{k.issuer.issuer}": k.run()
                                   for k in self.issuer_keys.values()}
         store, revs = self.policy_store, self.revocation_store
-        if isinstance(store, RedisPolicyStore):
-            loops["redis-sync"] = follow_redis(store.client, store.channel,
+        if isinstance(revs, RedisRevocationStore):
+            loops["redis-sync"] = follow_redis(revs.client, revs.channel,
                                                self._followed(write_floor=True), interval)
-            loops["redis-safety"] = self.redis.run(store, s.store.safety_check_interval)
-        else:
-            assert isinstance(revs, FileRevocationStore)
+            loops["redis-safety"] = self.redis.run(revs, s.store.safety_check_interval)
+        elif isinstance(revs, FileRevocationStore):
             loops["revocations"] = follow_file(
                 revs.signature, followed_revocations(revs, self.revocations), interval)
-            if isinstance(store, FilePolicyStore):
-                loops["policies"] = follow_file(
-                    store.signature, followed_policies(store, self.policies), interval)
+        if isinstance(store, FilePolicyStore):
+            loops["policies"] = follow_file(
+                store.signature, followed_policies(store, self.policies), interval)
         if self.audit.enabled:
             loops["audit"] = self.audit.run()
         if self.shared_metrics.dir is not None:
@@ -254,7 +255,7 @@ def build_engine(settings: Settings, *, clock: Clock = SYSTEM_CLOCK, worker: boo
     keys = {i.issuer: IssuerKeys(i, settings.jwks, fetcher, clock) for i in settings.issuers}
     verifier = TokenVerifier(settings, keys, clock, revocations)
     policies = PolicySnapshot(clock)
-    store = open_store(s.url, s.prefix, s.timeout)
+    store = open_store(s.url, s.prefix, s.timeout, s.policies)
     if store is None:
         policies.index = PolicyIndex([], "none")  # no store: the default action decides
     stepups = StepupGate(cookie_name=settings.stepup.cookie_name,
@@ -264,7 +265,8 @@ def build_engine(settings: Settings, *, clock: Clock = SYSTEM_CLOCK, worker: boo
         stepups.use_key(signing_key_from_file(settings.stepup.signing_key_file))
     environ = os.environ if worker else {}
     metrics = Metrics(worker=environ.get("EXTAUTHZ_WORKER_ID", "0"), environ=environ)
-    audit, audit_redis = _audit(settings, clock, store if worker else None, worker=worker)
+    shared = revocation_store if isinstance(revocation_store, RedisRevocationStore) else None
+    audit, audit_redis = _audit(settings, clock, shared, worker=worker)
     engine = Engine(
         settings=settings, clock=clock, fetcher=fetcher, issuer_keys=keys, verifier=verifier,
         policies=policies, policy_store=store, revocations=revocations,
@@ -276,12 +278,12 @@ def build_engine(settings: Settings, *, clock: Clock = SYSTEM_CLOCK, worker: boo
         audit=audit, audit_redis=audit_redis, metrics=metrics,
         shared_metrics=SharedMetrics(metrics, environ.get("EXTAUTHZ_METRICS_DIR")),
         floor=(Floor(floor_path(s), store_id(s.url, s.prefix))
-               if isinstance(store, RedisPolicyStore) and s.url else None))
+               if shared is not None and s.url else None))
     _observe(engine)
     return engine
 
 
-def _audit(settings: Settings, clock: Clock, store: PolicyStore | None, *, worker: bool
+def _audit(settings: Settings, clock: Clock, store: RedisHash | None, *, worker: bool
            ) -> tuple[AuditLog, aioredis.Redis | None]:
     """The audit log, and the stream's own Redis client when audit.redis_url gives one."""
     a, s = settings.audit, settings.store
@@ -290,9 +292,8 @@ def _audit(settings: Settings, clock: Clock, store: PolicyStore | None, *, worke
     own: aioredis.Redis | None = None
     client: aioredis.Redis | None = None
     if a.redis_stream and a.redis_url:  # its own Redis: the stream cannot crowd out the state
-        own = client = aioredis.from_url(a.redis_url, socket_timeout=s.timeout,
-                                         socket_connect_timeout=s.timeout, decode_responses=True)
-    elif a.redis_stream and isinstance(store, RedisPolicyStore):
+        own = client = redis_client(a.redis_url, s.timeout)
+    elif a.redis_stream and store is not None:
         log.warning("audit: the stream shares Redis with the policies and revocations, capped at "
                     "about %d records (audit.stream_maxlen); size maxmemory for it, or give it its "
                     "own instance with audit.redis_url", a.stream_maxlen)

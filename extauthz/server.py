@@ -18,7 +18,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import grpc
-import redis.asyncio as aioredis
 from aiohttp import web
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
@@ -36,6 +35,7 @@ from extauthz.rlimits import http_connection_budget, raise_open_file_limit
 from extauthz.service import SERVICE_NAME as AUTH_SERVICE
 from extauthz.service import AuthorizationService
 from extauthz.stepup.http import StepupHttp
+from extauthz.store.redis_client import is_redis_url, redis_client
 from extauthz.store.redis_hash import redacted_url
 from extauthz.store.redis_safety import check_redis
 from extauthz.telemetry import tracing
@@ -71,10 +71,9 @@ async def _require_safe_redis(settings: Settings) -> None:
     """``store.require_safe_redis``: refuse to start on a Redis that can lose the state. An
     unreachable Redis is checked later (the worker is not ready until it passes)."""
     s = settings.store
-    if not (s.require_safe_redis and s.url and s.url.startswith(("redis://", "rediss://", "unix://"))):
+    if not (s.require_safe_redis and s.url and is_redis_url(s.url)):
         return
-    client = aioredis.from_url(s.url, socket_timeout=s.timeout, socket_connect_timeout=s.timeout,
-                               decode_responses=True)
+    client = redis_client(s.url, s.timeout)
     try:
         safety = await check_redis(client, f"redis {redacted_url(s.url)}")
     except StoreUnavailable:

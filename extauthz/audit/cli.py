@@ -11,12 +11,12 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from extauthz.audit.record import FIELDS
 from extauthz.config import Settings
 from extauthz.errors import ConfigError, StoreUnavailable
+from extauthz.store.redis_client import is_redis_url, redis_client
 from extauthz.store.redis_hash import redacted_url
 
 _RELATIVE = re.compile(r"^-?(\d+)([smhd])$")  # "30m" or "-30m": that long ago
@@ -86,10 +86,10 @@ def _keep(record: dict[str, Any], args: argparse.Namespace) -> bool:
 
 async def run_audit_command(args: argparse.Namespace, settings: Settings) -> int:
     url = settings.audit.redis_url or settings.store.url or ""
-    if not url.startswith(("redis://", "rediss://", "unix://")):
+    if not is_redis_url(url):
         raise ConfigError("the audit trail is read from Redis: set store.url to redis://… and "
                           "audit.redis_stream: true (stdout lines go to your log pipeline)")
-    r: Any = aioredis.from_url(url, decode_responses=True, socket_timeout=settings.store.timeout)
+    r: Any = redis_client(url, settings.store.timeout)
     stream = settings.store.prefix + "audit"
     try:
         if args.audit_command == "tail":

@@ -141,7 +141,12 @@ class StoreSettings(Section):
 
     __pydantic_config__ = CLOSED
     url: Annotated[NullableStr, Field(
-        description="redis://…, rediss://…, unix://… or file:///path; null: no policies")] = None
+        description="redis://…, rediss://…, unix://…, redis+sentinel://HOST:PORT[,HOST:PORT]/"
+                    "SERVICE[/DB] or file:///path; null: no policies")] = None
+    policies: Annotated[NullableStr, Field(
+        description="a policy file or directory (a mounted ConfigMap) to read the policies "
+                    "from instead of store.url, which keeps the revocations, passkeys and audit "
+                    "stream; null: the policies are in store.url")] = None
     prefix: Annotated[Str, Field(description="prefix of every Redis key and channel")] = "extauthz:"
     poll_interval: Annotated[Float, Field(ge=0.05, le=60, description="seconds")] = 1.0
     timeout: Annotated[Float, Field(ge=0.1, le=60, description="seconds per Redis call")] = 2.0

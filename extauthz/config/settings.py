@@ -93,7 +93,7 @@ class Settings:
     check_http: CheckHttpSection = CheckHttpSection()
 
 
-_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://", "rediss+sentinel://")
 
 
 def settings_from_document(doc: Mapping[str, object]) -> Settings:

@@ -75,7 +75,8 @@ def read_documents(source: str) -> list[Policy]:
 
 
 def _store(settings: Settings) -> PolicyStore:
-    store = open_store(settings.store.url, settings.store.prefix, settings.store.timeout)
+    s = settings.store
+    store = open_store(s.url, s.prefix, s.timeout, s.policies)
     if store is None:
         raise ConfigError("no policy store configured: set store.url (EXTAUTHZ_STORE_URL) to "
                           "redis://HOST:PORT or file:///path/policies.yaml")

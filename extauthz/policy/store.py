@@ -27,6 +27,7 @@ from typing import Protocol
 
 from extauthz.errors import ConfigError, PolicyInvalid, PolicyNotFound, StoreUnavailable
 from extauthz.policy.model import Policy, documents_from_text, parse_policies, policies_to_yaml
+from extauthz.store.redis_client import is_redis_url
 from extauthz.store.redis_hash import BUMP, GUARD, RedisHash, StoreState, redacted_url
 
 
@@ -110,10 +111,18 @@ def _fields(policies: Sequence[Policy]) -> list[str]:
 
 
 _SUFFIXES = (".yaml", ".yml", ".json")
+KUBELET_DATA = "..data"  # a ConfigMap volume's symlink to its current version
 
 
 class FilePolicyStore:
-    """Policies in one YAML/JSON file, or in every *.yaml/*.yml/*.json file of a directory.
+    """Policies in one YAML/JSON file, or in every *.yaml/*.yml/*.json file at the top of a
+    directory (names starting with a dot are not read).
+
+    A directory may be a Kubernetes ConfigMap volume: kubelet writes each version into a new
+    ``..<timestamp>`` directory and swaps the ``..data`` symlink to it, and every ``NAME.yaml``
+    is a symlink into ``..data``. Such a directory is read through ``..data``, resolved once,
+    so a read never mixes two versions, and a swap is a change the poll sees (the target,
+    and the files' inodes and mtimes). It is read-only: change the ConfigMap.
 
     A file is rewritten atomically (temp file + rename) under an advisory lock; in a
     directory each policy is its own ``<id>.yaml``, written atomically one by one. Reads,
@@ -129,38 +138,56 @@ class FilePolicyStore:
     def is_dir(self) -> bool:
         return self._dir_hint or self.path.is_dir()
 
-    def _files(self) -> list[Path]:
+    def _version(self) -> Path | None:
+        """A ConfigMap volume's current version directory (``..data`` resolved), or None."""
+        data = self.path / KUBELET_DATA
+        if not data.is_symlink():
+            return None
+        try:
+            return data.resolve(strict=True)
+        except OSError:  # swapped between the two calls, or dangling: read the names as they are
+            return None
+
+    def _files(self, within: Path | None = None) -> list[Path]:
         if self.is_dir:
-            if not self.path.exists():
+            top = within or self.path
+            if not top.exists():
                 return []
-            return sorted(p for p in self.path.iterdir() if p.suffix in _SUFFIXES and p.is_file())
+            return sorted(p for p in top.iterdir() if p.suffix in _SUFFIXES
+                          and not p.name.startswith(".") and p.is_file())
         return [self.path] if self.path.exists() else []
 
-    def signature(self) -> tuple[tuple[str, int, int], ...]:
-        """Cheap change detection: names, sizes and mtimes."""
-        out = []
-        for f in self._files():
+    def signature(self) -> tuple[object, ...]:
+        """Cheap change detection: the ConfigMap version, and the names, sizes, inodes and
+        mtimes of the files (of what the symlinks point at)."""
+        version = self._version() if self.is_dir else None
+        out: list[object] = [str(version)]
+        for f in self._files(version):
             with contextlib.suppress(FileNotFoundError):
                 st = f.stat()
-                out.append((f.name, st.st_size, st.st_mtime_ns))
+                out.append((f.name, st.st_size, st.st_ino, st.st_mtime_ns))
         return tuple(out)
 
     def _read(self) -> tuple[str, list[tuple[Path, Policy]]]:
+        """Every policy with the file it is in: all valid, ids unique across the files, or a
+        PolicyInvalid naming the file (and policy) at fault."""
         digest = hashlib.sha256()
         located: list[tuple[Path, Policy]] = []
-        docs: list[object] = []
-        owners: list[Path] = []
-        for f in self._files():
+        owner: dict[str, Path] = {}
+        version = self._version() if self.is_dir else None
+        for f in self._files(version):
+            named = self.path / f.name if version is not None else f  # as the operator sees it
             try:
                 text = f.read_text(encoding="utf-8")
             except OSError as e:
-                raise StoreUnavailable(f"cannot read {f}: {e.strerror}") from e
+                raise StoreUnavailable(f"cannot read {named}: {e.strerror}") from e
             digest.update(f.name.encode() + b"\0" + text.encode() + b"\0")
-            for doc in documents_from_text(text, str(f)):
-                docs.append(doc)
-                owners.append(f)
-        policies = parse_policies(docs, self.description)
-        located = list(zip(owners, policies, strict=True))
+            for p in parse_policies(documents_from_text(text, str(named)), str(named)):
+                if p.id in owner:
+                    raise PolicyInvalid(f"{named}: policy {p.id!r} is also defined in "
+                                        f"{owner[p.id]}; ids must be unique across the files")
+                owner[p.id] = named
+                located.append((named, p))
         return digest.hexdigest()[:16], located
 
     async def load(self) -> PolicySet:
@@ -187,7 +214,13 @@ class FilePolicyStore:
     async def apply(self, policies: Sequence[Policy]) -> str:
         return await asyncio.to_thread(self._apply, policies)
 
+    def _writable(self) -> None:
+        if self.is_dir and (self.path / KUBELET_DATA).is_symlink():
+            raise PolicyInvalid(f"{self.path} is a Kubernetes ConfigMap volume (it has "
+                                f"{KUBELET_DATA}): change the ConfigMap (in git), not the files")
+
     def _apply(self, policies: Sequence[Policy]) -> str:
+        self._writable()
         with self._locked():
             _, located = self._read()
             if self.is_dir:
@@ -211,6 +244,7 @@ class FilePolicyStore:
         return await asyncio.to_thread(self._delete, policy_id)
 
     def _delete(self, policy_id: str) -> str:
+        self._writable()
         with self._locked():
             _, located = self._read()
             owner = next((f for f, p in located if p.id == policy_id), None)
@@ -228,13 +262,25 @@ class FilePolicyStore:
         return None
 
 
-def open_store(url: str | None, prefix: str, timeout: float) -> PolicyStore | None:
-    """The store named by ``store.url``; None when no store is configured."""
+def open_store(url: str | None, prefix: str, timeout: float,
+               policies: str | None = None) -> PolicyStore | None:
+    """The store named by ``store.policies`` (files) or else ``store.url``; None when no
+    store is configured."""
+    if policies is not None:
+        if not policies or "://" in policies:
+            raise ConfigError(f"config: 'store.policies' is {policies!r}; give the path of a "
+                              "policy file or directory (e.g. /etc/extauthz/policies)")
+        if url and url.startswith("file://"):
+            raise ConfigError("config: 'store.policies' and a file:// 'store.url' both say where "
+                              "the policies are; keep one (store.policies is for when store.url "
+                              "is Redis)")
+        return FilePolicyStore(policies)
     if not url:
         return None
-    if url.startswith(("redis://", "rediss://", "unix://")):
+    if is_redis_url(url):
         return RedisPolicyStore(url, prefix, timeout)
     if url.startswith("file://"):
         return FilePolicyStore(url[len("file://"):])
     raise ConfigError(f"config: 'store.url' is {redacted_url(url)!r}; use redis://HOST:PORT/DB, "
-                      "rediss://… (TLS), unix:///path.sock, or file:///path/policies.yaml")
+                      "rediss://… (TLS), unix:///path.sock, redis+sentinel://HOST:PORT/SERVICE, "
+                      "or file:///path/policies.yaml")

@@ -17,6 +17,7 @@ from typing import Protocol
 from extauthz.clock import Clock
 from extauthz.revocation.model import Revocation, RevocationList
 from extauthz.stepup.store import FileStepupStore
+from extauthz.store.redis_client import is_redis_url
 from extauthz.store.redis_hash import BUMP, GUARD, RECORD, RedisHash, StoreState
 
 
@@ -162,7 +163,7 @@ class FileRevocationStore:
 def open_revocation_store(url: str | None, prefix: str, timeout: float, state: object,
                           clock: Clock) -> RevocationStore:
     """Redis when the store is Redis; else the embedded state file."""
-    if url and url.startswith(("redis://", "rediss://", "unix://")):
+    if url and is_redis_url(url):
         return RedisRevocationStore(url, prefix, timeout, clock)
     assert isinstance(state, FileStepupStore)
     return FileRevocationStore(state, clock)

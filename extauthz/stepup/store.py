@@ -28,11 +28,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from extauthz.clock import Clock
 from extauthz.errors import StoreUnavailable
+from extauthz.store.redis_client import is_redis_url, redis_client
 from extauthz.store.redis_hash import redacted_url
 
 _T = TypeVar("_T")
@@ -103,8 +103,7 @@ class StepupStore(Protocol):
 class RedisStepupStore:
     def __init__(self, url: str, prefix: str, timeout: float) -> None:
         self.description = f"redis {redacted_url(url)}"
-        self._r: Any = aioredis.from_url(url, socket_timeout=timeout,
-                                         socket_connect_timeout=timeout, decode_responses=True)
+        self._r: Any = redis_client(url, timeout)
         self._p = prefix
         self._update = self._r.register_script(
             "if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then "
@@ -375,6 +374,7 @@ class FileStepupStore:
 
 def open_stepup_store(url: str | None, prefix: str, timeout: float, state_file: str,
                       clock: Clock) -> StepupStore:
-    if url and url.startswith(("redis://", "rediss://", "unix://")):
+    if is_redis_url(url):
+        assert url is not None
         return RedisStepupStore(url, prefix, timeout)
     return FileStepupStore(state_file, clock)

@@ -24,6 +24,7 @@ from extauthz.policy.store import RedisPolicyStore
 from extauthz.revocation.model import Revocation
 from extauthz.revocation.store import RedisRevocationStore
 from extauthz.store.floor import FloorSection, floor_path, read_snapshot_file, store_id
+from extauthz.store.redis_client import is_redis_url
 from extauthz.store.redis_hash import CONDITIONS, StoreState, judge
 from extauthz.store.redis_safety import check_redis
 
@@ -53,13 +54,17 @@ def add_store_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser],
         with_config(p)
 
 
-def _stores(settings: Settings) -> tuple[RedisPolicyStore, RedisRevocationStore]:
+def _stores(settings: Settings) -> tuple[RedisPolicyStore | None, RedisRevocationStore]:
+    """The Redis hashes: the policies' only when they are not read from files
+    (store.policies)."""
     s = settings.store
-    if not s.url or not s.url.startswith(("redis://", "rediss://", "unix://")):
+    if not s.url or not is_redis_url(s.url):
         raise ConfigError("`extauthz store` is for a Redis store: set store.url (EXTAUTHZ_STORE_URL) "
                           "to redis://…")
-    return (RedisPolicyStore(s.url, s.prefix, s.timeout),
-            RedisRevocationStore(s.url, s.prefix, s.timeout, SYSTEM_CLOCK))
+    revocations = RedisRevocationStore(s.url, s.prefix, s.timeout, SYSTEM_CLOCK)
+    if s.policies is not None:
+        return None, revocations
+    return RedisPolicyStore(s.url, s.prefix, s.timeout), revocations
 
 
 def _problem(state: StoreState) -> str | None:
@@ -81,12 +86,16 @@ async def _status(settings: Settings) -> int:
     policies, revocations = _stores(settings)
     try:
         bad = False
+        if policies is None:
+            print(f"policies: read from {settings.store.policies} (store.policies), not Redis")
         for name, store in (("policies", policies), ("revocations", revocations)):
+            if store is None:
+                continue
             state = await store.state()
             problem = _problem(state)
             bad = bad or problem is not None
             print(f"{name}: {_describe(state)}: {problem or 'ok'}")
-        safety = await check_redis(policies.client, policies.description)
+        safety = await check_redis(revocations.client, revocations.description)
         bad = bad or not safety.safe
         print(f"redis: {'ok' if safety.safe else 'UNSAFE'}: {safety.detail}")
         path = floor_path(settings.store)
@@ -96,7 +105,8 @@ async def _status(settings: Settings) -> int:
             print(f"local snapshot: {path}: {held or 'empty'} (for {written_for})")
         return 1 if bad else 0
     finally:
-        await policies.close()
+        if policies is not None:
+            await policies.close()
         await revocations.close()
 
 
@@ -156,9 +166,12 @@ async def _reseed(args: argparse.Namespace, settings: Settings) -> int:
     plan_policies = _policies(args, sections)  # everything is read and validated first
     plan_revocations = _revocations(args, sections)
     policies, revocations = _stores(settings)
+    if policies is None and args.policies_from:
+        raise ConfigError("store reseed --policies-from: the policies are read from "
+                          f"{settings.store.policies} (store.policies), not from Redis")
     try:
         wrote = 0
-        if await _due("policies", await policies.state(), plan_policies, args):
+        if policies is not None and await _due("policies", await policies.state(), plan_policies, args):
             assert plan_policies is not None
             batch, source = plan_policies
             epoch = await policies.replace_all(batch)
@@ -175,7 +188,8 @@ async def _reseed(args: argparse.Namespace, settings: Settings) -> int:
                   "and writes back any still in force that this lacked")
         return 0 if wrote else 1
     finally:
-        await policies.close()
+        if policies is not None:
+            await policies.close()
         await revocations.close()
 
 

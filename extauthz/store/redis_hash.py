@@ -26,12 +26,12 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from extauthz.errors import StoreUnavailable
+from extauthz.store.redis_client import redacted_url as redacted_url
+from extauthz.store.redis_client import redis_client
 
 RESEED_PREFIX = "reseed-"
 HISTORY = 10_000  # writes each hash keeps the ids of: how far behind a worker can verify
@@ -74,20 +74,6 @@ class StoreLost(StoreUnavailable):
     """The store lost data; ordinary writes are refused until an operator restores it."""
 
     code = "store_lost"
-
-
-def redacted_url(url: str) -> str:
-    """The URL without its password (in the userinfo or a ``password=`` query), for logs."""
-    parts = urlsplit(url)
-    if parts.password is not None:
-        host = parts.netloc.rsplit("@", 1)[-1]
-        parts = parts._replace(netloc=f"{parts.username or ''}:***@{host}")
-    if parts.query:
-        query = "&".join(
-            f"{k}=***" if k.lower() in ("password", "pass", "pwd") else f"{k}{sep}{v}"
-            for k, sep, v in (item.partition("=") for item in parts.query.split("&")))
-        parts = parts._replace(query=query)
-    return urlunsplit(parts)
 
 
 @dataclass(frozen=True)
@@ -297,8 +283,7 @@ class RedisHash:
 
     def __init__(self, url: str, timeout: float, key: str, revision_key: str, channel: str) -> None:
         self.description = f"redis {redacted_url(url)}"
-        self.client: Any = aioredis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=True)
+        self.client: Any = redis_client(url, timeout)
         self.key = key
         self.revision_key = revision_key
         # Set when the counter starts: after a flush and a re-seed the counter repeats, the
