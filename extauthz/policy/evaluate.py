@@ -53,7 +53,7 @@ def unmet(require: Requirements, identity: Identity) -> Unmet | None:
         return Unmet(Reason.ISSUER_NOT_ALLOWED, "requirement not met: issuers")
     if require.audiences and not require.audiences.intersection(identity.audiences):
         return Unmet(Reason.AUDIENCE_NOT_ALLOWED, "requirement not met: audiences")
-    missing = tuple(s for s in require.scopes if s not in identity.scopes)
+    missing = require.scopes and tuple(s for s in require.scopes if s not in identity.scopes)
     if missing:
         return Unmet(Reason.SCOPE_MISSING, f"requirement not met: scope {' '.join(missing)}",
                      missing_scopes=require.scopes)
