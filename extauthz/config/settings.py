@@ -33,6 +33,7 @@ from extauthz.config.model import (
     StoreSettings,
     TokenSettings,
 )
+from extauthz.config.nats import NatsSettings, resolve_nats
 from extauthz.errors import ConfigError
 
 
@@ -91,6 +92,7 @@ class Settings:
     http_max_connections: int = 1000
     check_http_listen: tuple[str, int] | None = None  # Check over plain HTTP (check_http.listen)
     check_http: CheckHttpSection = CheckHttpSection()
+    nats: NatsSettings = NatsSettings()  # noqa: RUF009 (frozen) the NATS auth callout (config/nats.py)
 
 
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://", "rediss+sentinel://")
@@ -159,6 +161,7 @@ def settings_from_document(doc: Mapping[str, object]) -> Settings:
         http_max_connections=f.http.max_connections,
         check_http_listen=check_http,
         check_http=f.check_http,
+        nats=resolve_nats(f.nats),
     )
 
 
