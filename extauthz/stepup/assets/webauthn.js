@@ -53,176 +53,91 @@
     });
     const data = await resp.json().catch(() => ({}));
     if (!resp.ok) {
-      const err = new Error(data.error_description || ("The server answered " + resp.status + "."));
-      err.code = data.error;
+      const err = new Error(data.error_description || ("The server answered " + resp.status));
       err.stepupUrl = data.stepup_url;
       err.signinUrl = data.signin_url;
       throw err;
     }
     return data;
   }
-  // The message line: text, then links ([text, href] pairs), built as DOM nodes (no HTML).
-  function say(text, kind, links) {
+  function say(text, kind, signinUrl) {
     const el = document.getElementById("message");
-    if (!el) { return; }
     el.textContent = text;
     el.className = kind || "";
-    (links || []).forEach(([label, href]) => {
+    if (signinUrl) {  // the first passkey needs a recent sign-in: offer one, coming back here
       const a = document.createElement("a");
-      a.href = href;
-      a.textContent = label;
+      a.href = signinUrl;
+      a.textContent = "Sign in again";
       el.append(" ", a, ".");
-    });
+    }
   }
-  const ADMIN = " If you have lost all your passkeys, ask an administrator to remove them; then you can add a new one.";
-  // What went wrong, and what to try next, for the person in front of the browser.
-  function explain(err, ceremony) {
-    const name = err && err.name;
-    if (name === "NotAllowedError" && ceremony === "create") {
-      return "No passkey was added: the browser's prompt was cancelled or timed out. Try again, " +
-             "or use another authenticator (a security key, or your phone).";
-    }
-    if (name === "NotAllowedError") {
-      return "No passkey was used: the prompt was cancelled or timed out, or this device holds " +
-             "none of your passkeys. Try again, or use another authenticator that holds one " +
-             "(a security key, or your phone)." + ADMIN;
-    }
-    if (name === "InvalidStateError") {
-      return "This authenticator already holds a passkey for you. Use another authenticator, " +
-             "or manage the passkeys you have.";
-    }
-    if (err && err.code === "passkey_unknown") {
-      return err.message + " Use another authenticator that holds one of your passkeys." + ADMIN;
-    }
+  function explain(err) {
+    if (err && err.name === "NotAllowedError") { return "The passkey request was cancelled or timed out. Try again."; }
+    if (err && err.name === "InvalidStateError") { return "This passkey is already registered for you."; }
     return (err && err.message) || String(err);
   }
-  function fail(err, ceremony) {
-    const links = [];
-    if (err && err.signinUrl) { links.push(["Sign in again", err.signinUrl]); }
-    say(explain(err, ceremony), "error", links);
-  }
   async function enrol(button) {
-    say("Follow your browser's prompt\u2026");
+    say("Follow your browser's prompt…");
     const begin = await post("/.extauthz/webauthn/register/begin");
     const cred = await navigator.credentials.create({ publicKey: creationOptions(begin.options) });
     const name = document.getElementById("name").value;
-    const done = await post("/.extauthz/webauthn/register/finish", { credential: credentialJSON(cred), name: name });
+    await post("/.extauthz/webauthn/register/finish", { credential: credentialJSON(cred), name: name });
     const rd = button.dataset.rd;
-    say("");
-    document.querySelector("h1").textContent = "Passkey added";
-    document.getElementById("done").textContent = "Passkey \u201c" + done.registered + "\u201d added." +
-        (done.confirmed && rd && rd !== "/" ? " That confirmed it's you too: continue to your page." : "");
-    document.getElementById("enrol-form").hidden = true;
-    document.getElementById("continue").hidden = false;
-    document.getElementById("continue-link").focus();
-  }
-  // A step-up ceremony: true once confirmed; false when the user has no passkey (said so).
-  async function confirmWithPasskey(rd) {
-    const begin = await post("/.extauthz/stepup/begin");
-    if (begin.enroll) {
-      const more = document.getElementById("enroll");
-      if (more) { more.hidden = false; }
-      say(begin.message, "", [["Add a passkey", "/.extauthz/webauthn/register?rd=" + encodeURIComponent(rd)]]);
-      return null;
+    say("Passkey added.", "ok");
+    if (rd && rd !== "/") {
+      window.location.assign("/.extauthz/stepup?rd=" + encodeURIComponent(rd));
     }
-    const cred = await navigator.credentials.get({ publicKey: requestOptions(begin.options) });
-    return post("/.extauthz/stepup/finish", { credential: credentialJSON(cred), rd: rd });
   }
   async function stepup(button) {
-    say("Follow your browser's prompt\u2026");
-    const done = await confirmWithPasskey(button.dataset.rd);
-    if (!done) { return; }
+    say("Follow your browser's prompt…");
+    const begin = await post("/.extauthz/stepup/begin");
+    if (begin.enroll) {
+      document.getElementById("enroll").hidden = false;
+      say(begin.message);
+      return;
+    }
+    const cred = await navigator.credentials.get({ publicKey: requestOptions(begin.options) });
+    const done = await post("/.extauthz/stepup/finish", { credential: credentialJSON(cred), rd: button.dataset.rd });
     say("Confirmed.", "ok");
     window.location.assign(done.redirect);
-  }
-  const DATE = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
-  function when(t) { return t ? DATE.format(new Date(t * 1000)) : null; }
-  let removing = null;  // the passkey the confirmation panel is about
-  function askToRemove(p) {
-    removing = p;
-    document.getElementById("remove-name").textContent = "\u201c" + p.name + "\u201d";
-    const panel = document.getElementById("confirm-remove");
-    panel.hidden = false;
-    say("");
-    document.getElementById("remove-confirm").focus();
-  }
-  async function remove() {
-    const p = removing;
-    const button = document.getElementById("remove-confirm");
-    button.disabled = true;
-    try {
-      try {
-        await post("/.extauthz/webauthn/passkeys/remove", { id: p.id });
-      } catch (err) {
-        if (err.code !== "stepup_required") { throw err; }
-        // Changing passkeys needs a recent confirmation with one: ask for it here, then go on.
-        say("To remove it, confirm it's you with one of your passkeys: follow your browser's prompt\u2026");
-        if (!(await confirmWithPasskey("/.extauthz/account"))) { return; }
-        await post("/.extauthz/webauthn/passkeys/remove", { id: p.id });
-      }
-      document.getElementById("confirm-remove").hidden = true;
-      removing = null;
-      await account();
-      say("Removed \u201c" + p.name + "\u201d. Pages that need a passkey will ask you to confirm again.", "ok");
-    } finally {
-      button.disabled = false;
-    }
   }
   async function account() {
     const resp = await fetch("/.extauthz/webauthn/passkeys", { credentials: "same-origin" });
     const data = await resp.json();
-    if (!resp.ok) { throw new Error(data.error_description || ("The server answered " + resp.status + ".")); }
-    const list = document.getElementById("passkeys");
-    const passkeys = data.passkeys || [];
-    list.textContent = "";
-    passkeys.forEach((p) => {
-      const item = document.createElement("li");
-      item.dataset.id = p.id;
-      const info = document.createElement("div");
-      info.className = "info";
-      const name = document.createElement("span");
-      name.className = "name";
-      name.textContent = p.name;
-      const dates = document.createElement("span");
-      dates.className = "when";
-      const used = when(p.last_used);
-      dates.textContent = "Added " + when(p.created) + " \u00b7 " + (used ? "last used " + used : "not used yet");
-      info.append(name, dates);
+    const body = document.querySelector("#passkeys tbody");
+    body.textContent = "";
+    const when = (t) => (t ? new Date(t * 1000).toLocaleString() : "never");
+    (data.passkeys || []).forEach((p) => {
+      const row = body.insertRow();
+      row.dataset.id = p.id;
+      [p.name, when(p.created), when(p.last_used)].forEach((v) => { row.insertCell().textContent = v; });
       const btn = document.createElement("button");
-      btn.type = "button";
       btn.className = "secondary remove";
       btn.textContent = "Remove";
-      btn.setAttribute("aria-label", "Remove " + p.name);
-      btn.addEventListener("click", () => askToRemove(p));
-      item.append(info, btn);
-      list.append(item);
+      btn.addEventListener("click", () => run(async () => {
+        await post("/.extauthz/webauthn/passkeys/remove", { id: p.id });
+        say("Removed \u201c" + p.name + "\u201d. Pages that need a passkey will ask you to confirm again.", "ok");
+        await account();
+      }));
+      row.insertCell().appendChild(btn);
     });
-    list.hidden = !passkeys.length;
-    document.getElementById("empty").hidden = passkeys.length > 0;
-    // Adding one is the first thing to do with none; with some, it is one choice of two.
-    document.getElementById("add").className = passkeys.length ? "button secondary" : "button";
+    if (!(data.passkeys || []).length) { say("No passkeys yet."); }
   }
-  function run(fn, ceremony) {
+  function run(fn) {
     return fn().catch((err) => {
-      if (err && err.stepupUrl) { window.location.assign(err.stepupUrl); return; }
-      fail(err, ceremony);
+      say(explain(err), "error", err && err.signinUrl);
+      if (err && err.stepupUrl) { window.location.assign(err.stepupUrl); }
     });
   }
   document.addEventListener("DOMContentLoaded", () => {
     const page = document.querySelector("main").dataset.page;
     if (page === "register") {
       const b = document.getElementById("enrol");
-      b.addEventListener("click", () => run(() => enrol(b), "create"));
+      b.addEventListener("click", () => run(() => enrol(b)));
     } else if (page === "stepup") {
       const b = document.getElementById("stepup");
-      b.addEventListener("click", () => run(() => stepup(b), "get"));
+      b.addEventListener("click", () => run(() => stepup(b)));
     } else if (page === "account") {
-      document.getElementById("remove-confirm").addEventListener("click", () => run(remove, "get"));
-      document.getElementById("remove-cancel").addEventListener("click", () => {
-        document.getElementById("confirm-remove").hidden = true;
-        removing = null;
-        say("");
-      });
       run(account);
     }
   });
