@@ -12,15 +12,17 @@ WORKDIR /src
 COPY requirements.lock ./
 RUN python -m venv /opt/extauthz \
  && /opt/extauthz/bin/pip install --no-cache-dir --require-hashes -r requirements.lock
-# Generate the protobuf stubs from protos/ and build the wheel in a throwaway venv.
+# Generate the protobuf stubs from protos/ and build the wheel in a throwaway venv, with the
+# tools pinned by hash too (requirements-build.lock; --no-isolation: the build backend is the
+# locked setuptools, not one fetched unpinned).
+COPY requirements-build.lock ./
+RUN python -m venv /tmp/build \
+ && /tmp/build/bin/pip install --no-cache-dir --require-hashes -r requirements-build.lock
 COPY pyproject.toml README.md LICENSE ./
 COPY protos ./protos
 COPY extauthz ./extauthz
-RUN python -m venv /tmp/build \
- && /tmp/build/bin/pip install --no-cache-dir grpcio-tools==1.85.1 googleapis-common-protos==1.76.0 \
-    build==1.6.1 \
- && /tmp/build/bin/python protos/generate.py \
- && /tmp/build/bin/python -m build --wheel --outdir /dist . \
+RUN /tmp/build/bin/python protos/generate.py \
+ && /tmp/build/bin/python -m build --wheel --no-isolation --outdir /dist . \
  && /opt/extauthz/bin/pip install --no-cache-dir --no-deps /dist/extauthz-*.whl
 
 FROM ${PYTHON_IMAGE}
@@ -32,7 +34,8 @@ ENV PATH=/opt/extauthz/bin:$PATH \
     PYTHONUNBUFFERED=1
 WORKDIR /tmp
 USER 10001:10001
-EXPOSE 9001 9002
+# Check over gRPC, the step-up pages, Check over HTTP, /metrics (admin.listen: set 0.0.0.0:9004)
+EXPOSE 9001 9002 9003 9004
 HEALTHCHECK --interval=10s --timeout=3s --start-period=15s --retries=3 \
   CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:9002/healthz', timeout=2).status != 200)"]
 ENTRYPOINT ["extauthz"]

@@ -26,9 +26,10 @@ $(DEV_STAMP): pyproject.toml | $(BIN)/python
 
 venv: $(DEV_STAMP)
 
-# Debian packages the suite uses, installed through apt only when missing.
+# Debian packages the suite uses, installed through apt only when missing (kubernetes-client:
+# kubectl, whose `kubectl kustomize` renders deploy/ in the tests).
 system-deps:
-	@scripts/system-deps.sh redis-server chromium nghttp2-client wrk
+	@scripts/system-deps.sh redis-server chromium nghttp2-client wrk kubernetes-client
 
 lint: venv
 	$(BIN)/python protos/generate.py --check

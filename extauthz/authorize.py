@@ -17,7 +17,7 @@ from extauthz.clock import SYSTEM_CLOCK, Clock
 from extauthz.config import Settings
 from extauthz.decision import Decision, Headers, Reason
 from extauthz.errors import BadRequest, KeysUnavailable, TokenError
-from extauthz.identity.extract import find_token, without_cookies
+from extauthz.identity.extract import bearer_token, find_token, without_cookies
 from extauthz.identity.model import Identity
 from extauthz.identity.verify import TokenVerifier
 from extauthz.identity_headers import (
@@ -31,7 +31,6 @@ from extauthz.policy.sync import PolicySnapshot
 from extauthz.request import RequestView
 from extauthz.revocation.sync import RevocationSnapshot
 from extauthz.stepup.gate import StepupGate
-from extauthz.telemetry.logs import DECISION_ID
 
 log = logging.getLogger("extauthz.authorize")
 
@@ -85,19 +84,18 @@ class Authorizer:
 
     async def check(self, view: RequestView) -> Decision:
         decision_id = self._ids.next()
-        DECISION_ID.set(decision_id)  # log lines of this task name it (JSON logs)
         index = self._policies.index
         if index is None:
             return denials.unavailable(decision_id, reason=Reason.POLICIES_UNAVAILABLE,
-                                       description="policies are not loaded yet")
+                                       description="policies are not loaded yet", view=view)
         if self._revocations is not None and not self._revocations.ready:
             return denials.unavailable(decision_id, reason=Reason.REVOCATIONS_UNAVAILABLE,
-                                       description="revocations are not loaded yet")
+                                       description="revocations are not loaded yet", view=view)
         try:
             match, shadow = index.lookup(view)
         except KeyError:
             return denials.forbidden(
-                decision_id, reason=Reason.POLICY_UNKNOWN,
+                decision_id, reason=Reason.POLICY_UNKNOWN, view=view,
                 description="the route is bound to a policy that does not exist")
         except BadRequest as e:  # an encoded separator that changes which policy applies
             log.warning("bad request refused: %s", e.message)
@@ -105,7 +103,7 @@ class Authorizer:
         # A dry-run policy never decides: the enforcing match, or the default, does.
         if shadow is not None and shadow.host_rule == "bound":  # fail closed, as for an unknown id
             decision = denials.forbidden(
-                decision_id, reason=Reason.POLICY_UNKNOWN,
+                decision_id, reason=Reason.POLICY_UNKNOWN, view=view,
                 description=f"the route is bound to policy {shadow.policy.id}, which is in "
                             "dry-run mode and never decides")
         elif match is None:
@@ -139,7 +137,7 @@ class Authorizer:
     async def _default(self, decision_id: str, view: RequestView) -> Decision:
         action = self._settings.default_action
         if action == "deny":
-            return denials.forbidden(decision_id, reason=Reason.NO_POLICY,
+            return denials.forbidden(decision_id, reason=Reason.NO_POLICY, view=view,
                                      description="no policy allows this request")
         require = _SIGNED_IN if action == "authenticated" else _PUBLIC
         return await self._authorize(decision_id, view, require, None)
@@ -147,7 +145,8 @@ class Authorizer:
     async def _evaluate(self, decision_id: str, view: RequestView, policy: Policy) -> Decision:
         if policy.action == "deny":
             return denials.forbidden(decision_id, reason=Reason.POLICY_DENIED, policy_id=policy.id,
-                                     description=f"policy {policy.id} denies this request")
+                                     description=f"policy {policy.id} denies this request",
+                                     view=view, needs=policy.description or None)
         return await self._authorize(decision_id, view, policy.require, policy)
 
     async def _authorize(
@@ -171,7 +170,7 @@ class Authorizer:
             except KeysUnavailable as e:
                 if require.authenticated:
                     return denials.unavailable(decision_id, reason=Reason.KEYS_UNAVAILABLE,
-                                               description=e.message)
+                                               description=e.message, view=view)
         elif require.authenticated:
             return self._unauthenticated(decision_id, view, Reason.TOKEN_MISSING,
                                          "no bearer token in the request", False, policy_id)
@@ -181,7 +180,9 @@ class Authorizer:
                 return denials.forbidden(decision_id, reason=problem.reason,
                                          description=problem.description, identity=identity,
                                          policy_id=policy_id, realm=self._settings.realm,
-                                         missing_scopes=problem.missing_scopes)
+                                         missing_scopes=problem.missing_scopes, view=view,
+                                         needs=(policy.description or None) if policy else None,
+                                         login_url=self._settings.login_url)
             if require.stepup is not None:
                 try:
                     stepped = self._stepups.stepped_up(require.stepup, identity,
@@ -192,7 +193,8 @@ class Authorizer:
                 if stepped is None:
                     return denials.stepup_required(
                         decision_id, view, acr_values=require.stepup.acr_values,
-                        max_age=require.stepup.max_age, identity=identity, policy_id=policy_id)
+                        max_age=require.stepup.max_age, identity=identity, policy_id=policy_id,
+                        realm=self._settings.realm, login_url=self._settings.login_url)
                 identity = stepped
         reason = Reason.ALLOWED if identity is not None else Reason.ALLOWED_PUBLIC
         return self._allow(decision_id, view, identity, reason, policy)
@@ -204,6 +206,8 @@ class Authorizer:
         return denials.unauthenticated(
             decision_id, view, realm=self._settings.realm, login_url=self._settings.login_url,
             reason=reason, description=description, token_sent=token_sent, policy_id=policy_id,
+            # a token cookie (no Bearer header) that a new sign-in can replace: sign in again
+            token_in_cookie=token_sent and bearer_token(view.headers.get("authorization")) is None,
         )
 
     def _upstream_headers(self, identity: Identity | None, policy: Policy | None) -> Headers:

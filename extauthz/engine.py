@@ -319,6 +319,9 @@ def _observe(e: Engine) -> None:
     m.observe("extauthz.policy.snapshot.age", "Seconds since the store last confirmed the "
               "policies (grows while Redis is unreachable)",
               lambda: [(e.policies.staleness() or 0.0, {})], counter=False, unit="s")
+    m.observe("extauthz.revocation.snapshot.age", "Seconds since the store last confirmed the "
+              "revocations (grows while Redis is unreachable)",
+              lambda: [(e.revocations.staleness() or 0.0, {})], counter=False, unit="s")
     m.observe("extauthz.policy.snapshot.revision", "Policy revision in force (value 1)",
               lambda: [(1, {"revision": e.policies.revision or "none"})], counter=False)
     m.observe("extauthz.demo_issuer.enabled", "1 while the demo issuer (anyone signs in as "

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
+from extauthz.accept import prefers_html
 from extauthz.cache import BoundedCache
 from extauthz.errors import BadRequest
 from extauthz.policy.paths import normalize_path
@@ -42,8 +43,9 @@ class RequestView(NamedTuple):
 
     @property
     def wants_html(self) -> bool:
-        """A browser navigation: GET/HEAD that accepts HTML (gets redirects, not challenges)."""
-        return self.method in ("GET", "HEAD") and "text/html" in self.headers.get("accept", "")
+        """A browser navigation: GET/HEAD whose Accept prefers HTML, q-values read
+        (``accept.py``); it gets redirects and pages, not challenges and JSON."""
+        return prefers_html(self.method, self.headers.get("accept"))
 
     @property
     def original_url(self) -> str:

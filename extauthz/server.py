@@ -159,7 +159,8 @@ async def _start_check_http(engine: Engine, reuse_port: bool) -> CheckHttpListen
         builder=RequestViewBuilder(path_prefix=c.path_prefix, route_header=c.route_header),
         limits=Limits(max_header_bytes=c.max_header_bytes, max_headers=c.max_headers,
                       header_timeout=c.header_timeout, idle_timeout=c.idle_timeout,
-                      max_connections=c.max_connections),
+                      max_connections=http_connection_budget(
+                          c.max_connections, raise_open_file_limit(), "check_http.max_connections")),
         loop=asyncio.get_running_loop())
     host, port = s.check_http_listen
     try:

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Install the named Debian packages whose commands are missing, through apt.
-# Usage: scripts/system-deps.sh redis-server chromium nghttp2-client wrk python3-venv
+# Usage: scripts/system-deps.sh redis-server chromium nghttp2-client wrk kubernetes-client python3-venv
 set -euo pipefail
 
 command_for() {
   case "$1" in
     nghttp2-client) echo h2load ;;
+    kubernetes-client) echo kubectl ;;
     python3-venv) echo "" ;;
     *) echo "$1" ;;
   esac

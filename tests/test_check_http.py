@@ -193,6 +193,17 @@ def test_keep_alive_and_pipelined_requests_are_answered_in_order(
     assert not closed  # still open for the next one
 
 
+def test_a_flood_of_pipelined_requests_in_one_read_is_refused_not_queued(server: ServerThread) -> None:
+    flood = request("/public/x") * 2000  # ~70 KB: one read can hold hundreds
+    with connect(server) as sock:
+        sock.sendall(flood)
+        answers, closed = read_answers(sock, 2000, timeout=5)
+    assert answers[-1].status == 400
+    assert b"pipelined" in answers[-1].body
+    assert len(answers) <= 300
+    assert closed
+
+
 def test_a_head_check_is_answered_without_a_body(server: ServerThread) -> None:
     with connect(server) as sock:
         sock.sendall(request("/admin/x", method="HEAD") + request("/public/x"))

@@ -171,8 +171,7 @@ def test_without_the_dev_extra_every_command_works_and_imports_none_of_it(
     run("revoke", "subject", "--subject", "alice", "--issuer", issuer)
     assert "subject:" in run("revoke", "list")
     run("webauthn", "allow-enrolment", "--subject", "alice")
-    assert run("webauthn", "list", "--subject", "alice").split() == [
-        "ISSUER", "ID", "NAME", "CREATED", "LAST", "USED"]  # none yet: the header alone
+    assert "no passkeys for subject 'alice'" in run("webauthn", "list", "--subject", "alice", expect=2)
     run("audit", "tail")
     assert run("audit", "export", "--since", "1h").startswith("time,decision_id,")
     assert run("bench", expect=2) == ("extauthz: bench: the latency benchmark is not installed "

@@ -85,7 +85,8 @@ def test_a_token_without_a_recent_sign_in_cannot_add_a_first_passkey(
         assert answer["signin_url"] == ("https://login.example.com/authorize?prompt=login&rd="
                                         "%2F.extauthz%2Fwebauthn%2Fregister")
         assert headers["www-authenticate"] == (
-            'Bearer error="insufficient_user_authentication", error_description="a recent sign-in '
+            'Bearer realm="extauthz", error="insufficient_user_authentication", '
+            'error_description="a recent sign-in '
             'is required to add a first passkey", max_age="300"')
     status, _, listed = call(server, "/.extauthz/webauthn/passkeys", token)
     assert (status, listed["passkeys"]) == (200, [])

@@ -299,6 +299,8 @@ DASHBOARD_SERIES = {
     "extauthz_store_errors": ("counter", {"data", "worker"}),
     "extauthz_store_loads": ("counter", {"data", "worker"}),
     "extauthz_policy_snapshot_age_seconds": ("gauge", {"worker"}),
+    "extauthz_revocation_snapshot_age_seconds": ("gauge", {"worker"}),
+    "extauthz_worker_start_time_seconds": ("gauge", {"worker"}),
     "extauthz_policy_snapshot_revision": ("gauge", {"revision", "worker"}),
     "extauthz_policies": ("gauge", {"worker"}),
     "extauthz_revocations": ("gauge", {"worker"}),

@@ -32,7 +32,8 @@ from extauthz.pipeline import INTERNAL, CheckPipeline
 log = logging.getLogger("extauthz.check_http")
 
 BODY_LIMIT = 8192
-PIPELINE_DEPTH = 16  # requests read ahead of their answers; past this, reading pauses
+PIPELINE_DEPTH = 16  # requests read ahead of their answers; past this, reading pauses...
+PIPELINE_LIMIT = 256  # ...but one read can hold more: past this many, the connection is refused
 SWEEP_EVERY = 0.25
 
 
@@ -161,6 +162,8 @@ class CheckHttpProtocol(asyncio.Protocol):
         self.deadline = self._loop.time() + self._limits.idle_timeout
         method = self._parser.get_method().decode("ascii", "replace")
         target = b"".join(self._target).decode("utf-8", "replace")
+        if len(self._queue) >= PIPELINE_LIMIT:
+            raise _Refused(refusal(400, "too many pipelined check requests"))
         close = not self._parser.should_keep_alive() or self._listener.draining
         self._queue.append(_Request(method, target, self._headers, close))
         if close:

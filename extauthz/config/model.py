@@ -20,7 +20,6 @@ Algorithm = Literal["RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
                     "ES256", "ES384", "ES512", "EdDSA", "Ed25519"]
 DefaultAction = Literal["deny", "authenticated", "allow"]
 LogLevel = Literal["debug", "info", "warning", "error"]
-LogFormat = Literal["json", "text"]
 DEFAULT_ALGORITHMS: tuple[Algorithm, ...] = ("RS256", "ES256", "PS256", "EdDSA")
 MAX_STEPUP_COOKIE_AGE = 30 * 86400  # the largest stepup.max_age_limit
 NullableStr = Str | None
@@ -262,9 +261,6 @@ class ConfigFile(Section):
     headers: HeaderSettings = HeaderSettings()
     demo_issuer: DemoIssuerSection = DemoIssuerSection()
     log_level: LogLevel = "info"
-    log_format: Annotated[LogFormat | None, Field(
-        description="json: one JSON object per log line; text: for a person; "
-                    "null: text when stderr is a terminal, json otherwise")] = None
 
 
 CONFIG_FILE = DocumentType(

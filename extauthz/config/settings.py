@@ -85,7 +85,6 @@ class Settings:
     headers: HeaderSettings
     demo_issuer: DemoIssuerSettings
     log_level: str
-    log_format: str | None = None  # json, text; None: text on a terminal, else json
     admin_listen: tuple[str, int] | None = None  # /metrics, /readyz details (admin.listen)
     admin_grpc_listen: tuple[str, int] | None = None  # gRPC reflection (admin.grpc_listen)
     http_header_timeout: float = 10.0
@@ -153,7 +152,6 @@ def settings_from_document(doc: Mapping[str, object]) -> Settings:
         headers=replace(f.headers, prefix=prefix),
         demo_issuer=demo,
         log_level=f.log_level,
-        log_format=f.log_format,
         admin_listen=admin,
         admin_grpc_listen=admin_listen(f.admin.grpc_listen, "admin.grpc_listen",
                                        (*public, *filter(None, [admin]))),

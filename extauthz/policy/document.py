@@ -19,7 +19,7 @@ from pydantic import Field, SkipValidation, WithJsonSchema
 from extauthz.errors import PolicyInvalid
 from extauthz.schema import strict_yaml
 from extauthz.schema.declare import CLOSED, Bool, DocumentType, Hint, Int, Section, Str
-from extauthz.schema.messages import yaml_error_line
+from extauthz.schema.messages import yaml_problem
 
 WEBAUTHN_ACR = "urn:extauthz:webauthn"
 ID_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
@@ -118,7 +118,7 @@ def documents_from_text(text: str, source: str) -> list[object]:
     try:
         loaded = list(strict_yaml.load_all(text))
     except yaml.YAMLError as e:
-        raise PolicyInvalid(yaml_error_line(source, e, "not valid YAML or JSON")) from e
+        raise PolicyInvalid(f"{source}: not valid YAML or JSON: {yaml_problem(e)}") from e
     docs: list[object] = []
     for item in loaded:
         if item is None:

@@ -95,9 +95,12 @@ class FirstEnrolment:
 
     @property
     def challenge(self) -> str:
-        """``WWW-Authenticate`` for API clients (RFC 9470 §3): sign in again, recently."""
-        return ('Bearer error="insufficient_user_authentication", error_description="a recent '
-                f'sign-in is required to add a first passkey", max_age="{self.max_age}"')
+        """``WWW-Authenticate`` for API clients (RFC 9470 §3): sign in again, recently; with
+        the ``realm`` of every other challenge."""
+        realm = self._settings.realm.replace("\\", "\\\\").replace('"', '\\"')
+        return (f'Bearer realm="{realm}", error="insufficient_user_authentication", '
+                'error_description="a recent sign-in is required to add a first passkey", '
+                f'max_age="{self.max_age}"')
 
     def signin_url(self, back: str = REGISTER_PAGE) -> str | None:
         """The configured login URL, coming back to ``back`` (a same-site path)."""

@@ -14,22 +14,22 @@ import html
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from importlib import resources
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from aiohttp import web
 
+from extauthz import pages
 from extauthz.denials import login_redirect
 from extauthz.errors import StoreUnavailable, TokenError
 from extauthz.identity.model import Identity
 from extauthz.policy.model import WEBAUTHN_ACR, StepupRequirement
 from extauthz.request import RequestView
 from extauthz.stepup.ceremonies import CeremonyError, passkey_name, who
-from extauthz.stepup.enrolment import FirstEnrolment, FreshSignInNeeded
+from extauthz.stepup.enrolment import REGISTER_PAGE, FirstEnrolment, FreshSignInNeeded, span
 from extauthz.stepup.gate import BASE, STEPUP_PAGE, stepup_url
 from extauthz.stepup.removal import end_stepups
-from extauthz.stepup.store import user_key
+from extauthz.stepup.store import Passkey, user_key
 from extauthz.table import printable
 from extauthz.telemetry import tracing
 
@@ -39,14 +39,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("extauthz.stepup")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-_SECURITY_HEADERS = {
-    "cache-control": "no-store",
-    "content-security-policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
-                               "connect-src 'self'; img-src 'self'; frame-ancestors 'none'; "
-                               "base-uri 'none'; form-action 'self'",
-    "referrer-policy": "same-origin",
-    "x-content-type-options": "nosniff",
-}
+_SECURITY_HEADERS = dict(pages.SECURITY_HEADERS)
+ACCOUNT_PAGE = f"{BASE}/account"
+_CHANGING_PASSKEYS = (ACCOUNT_PAGE, REGISTER_PAGE)  # pages that need a fresh step-up to change
 
 
 def safe_rd(rd: str | None) -> str:
@@ -58,8 +53,17 @@ def safe_rd(rd: str | None) -> str:
     return rd
 
 
-def _asset(name: str) -> str:
-    return resources.files("extauthz.stepup").joinpath("assets", name).read_text(encoding="utf-8")
+_asset = pages.asset
+
+
+def _added_notice(passkeys: list[Passkey]) -> str:
+    """On the step-up page: when the newest passkey was added, so a user whose own key is
+    refused learns that someone added another (and a new user sees theirs)."""
+    newest = max(passkeys, key=lambda p: p.created)
+    when = datetime.datetime.fromtimestamp(newest.created, datetime.UTC)
+    return (f'<p id="added" class="small">Your newest passkey, '
+            f'\u201c{html.escape(printable(newest.name))}\u201d, was added on '
+            f'{when:%Y-%m-%d at %H:%M} UTC. If you did not add it, tell an administrator.</p>')
 
 
 def _json_error(status: int, error: str, description: str) -> web.Response:
@@ -97,7 +101,6 @@ class StepupHttp:
         self._to_change = StepupRequirement(max_age=settings.stepup.enrol_max_age,
                                             acr_values=(WEBAUTHN_ACR,))
         self._first = FirstEnrolment(settings, self._store, self._ceremonies.now)
-        self._layout = _asset("layout.html")
 
     def _on_ceremony(self, ceremony: str, outcome: str) -> None:
         self._metrics.stepup.add(1, {"ceremony": ceremony, "outcome": outcome})
@@ -106,7 +109,7 @@ class StepupHttp:
         r = app.router
         r.add_get(STEPUP_PAGE, self._page("stepup", "Confirm it's you"))
         r.add_get(f"{BASE}/webauthn/register", self._page("register", "Add a passkey"))
-        r.add_get(f"{BASE}/account", self._page("account", "Your passkeys"))
+        r.add_get(ACCOUNT_PAGE, self._page("account", "Your passkeys"))
         r.add_post(f"{BASE}/stepup/begin", self._api(self._stepup_begin))
         r.add_post(f"{BASE}/stepup/finish", self._api(self._stepup_finish))
         r.add_post(f"{BASE}/webauthn/register/begin", self._api(self._register_begin))
@@ -122,10 +125,8 @@ class StepupHttp:
 
     # --- pages ------------------------------------------------------------------------
     def _render(self, page: str, title: str, body: str, status: int = 200) -> web.Response:
-        text = (self._layout.replace("{{title}}", html.escape(title))
-                .replace("{{page}}", page).replace("{{body}}", body))
-        return web.Response(text=text, status=status, content_type="text/html",
-                            headers=_SECURITY_HEADERS)
+        return web.Response(text=pages.render(page, title, body), status=status,
+                            content_type="text/html", headers=_SECURITY_HEADERS)
 
     def _page(self, page: str, title: str) -> Handler:
         async def handler(request: web.Request) -> web.Response:
@@ -140,21 +141,42 @@ class StepupHttp:
                 return self._render("signin", "Sign in first",
                                     f"<p>You are not signed in, or your session expired.{link}</p>",
                                     status=401)
+            values = self._values(identity, rd)
             try:
                 if page == "register":
                     refused = await self._first_enrolment_refused(request, identity)
                     if refused is not None:
                         return refused
-                added = await self._added_notice(identity) if page == "stepup" else ""
+                elif page == "stepup":
+                    passkeys = await self._store.passkeys(user_key(identity.issuer,
+                                                                   identity.subject))
+                    if not passkeys:  # nothing to confirm with: adding one is the first step
+                        return self._render("stepup-first", "Add a passkey to continue",
+                                            pages.fill(_asset("stepup-first.html"), values))
+                    values["added"] = _added_notice(passkeys)
             except StoreUnavailable as e:
                 log.warning("stepup: store unavailable: %s", e.message)
                 return self._render("error", "Try again shortly", "<p>Passkeys cannot be "
                                     "reached right now; try again shortly.</p>", status=503)
-            body = _asset(f"{page}.html").replace("{{who}}", html.escape(who(identity))).replace(
-                "{{rd}}", html.escape(rd)).replace("{{rd_url}}", html.escape(quote(rd, safe=""))
-            ).replace("{{added}}", added)
-            return self._render(page, title, body)
+            return self._render(page, title, pages.fill(_asset(f"{page}.html"), values))
         return handler
+
+    def _values(self, identity: Identity, rd: str) -> dict[str, str]:
+        """The pages' ``{{slots}}``, as HTML."""
+        changing = rd.split("?", 1)[0] in _CHANGING_PASSKEYS
+        minutes = span(self._settings.stepup.enrol_max_age)
+        why = (f'<p class="notice" id="why">Changing your passkeys needs a confirmation with one '
+               f"of them from the last {minutes}, so that someone who has only your signed-in "
+               "session cannot add or remove passkeys.</p>") if changing else ""
+        reason = ("To change your passkeys, confirm it's you with one of them first."
+                  if changing else "The page you asked for needs a recent confirmation with "
+                                   "your passkey.")
+        after = rd if rd != "/" else ACCOUNT_PAGE
+        return {"who": html.escape(who(identity)), "rd": html.escape(rd),
+                "rd_url": html.escape(quote(rd, safe="")), "added": "", "why": why,
+                "reason": html.escape(reason), "minutes": html.escape(minutes),
+                "next": html.escape(after),
+                "next_text": "Continue" if rd != "/" else "Back to your passkeys"}
 
     async def _first_enrolment_refused(self, request: web.Request, identity: Identity
                                        ) -> web.Response | None:
@@ -166,18 +188,6 @@ class StepupHttp:
         link = f' <a id="signin" href="{html.escape(url)}">Sign in again</a>.' if url else ""
         return self._render("signin", "Sign in again",
                             f"<p>{html.escape(self._first.refusal)}{link}</p>", status=401)
-
-    async def _added_notice(self, identity: Identity) -> str:
-        """On the step-up page: when the newest passkey was added, so a user whose own key
-        is refused learns that someone added another (and a new user sees theirs)."""
-        passkeys = await self._store.passkeys(user_key(identity.issuer, identity.subject))
-        if not passkeys:
-            return ""
-        newest = max(passkeys, key=lambda p: p.created)
-        when = datetime.datetime.fromtimestamp(newest.created, datetime.UTC)
-        return (f'<p id="added" class="small">Your newest passkey, '
-                f'\u201c{html.escape(printable(newest.name))}\u201d, was added on '
-                f'{when:%Y-%m-%d at %H:%M} UTC. If you did not add it, tell an administrator.</p>')
 
     def _static(self, name: str, content_type: str) -> Handler:
         text = _asset(name)
@@ -289,14 +299,28 @@ class StepupHttp:
         passkey = await self._ceremonies.register(
             identity, self._credential(body), name,
             before_save=self._first.use_grant(identity, first) if first else None)
-        return web.json_response({"registered": passkey.name, "id": passkey.credential_id})
+        # The registration verified the user with the new passkey (user verification is
+        # required), as a step-up does: it counts as one, so the page they came for does not
+        # ask for a second prompt right after.
+        cookie = self._stepups.mint(identity, passkey.credential_id)
+        response = web.json_response({"registered": passkey.name, "id": passkey.credential_id,
+                                      "confirmed": cookie is not None})
+        self._set_stepup_cookie(response, cookie)
+        return response
+
+    def _set_stepup_cookie(self, response: web.Response, cookie: str | None) -> None:
+        if cookie is not None:
+            response.set_cookie(self._settings.stepup.cookie_name, cookie, path="/", secure=True,
+                                httponly=True, samesite="Lax",
+                                max_age=self._settings.stepup.max_age_limit)
 
     async def _stepup_begin(self, _: web.Request, identity: Identity, body: dict[str, Any]
                             ) -> web.Response:
         options = await self._ceremonies.authentication_options(identity)
         if options is None:
-            return web.json_response({"enroll": True, "message": f"{who(identity)} has no passkey "
-                                      "yet. Add one first."}, headers={"cache-control": "no-store"})
+            return web.json_response({"enroll": True, "message": "You have no passkey (any "
+                                      "more). Add one: adding it confirms it's you too."},
+                                     headers={"cache-control": "no-store"})
         return web.json_response({"options": json.loads(options)},
                                  headers={"cache-control": "no-store"})
 
@@ -308,8 +332,7 @@ class StepupHttp:
         if cookie is None:
             return _json_error(503, "temporarily_unavailable", "the step-up key is not loaded yet")
         response = web.json_response({"redirect": safe_rd(rd if isinstance(rd, str) else None)})
-        response.set_cookie(self._settings.stepup.cookie_name, cookie, path="/", secure=True,
-                            httponly=True, samesite="Lax", max_age=self._settings.stepup.max_age_limit)
+        self._set_stepup_cookie(response, cookie)
         log.info("stepup: %r confirmed with passkey %r", identity.subject, passkey.name)
         return response
 

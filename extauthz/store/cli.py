@@ -59,9 +59,8 @@ def _stores(settings: Settings) -> tuple[RedisPolicyStore | None, RedisRevocatio
     (store.policies)."""
     s = settings.store
     if not s.url or not is_redis_url(s.url):
-        raise ConfigError("`extauthz store` is for a Redis store: set store.url to redis://… in "
-                          "the config (--config FILE, $EXTAUTHZ_CONFIG or ./extauthz.yaml) or "
-                          "EXTAUTHZ_STORE_URL")
+        raise ConfigError("`extauthz store` is for a Redis store: set store.url (EXTAUTHZ_STORE_URL) "
+                          "to redis://…")
     revocations = RedisRevocationStore(s.url, s.prefix, s.timeout, SYSTEM_CLOCK)
     if s.policies is not None:
         return None, revocations

@@ -123,6 +123,9 @@ class Metrics:
         self.observe("extauthz.dry_run.denials",
                      "Requests a dry-run policy would deny (it never decides them)",
                      self.dry_run.readings, counter=True)
+        started = time.time()  # a new value for the same worker label: it was restarted
+        self.observe("extauthz.worker.start_time", "Unix time this worker process started",
+                     lambda: [(started, {})], counter=False, unit="s")
 
     def observe(self, name: str, description: str, fn: ObserveFn, *, counter: bool,
                 unit: str = "") -> None:
