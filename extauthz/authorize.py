@@ -31,6 +31,7 @@ from extauthz.policy.sync import PolicySnapshot
 from extauthz.request import RequestView
 from extauthz.revocation.sync import RevocationSnapshot
 from extauthz.stepup.gate import StepupGate
+from extauthz.telemetry.logs import DECISION_ID
 
 log = logging.getLogger("extauthz.authorize")
 
@@ -84,6 +85,7 @@ class Authorizer:
 
     async def check(self, view: RequestView) -> Decision:
         decision_id = self._ids.next()
+        DECISION_ID.set(decision_id)  # log lines of this task name it (JSON logs)
         index = self._policies.index
         if index is None:
             return denials.unavailable(decision_id, reason=Reason.POLICIES_UNAVAILABLE,

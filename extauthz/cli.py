@@ -7,24 +7,30 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from extauthz import __version__
-from extauthz.config import Settings, load_settings
-from extauthz.errors import ExtAuthzError
+from extauthz.config import CONFIG_VARIABLE, Settings, load_settings
+from extauthz.errors import ConfigError, ExtAuthzError
+from extauthz.telemetry.logs import resolve_format, setup_logging
+
+LOCAL_CONFIG = "extauthz.yaml"
+CONFIG_HELP = ("YAML config file; default: $EXTAUTHZ_CONFIG, else ./extauthz.yaml if present. "
+               "EXTAUTHZ_* variables override its keys. Before or after the command")
+_JSON_LOGS = False  # set once serve's logging is JSON: errors are then log lines too
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="extauthz", description="External authorization for Envoy and Istio.")
     parser.add_argument("--version", action="version", version=f"extauthz {__version__}")
+    parser.add_argument("--config", metavar="FILE", default=None, help=CONFIG_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def with_config(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--config", metavar="FILE",
-                       help="YAML config file (env: EXTAUTHZ_CONFIG); EXTAUTHZ_* variables "
-                            "override its keys")
+        # SUPPRESS: a subcommand without its own --config keeps the global one
+        p.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help=CONFIG_HELP)
 
     serve = sub.add_parser("serve", help="run the gRPC Check service and the HTTP side")
     with_config(serve)
@@ -74,9 +80,21 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def config_path(given: str | None, environ: Mapping[str, str], cwd: Path | None = None) -> str | None:
+    """The config file: ``--config``, else ``$EXTAUTHZ_CONFIG``, else ``./extauthz.yaml`` when
+    it exists; None: no file (defaults and ``EXTAUTHZ_*`` variables only)."""
+    if given:
+        return given
+    if environ.get(CONFIG_VARIABLE):
+        return environ[CONFIG_VARIABLE]
+    local = (cwd or Path.cwd()) / LOCAL_CONFIG
+    return LOCAL_CONFIG if local.is_file() else None
+
+
 def _settings(args: argparse.Namespace, overrides: dict[str, str]) -> Settings:
     environ = dict(os.environ)
     environ.update({k: v for k, v in overrides.items() if v is not None})
+    args.config = config_path(args.config, environ)
     return load_settings(args.config, environ)
 
 
@@ -88,7 +106,7 @@ def _serve(args: argparse.Namespace) -> int:
                  "EXTAUTHZ_ADMIN_LISTEN": args.admin_listen,
                  "EXTAUTHZ_ADMIN_GRPC_LISTEN": args.admin_grpc_listen}
     settings = _settings(args, {k: v for k, v in overrides.items() if v is not None})
-    _setup_logging(settings.log_level)
+    _setup_logging(settings.log_level, settings.log_format)
     if settings.workers > 1 and not args.reuse_port:
         from extauthz.identity.demo_issuer import demo_issuer
         from extauthz.workers import Supervisor
@@ -114,6 +132,9 @@ def _serve(args: argparse.Namespace) -> int:
 def _token(args: argparse.Namespace) -> int:
     from extauthz.identity.demo_issuer import demo_issuer
 
+    if not args.sub.strip() or args.sub != args.sub.strip():
+        raise ConfigError(f"--sub {args.sub!r} is empty or has stray whitespace; give the "
+                          "user id the token is for, e.g. --sub alice")
     settings = _settings(args, {})
     issuer = demo_issuer(settings.demo_issuer)
 
@@ -125,10 +146,12 @@ def _token(args: argparse.Namespace) -> int:
     return 0
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(), stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
+def _setup_logging(level: str, configured_format: str | None = None) -> None:
+    """Log lines on stderr, as ``log_format`` says (unset: text on a terminal, else JSON)."""
+    global _JSON_LOGS
+    fmt = resolve_format(configured_format)
+    setup_logging(level, fmt)
+    _JSON_LOGS = fmt == "json"
 
 
 def _benchmark_checkout() -> Path | None:
@@ -152,6 +175,19 @@ def _bench(argv: list[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; a reader that goes away (``extauthz audit export | head``) ends it
+    quietly, as it does ``cat``."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # Python flushes stdout again at exit and would print a second error: point the
+        # descriptor at /dev/null first (the documented way, docs.python.org "Note on SIGPIPE").
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as a shell reports a command a closed pipe ended
+
+
+def _main(argv: Sequence[str] | None) -> int:
     given = list(sys.argv[1:] if argv is None else argv)
     if given[:1] == ["bench"]:  # its options are the benchmark's own
         return _bench(given[1:])
@@ -172,7 +208,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "webauthn":
             from extauthz.stepup.cli import run_webauthn_command
 
-            return asyncio.run(run_webauthn_command(args, _settings(args, {})))
+            settings = _settings(args, {})
+            setup_logging(settings.log_level, resolve_format(settings.log_format))  # admin lines
+            return asyncio.run(run_webauthn_command(args, settings))
         if args.command == "audit":
             from extauthz.audit.cli import run_audit_command
 
@@ -186,7 +224,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return asyncio.run(run_store_command(args, _settings(args, {})))
     except ExtAuthzError as e:
-        print(f"extauthz: {e.message}", file=sys.stderr)
+        if _JSON_LOGS:  # serve in JSON mode: a pipeline reads stderr, so a JSON line
+            logging.getLogger("extauthz").error("%s", e.message)
+        else:
+            print(f"extauthz: {e.message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

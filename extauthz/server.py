@@ -30,6 +30,7 @@ from extauthz.engine import Engine, build_engine
 from extauthz.errors import ConfigError, StoreUnavailable
 from extauthz.http_app import CappedSite, Listener, admin_app, http_app, start_site
 from extauthz.identity.demo_issuer import demo_issuer
+from extauthz.nats.callout import Callout
 from extauthz.pipeline import CheckPipeline
 from extauthz.rlimits import http_connection_budget, raise_open_file_limit
 from extauthz.service import SERVICE_NAME as AUTH_SERVICE
@@ -50,11 +51,14 @@ class Worker:
     engine: Engine
     serving: bool = False
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    nats: Callout | None = None  # the NATS auth callout, when nats.url is set
 
     def ready(self) -> tuple[bool, str]:
         """/readyz and gRPC health: serving, and the engine can decide."""
         if not self.serving:
             return False, "not serving"
+        if self.nats is not None:  # not ready while the callout is not connected
+            return self.nats.readiness(*self.engine.status())
         return self.engine.status()
 
 
@@ -298,6 +302,9 @@ async def serve(
         await asyncio.gather(*(server.stop(None) for server in servers))
         await _stop(worker, runners)
         raise
+    if settings.nats.enabled:  # every worker joins the callout's queue group
+        worker.nats = Callout(engine)
+        worker.tasks.append(asyncio.create_task(worker.nats.run(), name="nats-callout"))
     worker.serving = True
     worker.tasks.append(asyncio.create_task(_report_ready(worker, health), name="ready"))
     log.info("serving Check over gRPC on %s:%d and over HTTP on %s; pages on %s:%d; "

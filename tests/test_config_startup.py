@@ -104,9 +104,8 @@ def test_broken_yaml_in_the_config_file_stops_the_start_in_one_line(tmp_path: Pa
     cfg = tmp_path / "broken.yaml"
     cfg.write_text("grpc: {listen: 127.0.0.1:9001\nworkers: 2\n")
     line = refused(serve(tmp_path, None, None, "--config", str(cfg)))
-    assert line.startswith(f"extauthz: config: {cfg} is not valid YAML: while parsing a flow "
-                           "mapping: ")
-    assert line.endswith(")")  # (line L, column C)
+    assert line.startswith(f"extauthz: config: {cfg}:2:8: not valid YAML: while parsing a flow "
+                           "mapping: ")  # FILE:LINE:COLUMN, as a compiler says it
 
 
 def test_an_unknown_key_in_the_config_file_stops_the_start_with_the_closest_key(

@@ -128,7 +128,10 @@ def setup(request: pytest.FixtureRequest, tmp_path: Path, idp: LocalIssuer
     config.write_text(yaml.safe_dump(doc))
     policies = tmp_path / "in.yaml"
     policies.write_text(POLICIES)
-    assert _cli(config, "policy", "apply", "-f", str(policies)).returncode == 0
+    if request.param == "file":  # the file is the source of truth: `apply` refuses to write it
+        (tmp_path / "policies.yaml").write_text(POLICIES)
+    else:
+        assert _cli(config, "policy", "apply", "-f", str(policies)).returncode == 0
     cookies = _stepup_key(store)
     worker = ExtAuthz(tmp_path, doc)
     yield config, worker, cookies

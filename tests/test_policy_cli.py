@@ -25,20 +25,40 @@ require: {authenticated: false}
 """
 
 
-@pytest.fixture(params=["file", "redis"])
-def config(request: pytest.FixtureRequest, tmp_path: Path, idp: LocalIssuer) -> Path:
-    if request.param == "redis":
-        server = request.getfixturevalue("redis_server")
-        store: dict[str, Any] = {"url": server.url, "prefix": f"cli{tmp_path.name[-6:]}:"}
-    else:
-        store = {"url": f"file://{tmp_path}/policies.yaml"}
+def _config(tmp_path: Path, idp: LocalIssuer, store: dict[str, Any]) -> Path:
     cfg = tmp_path / "config.yaml"
     cfg.write_text(yaml.safe_dump({"store": store, "default_action": "deny", "issuers": [
         {"issuer": idp.issuer, "audiences": [AUDIENCE]}]}))
     return cfg
 
 
-def test_apply_then_list_get_and_delete(config: Path, tmp_path: Path) -> None:
+@pytest.fixture(params=["file", "redis"])
+def config(request: pytest.FixtureRequest, tmp_path: Path, idp: LocalIssuer) -> Path:
+    """Either store: what reads and validates works on both."""
+    if request.param == "redis":
+        return request.getfixturevalue("redis_config")  # type: ignore[no-any-return]
+    return _config(tmp_path, idp, {"url": f"file://{tmp_path}/policies.yaml"})
+
+
+@pytest.fixture
+def redis_config(tmp_path: Path, idp: LocalIssuer, redis_server: Any) -> Path:
+    """A Redis store: the one `policy apply` and `delete` write to (a file store is the
+    source of truth and edited as a file)."""
+    return _config(tmp_path, idp, {"url": redis_server.url, "prefix": f"cli{tmp_path.name[-6:]}:"})
+
+
+def store_policies(config: Path, text: str) -> None:
+    """Put policies in the configured store as an operator does: `apply` for Redis, an edit
+    of the file for a file store."""
+    url = yaml.safe_load(config.read_text())["store"]["url"]
+    if url.startswith("file://"):
+        Path(url[len("file://"):]).write_text(text)
+    else:
+        assert run_cli(config, "policy", "apply", "-f", "-", stdin=text).returncode == 0
+
+
+def test_apply_then_list_get_and_delete(redis_config: Path, tmp_path: Path) -> None:
+    config = redis_config
     source = tmp_path / "in.yaml"
     source.write_text(POLICIES)
     applied = run_cli(config, "policy", "apply", "-f", str(source))
@@ -63,7 +83,7 @@ def test_apply_then_list_get_and_delete(config: Path, tmp_path: Path) -> None:
 
 
 def test_dry_run_shows_the_diff_and_stores_nothing(config: Path) -> None:
-    run_cli(config, "policy", "apply", "-f", "-", stdin=POLICIES)
+    store_policies(config, POLICIES)
     changed = POLICIES.replace("admin:write", "admin:all")
     result = run_cli(config, "policy", "apply", "-f", "-", "--dry-run", stdin=changed)
     assert result.returncode == 0
@@ -83,7 +103,8 @@ def test_a_batch_with_one_bad_document_stores_nothing(config: Path) -> None:
     assert run_cli(config, "policy", "list").stdout.splitlines()[1:] == []
 
 
-def test_a_directory_is_applied_as_one_batch(config: Path, tmp_path: Path) -> None:
+def test_a_directory_is_applied_as_one_batch(redis_config: Path, tmp_path: Path) -> None:
+    config = redis_config
     d = tmp_path / "dir"
     d.mkdir()
     (d / "a.yaml").write_text("id: a\n")
@@ -111,11 +132,12 @@ def test_without_a_store_the_cli_says_how_to_configure_one(tmp_path: Path) -> No
     cfg.write_text("{}\n")
     result = run_cli(cfg, "policy", "list")
     assert result.returncode == 2
-    assert "no policy store configured: set store.url (EXTAUTHZ_STORE_URL)" in result.stderr
+    assert "no policy store configured: set store.url" in result.stderr
+    assert "--config FILE" in result.stderr
 
 
 def test_explain_shows_the_match_the_others_and_the_decision(config: Path, idp: LocalIssuer) -> None:
-    run_cli(config, "policy", "apply", "-f", "-", stdin=POLICIES)
+    store_policies(config, POLICIES)
     token = idp.mint("ES256", scope="read")
     result = run_cli(config, "policy", "explain", "--host", "api.example.com:443", "--method", "post",
                  "--path", "/admin/users?x=1", "--token", token)
@@ -139,7 +161,7 @@ def test_explain_shows_the_match_the_others_and_the_decision(config: Path, idp: 
 def test_explain_refuses_an_ambiguous_request_as_the_service_does(
     config: Path, host: str, path: str, why: str,
 ) -> None:
-    run_cli(config, "policy", "apply", "-f", "-", stdin=POLICIES)
+    store_policies(config, POLICIES)
     result = run_cli(config, "policy", "explain", "--host", host, "--path", path)
     assert result.returncode == 1, result.stderr
     assert "decision: DENY 400 (bad_request): " + why in result.stdout
@@ -150,7 +172,7 @@ def test_explain_shows_the_dry_run_shadow_beside_the_enforcing_decision(
     config: Path, idp: LocalIssuer
 ) -> None:
     trial = "---\nid: users-trial\nmatch: {paths: [{prefix: /admin/users/}]}\nmode: dry-run\n"
-    run_cli(config, "policy", "apply", "-f", "-", stdin=POLICIES + trial)
+    store_policies(config, POLICIES + trial)
     result = run_cli(config, "policy", "explain", "--host", "h", "--path", "/admin/users/1")
     out = result.stdout
     assert result.returncode == 1, result.stderr

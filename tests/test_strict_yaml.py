@@ -24,13 +24,14 @@ def test_a_policy_that_sets_require_twice_is_refused_with_the_line() -> None:
     with pytest.raises(PolicyInvalid) as caught:
         documents_from_text(TWICE, "policies.yaml")
     assert caught.value.message == (
-        "policies.yaml: not valid YAML or JSON: found duplicate key 'require' (line 4, column 1)")
+        "policies.yaml:4:1: not valid YAML or JSON: found duplicate key 'require'")
 
 
 def test_a_config_key_written_twice_stops_the_start_in_one_line(tmp_path: Path) -> None:
     config = tmp_path / "extauthz.yaml"
     config.write_text("default_action: deny\nlog_level: info\ndefault_action: allow\n")
-    with pytest.raises(ConfigError, match=r"found duplicate key 'default_action' \(line 3"):
+    with pytest.raises(ConfigError, match=r"extauthz.yaml:3:1: not valid YAML: found duplicate key "
+                                          r"'default_action'"):
         load_settings(str(config), environ={})
     assert "duplicate key 'default_action'" in refused(run_cli(config, "serve"))
 

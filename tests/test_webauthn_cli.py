@@ -41,7 +41,7 @@ async def test_list_and_remove_a_users_passkeys(tmp_path: Path) -> None:
 def test_an_unknown_subject_and_a_missing_choice_are_clear_errors(tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump({"store": {"state_file": str(tmp_path / "s.json")}}))
-    nobody = run_cli(config, "webauthn", "list", "--subject", "nobody")
+    nobody = run_cli(config, "webauthn", "remove", "--subject", "nobody", "--all")
     assert nobody.returncode == 2
     assert "no passkeys for subject 'nobody'" in nobody.stderr
     usage = run_cli(config, "webauthn", "remove", "--subject", "x")

@@ -28,16 +28,18 @@ def add_audit_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     a = sub.add_parser("audit", help="read the audit trail (needs audit.redis_stream)")
     asub = a.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
     tail = asub.add_parser("tail", help="the latest decisions, newest last")
-    tail.add_argument("--count", type=int, default=20)
+    tail.add_argument("--count", type=int, default=20, help="how many (default 20)")
     tail.add_argument("--follow", "-f", action="store_true", help="keep printing new decisions")
     export = asub.add_parser("export", help="decisions in a time range")
     export.add_argument("--since", required=True, help="ISO time (2026-11-23T10:00:00Z), epoch "
                                                        "seconds, or how long ago: 30m, 2h, 1d")
     export.add_argument("--until", help="same forms; default: now")
-    export.add_argument("--format", choices=("csv", "json"), default="csv")
+    export.add_argument("--format", choices=("csv", "json"), default="csv",
+                        help="csv (default; a header row, cells a spreadsheet cannot run) or "
+                             "json (one object a line)")
     for p in (tail, export):
-        p.add_argument("--subject")
-        p.add_argument("--decision", choices=("allow", "deny"))
+        p.add_argument("--subject", help="only this token `sub`, exactly")
+        p.add_argument("--decision", choices=("allow", "deny"), help="only allows or only denies")
         with_config(p)
 
 
@@ -88,7 +90,9 @@ async def run_audit_command(args: argparse.Namespace, settings: Settings) -> int
     url = settings.audit.redis_url or settings.store.url or ""
     if not is_redis_url(url):
         raise ConfigError("the audit trail is read from Redis: set store.url to redis://… and "
-                          "audit.redis_stream: true (stdout lines go to your log pipeline)")
+                          "audit.redis_stream: true in the config (--config FILE, "
+                          "$EXTAUTHZ_CONFIG or ./extauthz.yaml); stdout lines go to your log "
+                          "pipeline")
     r: Any = redis_client(url, settings.store.timeout)
     stream = settings.store.prefix + "audit"
     try:

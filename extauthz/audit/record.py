@@ -20,7 +20,7 @@ _PATH_PARAMETER = re.compile(r";[^/]*")
 
 FIELDS = ("time", "decision_id", "decision", "status", "reason", "policy", "dry_run",
           "would_deny", "subject", "username", "issuer", "client_id", "acr", "stepup_auth_time",
-          "method", "host", "path", "source", "request_id")
+          "method", "host", "path", "source", "request_id", "transport")
 
 
 def safe_path(path: str) -> str:
@@ -62,6 +62,9 @@ def _record(decision: Decision, view: RequestView | None, time: str) -> dict[str
         "path": safe_path(view.path) if view else None,
         "source": view.source_address if view else None,
         "request_id": view.request_id if view else None,
+        # nats: the NATS auth callout (host: the server's id, source: the client's host,
+        # request_id: <server name>/<client id>); envoy: a Check over gRPC or HTTP
+        "transport": "nats" if view is not None and view.scheme == "nats" else "envoy",
     }
 
 

@@ -23,7 +23,7 @@ from extauthz.errors import ConfigError
 from extauthz.schema import strict_yaml
 from extauthz.schema.declare import Section
 from extauthz.schema.introspect import hints, nullable, strip
-from extauthz.schema.messages import yaml_problem
+from extauthz.schema.messages import yaml_error_line, yaml_problem
 
 ENV_PREFIX = "EXTAUTHZ_"
 CONFIG_VARIABLE = ENV_PREFIX + "CONFIG"  # the config file's path
@@ -123,7 +123,7 @@ def read_yaml_mapping(path: str) -> dict[str, Any]:
     try:
         doc = strict_yaml.load(text)
     except yaml.YAMLError as e:
-        raise ConfigError(f"config: {path} is not valid YAML: {yaml_problem(e)}") from e
+        raise ConfigError("config: " + yaml_error_line(path, e, "not valid YAML")) from e
     if doc is None:
         return {}
     if not isinstance(doc, dict):

@@ -20,6 +20,7 @@ Algorithm = Literal["RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
                     "ES256", "ES384", "ES512", "EdDSA", "Ed25519"]
 DefaultAction = Literal["deny", "authenticated", "allow"]
 LogLevel = Literal["debug", "info", "warning", "error"]
+LogFormat = Literal["json", "text"]
 DEFAULT_ALGORITHMS: tuple[Algorithm, ...] = ("RS256", "ES256", "PS256", "EdDSA")
 MAX_STEPUP_COOKIE_AGE = 30 * 86400  # the largest stepup.max_age_limit
 NullableStr = Str | None
@@ -233,6 +234,38 @@ class DemoIssuerSection(Section):
 
 
 @dataclass(frozen=True)
+class NatsSection(Section):
+    """The NATS auth callout (README, NATS): NATS asks extauthz who may connect."""
+
+    __pydantic_config__ = CLOSED
+    url: Annotated[NullableStr, Field(
+        description="nats://HOST:PORT (comma-separated for a cluster); null: the callout is off")] = None
+    user: Annotated[NullableStr, Field(
+        description="the callout's own user, one of auth_callout.auth_users")] = None
+    password: Annotated[NullableStr, Field(description="that user's password")] = None
+    token: Annotated[NullableStr, Field(
+        description="or: a token the server accepts for the callout's own connection")] = None
+    creds_file: Annotated[NullableStr, Field(
+        description="or: a .creds file (user JWT and seed) for the callout's connection")] = None
+    nkey_seed_file: Annotated[NullableStr, Field(
+        description="or: a user nkey seed (SU…) file for the callout's connection")] = None
+    issuer_seed_file: Annotated[NullableStr, Field(
+        description="the account nkey seed (SA…) whose public key is auth_callout.issuer; "
+                    "it signs the answers")] = None
+    xkey_seed_file: Annotated[NullableStr, Field(
+        description="the curve seed (SX…) whose public key is auth_callout.xkey; null: "
+                    "requests are not sealed")] = None
+    account: Annotated[NullableStr, Field(
+        description="the account users are placed in (config mode), unless a policy names one")] = None
+    queue_group: Annotated[Str, Field(
+        description="workers and replicas in one group share the requests")] = "extauthz"
+    connect_timeout: Annotated[Float, Field(ge=0.1, le=60, description="seconds")] = 2.0
+    reconnect_max_wait: Annotated[Float, Field(
+        ge=0.1, le=300, description="seconds: the longest pause between reconnect attempts "
+                                    "(the backoff doubles up to it)")] = 5.0
+
+
+@dataclass(frozen=True)
 class ConfigFile(Section):
     """The extauthz configuration file."""
 
@@ -260,7 +293,11 @@ class ConfigFile(Section):
     realm: Annotated[Str, Field(description="realm of WWW-Authenticate: Bearer")] = "extauthz"
     headers: HeaderSettings = HeaderSettings()
     demo_issuer: DemoIssuerSection = DemoIssuerSection()
+    nats: NatsSection = NatsSection()
     log_level: LogLevel = "info"
+    log_format: Annotated[LogFormat | None, Field(
+        description="json: one JSON object per log line; text: for a person; "
+                    "null: text when stderr is a terminal, json otherwise")] = None
 
 
 CONFIG_FILE = DocumentType(

@@ -33,6 +33,7 @@ from extauthz.config.model import (
     StoreSettings,
     TokenSettings,
 )
+from extauthz.config.nats import NatsSettings, resolve_nats
 from extauthz.errors import ConfigError
 
 
@@ -85,12 +86,14 @@ class Settings:
     headers: HeaderSettings
     demo_issuer: DemoIssuerSettings
     log_level: str
+    log_format: str | None = None  # json, text; None: text on a terminal, else json
     admin_listen: tuple[str, int] | None = None  # /metrics, /readyz details (admin.listen)
     admin_grpc_listen: tuple[str, int] | None = None  # gRPC reflection (admin.grpc_listen)
     http_header_timeout: float = 10.0
     http_max_connections: int = 1000
     check_http_listen: tuple[str, int] | None = None  # Check over plain HTTP (check_http.listen)
     check_http: CheckHttpSection = CheckHttpSection()
+    nats: NatsSettings = NatsSettings()  # noqa: RUF009 (frozen) the NATS auth callout (config/nats.py)
 
 
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://", "rediss+sentinel://")
@@ -152,6 +155,7 @@ def settings_from_document(doc: Mapping[str, object]) -> Settings:
         headers=replace(f.headers, prefix=prefix),
         demo_issuer=demo,
         log_level=f.log_level,
+        log_format=f.log_format,
         admin_listen=admin,
         admin_grpc_listen=admin_listen(f.admin.grpc_listen, "admin.grpc_listen",
                                        (*public, *filter(None, [admin]))),
@@ -159,6 +163,7 @@ def settings_from_document(doc: Mapping[str, object]) -> Settings:
         http_max_connections=f.http.max_connections,
         check_http_listen=check_http,
         check_http=f.check_http,
+        nats=resolve_nats(f.nats),
     )
 
 

@@ -13,10 +13,10 @@ import yaml
 
 from extauthz.config import Settings
 from extauthz.decision import Decision
-from extauthz.errors import ConfigError, PolicyInvalid, PolicyNotFound
+from extauthz.errors import ConfigError, ExtAuthzError, PolicyInvalid, PolicyNotFound
 from extauthz.policy.match import explain
 from extauthz.policy.model import Policy, documents_from_text, parse_policies, policies_to_yaml
-from extauthz.policy.store import PolicyStore, open_store
+from extauthz.policy.store import FilePolicyStore, PolicyStore, open_store
 from extauthz.request import RequestView
 from extauthz.table import format_table
 
@@ -24,6 +24,22 @@ if TYPE_CHECKING:
     from extauthz.engine import Engine
 
 _SUFFIXES = (".yaml", ".yml", ".json")
+_FILE_HELP = "a YAML/JSON policy file, every .yaml/.yml/.json file of a directory, or - (stdin)"
+
+
+class FileStoreReadOnly(ExtAuthzError):
+    """``policy apply|delete`` against a file store: the files are the source of truth."""
+
+    code = "file_store_read_only"
+
+
+def _read_only(store: FilePolicyStore, command: str) -> FileStoreReadOnly:
+    where = (f"the files in {store.path}/ (a new policy: {store.path}/ID.yaml)" if store.is_dir
+             else str(store.path))
+    return FileStoreReadOnly(
+        f"policy {command}: the policies are in {store.description}, which is their source of "
+        f"truth (in git, or a ConfigMap); nothing was written. Edit {where}, check it with "
+        "`extauthz policy validate -f`, and the service reloads it within a second")
 
 
 def add_policy_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser],
@@ -32,20 +48,22 @@ def add_policy_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     psub = policy.add_subparsers(dest="policy_command", required=True, metavar="ACTION")
     assert callable(with_config)
     apply = psub.add_parser("apply", help="create or replace policies (atomic for the batch)")
-    apply.add_argument("-f", "--file", required=True, metavar="FILE|DIR|-")
+    apply.add_argument("-f", "--file", required=True, metavar="FILE|DIR|-", help=_FILE_HELP)
     apply.add_argument("--dry-run", action="store_true", help="validate and show the diff only")
     validate = psub.add_parser("validate", help="check policy documents without storing them")
-    validate.add_argument("-f", "--file", required=True, metavar="FILE|DIR|-")
+    validate.add_argument("-f", "--file", required=True, metavar="FILE|DIR|-", help=_FILE_HELP)
     get = psub.add_parser("get", help="print one policy as YAML")
-    get.add_argument("id")
+    get.add_argument("id", help="the policy's id (see `policy list`)")
     psub.add_parser("list", help="a table of every policy")
     delete = psub.add_parser("delete", help="remove one policy")
-    delete.add_argument("id")
+    delete.add_argument("id", help="the policy's id (see `policy list`)")
     ex = psub.add_parser("explain", help="which policy governs a request, why, and the decision")
-    ex.add_argument("--host", required=True)
-    ex.add_argument("--method", default="GET")
+    ex.add_argument("--host", required=True, help="the request's Host (:authority), e.g. "
+                                                  "api.example.com")
+    ex.add_argument("--method", default="GET", help="the request's method (default GET)")
     ex.add_argument("--path", required=True, help="path, with ?query if any")
-    ex.add_argument("--header", action="append", default=[], metavar="K=V")
+    ex.add_argument("--header", action="append", default=[], metavar="K=V",
+                    help="a request header, e.g. accept=text/html (repeat for more)")
     ex.add_argument("--token", help="a bearer token to evaluate (verified for real)")
     ex.add_argument("--route-policy", metavar="ID",
                     help="as if the Envoy route bound this policy (context_extensions)")
@@ -66,20 +84,27 @@ def read_documents(source: str) -> list[Policy]:
         files = [path]
     else:
         raise PolicyInvalid(f"{source}: no such file or directory")
-    docs: list[object] = []
-    for f in files:
-        docs.extend(documents_from_text(f.read_text(encoding="utf-8"), str(f)))
-    if not docs:
+    policies: list[Policy] = []
+    owner: dict[str, Path] = {}
+    for f in files:  # each error names the file it is in (and the policy's id)
+        for p in parse_policies(documents_from_text(f.read_text(encoding="utf-8"), str(f)), str(f)):
+            if p.id in owner:
+                raise PolicyInvalid(f"{f}: policy {p.id!r} is also defined in {owner[p.id]}; "
+                                    "ids must be unique")
+            owner[p.id] = f
+            policies.append(p)
+    if not policies:
         raise PolicyInvalid(f"{source}: holds no policy documents")
-    return parse_policies(docs, source)
+    return policies
 
 
 def _store(settings: Settings) -> PolicyStore:
     s = settings.store
     store = open_store(s.url, s.prefix, s.timeout, s.policies)
     if store is None:
-        raise ConfigError("no policy store configured: set store.url (EXTAUTHZ_STORE_URL) to "
-                          "redis://HOST:PORT or file:///path/policies.yaml")
+        raise ConfigError("no policy store configured: set store.url to redis://HOST:PORT or "
+                          "file:///path/policies.yaml in the config (--config FILE, "
+                          "$EXTAUTHZ_CONFIG or ./extauthz.yaml) or EXTAUTHZ_STORE_URL")
     return store
 
 
@@ -128,6 +153,8 @@ async def run_policy_command(args: argparse.Namespace, settings: Settings) -> in
             if args.dry_run:
                 print(f"dry run: nothing stored in {store.description}")
                 return 0
+            if isinstance(store, FilePolicyStore):
+                raise _read_only(store, "apply")
             revision = await store.apply(batch)
             print(f"applied {len(batch)} polic{'y' if len(batch) == 1 else 'ies'} to "
                   f"{store.description} (revision {revision})")
@@ -145,6 +172,8 @@ async def run_policy_command(args: argparse.Namespace, settings: Settings) -> in
             pset = await store.load()
             print(_table([_row(p) for p in sorted(pset.policies, key=lambda p: p.id)]))
         elif cmd == "delete":
+            if isinstance(store, FilePolicyStore):
+                raise _read_only(store, "delete")
             revision = await store.delete(args.id)
             print(f"deleted {args.id} from {store.description} (revision {revision})")
         return 0

@@ -19,7 +19,7 @@ from pydantic import Field, SkipValidation, WithJsonSchema
 from extauthz.errors import PolicyInvalid
 from extauthz.schema import strict_yaml
 from extauthz.schema.declare import CLOSED, Bool, DocumentType, Hint, Int, Section, Str
-from extauthz.schema.messages import yaml_problem
+from extauthz.schema.messages import yaml_error_line
 
 WEBAUTHN_ACR = "urn:extauthz:webauthn"
 ID_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
@@ -88,6 +88,26 @@ class RequireDocument(Section):
 
 
 @dataclass(frozen=True)
+class NatsSubjectsDocument(Section):
+    """NATS subjects, as patterns: tokens split by '.', '*' one token, '>' the rest."""
+
+    __pydantic_config__ = CLOSED
+    allow: Annotated[Strings, Field(description="subjects granted, e.g. orders.>")] = ()
+    deny: Annotated[Strings, Field(description="subjects refused even where allow grants")] = ()
+
+
+@dataclass(frozen=True)
+class NatsDocument(Section):
+    """A NATS policy (the auth callout): the permissions of a connection it allows."""
+
+    __pydantic_config__ = CLOSED
+    account: Annotated[Str | None, Field(
+        description="the account users are placed in; null: nats.account of the config")] = None
+    publish: NatsSubjectsDocument = NatsSubjectsDocument()
+    subscribe: NatsSubjectsDocument = NatsSubjectsDocument()
+
+
+@dataclass(frozen=True)
 class PolicyDocument(Section):
     """An extauthz policy: who may pass, per host, path and method."""
 
@@ -98,6 +118,9 @@ class PolicyDocument(Section):
     priority: Annotated[Int, Field(ge=-1_000_000, le=1_000_000,
                                    description="tie-breaker only (higher wins)")] = 0
     match: MatchDocument = MatchDocument()
+    # Either match (HTTP) or nats (the NATS auth callout); model._compile refuses both.
+    nats: Annotated[NatsDocument | None, Field(
+        description="a NATS policy: the connection's publish/subscribe permissions")] = None
     require: RequireDocument = RequireDocument()
     action: Literal["allow", "deny"] = "allow"
     mode: Annotated[Literal["enforce", "dry-run"], Field(
@@ -118,7 +141,7 @@ def documents_from_text(text: str, source: str) -> list[object]:
     try:
         loaded = list(strict_yaml.load_all(text))
     except yaml.YAMLError as e:
-        raise PolicyInvalid(f"{source}: not valid YAML or JSON: {yaml_problem(e)}") from e
+        raise PolicyInvalid(yaml_error_line(source, e, "not valid YAML or JSON")) from e
     docs: list[object] = []
     for item in loaded:
         if item is None:
@@ -135,4 +158,8 @@ def canonical_document(doc: PolicyDocument) -> dict[str, Any]:
     out: dict[str, Any] = POLICY_DOCUMENT.dump(doc)
     out["match"]["paths"] = [{k: v for k, v in p.items() if v is not None}
                              for p in out["match"]["paths"]]
+    if out["nats"] is None:  # an HTTP policy has no nats key, a NATS policy no match
+        del out["nats"]
+    else:
+        del out["match"]
     return out

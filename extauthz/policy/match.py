@@ -137,11 +137,15 @@ class PolicyIndex:
                  shadows: bool = False) -> None:
         policies = list(policies)
         self.revision = revision
-        self.by_id: dict[str, Policy] = {}
+        self.by_id: dict[str, Policy] = {}  # HTTP policies; NATS ones are in self.nats
+        self.nats: tuple[Policy, ...] = tuple(sorted(
+            (p for p in policies if p.nats is not None), key=_sort_key))
         self._exact: dict[str, _PathTable] = {}
         self._wildcard: dict[str, _PathTable] = {}  # key: ".example.com"
         self._any = _PathTable()
         for p in policies:
+            if p.nats is not None:  # the NATS callout's (nats/permissions.py), never a route's
+                continue
             self.by_id[p.id] = p
             if p.bound_only or (p.dry_run and not shadows):
                 continue
@@ -163,7 +167,7 @@ class PolicyIndex:
         self._shadows = PolicyIndex(policies, revision, shadows=True) if trials else None
 
     def __len__(self) -> int:
-        return len(self.by_id)
+        return len(self.by_id) + len(self.nats)
 
     def lookup(self, view: RequestView) -> Lookup:
         """The enforcing match that decides, and the dry-run policy (if any) that outranks it.

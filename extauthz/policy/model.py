@@ -21,6 +21,8 @@ from extauthz.errors import PolicyInvalid
 from extauthz.policy.document import (
     METHODS,
     POLICY_DOCUMENT,
+    MatchDocument,
+    NatsDocument,
     WEBAUTHN_ACR,
     PathDocument,
     PolicyDocument,
@@ -28,10 +30,12 @@ from extauthz.policy.document import (
     canonical_document,
     documents_from_text,
 )
+from extauthz.nats.subjects import subject_problem
 from extauthz.policy.paths import AmbiguousPath, normalize_path
 from extauthz.schema.messages import did_you_mean
 
-__all__ = ["METHODS", "WEBAUTHN_ACR", "ClaimValue", "HeaderTemplate", "PathMatch", "Policy",
+__all__ = ["METHODS", "WEBAUTHN_ACR", "ClaimValue", "HeaderTemplate", "NatsPermissions",
+           "PathMatch", "Policy",
            "Regex", "Requirements", "StepupRequirement", "compile_regex", "documents_from_text",
            "parse_policies", "parse_policy", "policies_to_yaml"]
 
@@ -101,6 +105,17 @@ class HeaderTemplate:
 
 
 @dataclass(frozen=True, slots=True)
+class NatsPermissions:
+    """A NATS policy's grant (``nats:``): subject patterns, validated."""
+
+    account: str | None  # None: the config's nats.account
+    publish_allow: tuple[str, ...]
+    publish_deny: tuple[str, ...]
+    subscribe_allow: tuple[str, ...]
+    subscribe_deny: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     id: str
     priority: int
@@ -114,6 +129,7 @@ class Policy:
     headers: tuple[HeaderTemplate, ...]
     description: str
     document: Mapping[str, Any]
+    nats: NatsPermissions | None = None  # a NATS policy (never in the HTTP index)
 
     @property
     def dry_run(self) -> bool:
@@ -247,7 +263,37 @@ def parse_policy(doc: object, where: str = "policy") -> Policy:
         raise PolicyInvalid(f"{where}: '{e.field}' {e.message}") from e
 
 
+def _nats(d: PolicyDocument, n: NatsDocument) -> NatsPermissions:
+    """A NATS policy's grant; it has no HTTP parts, and only what a token can prove."""
+    if d.match != MatchDocument():
+        raise _fail("match", "and 'nats' are both given; a policy is either HTTP (match) or "
+                             "NATS (nats): split it into two policies")
+    if d.headers:
+        raise _fail("headers", "do not apply to a NATS policy; drop them")
+    if d.mode != "enforce":
+        raise _fail("mode", "is dry-run, which NATS policies do not support yet; use enforce")
+    if not d.require.authenticated:
+        raise _fail("require.authenticated", "is false, but a NATS connection always needs a "
+                                             "token; set it to true")
+    if d.require.stepup is not None and WEBAUTHN_ACR in d.require.stepup.acr_values:
+        raise _fail("require.stepup.acr_values", f"has {WEBAUTHN_ACR}, the browser step-up cookie, "
+                    "which never reaches NATS; name the acr values your IdP issues (e.g. phr)")
+    lists = {}
+    for side, subjects in (("publish", n.publish), ("subscribe", n.subscribe)):
+        for which in ("allow", "deny"):
+            values = getattr(subjects, which)
+            for i, subject in enumerate(values):
+                problem = subject_problem(subject)
+                if problem is not None:
+                    raise _fail(f"nats.{side}.{which}[{i}]", f"is {subject!r}, which {problem}")
+            lists[f"{side}_{which}"] = tuple(dict.fromkeys(values))
+    if n.account is not None and not n.account.strip():
+        raise _fail("nats.account", "is empty; name the account or drop the key")
+    return NatsPermissions(account=n.account, **lists)
+
+
 def _compile(d: PolicyDocument) -> Policy:
+    nats = _nats(d, d.nats) if d.nats is not None else None
     m, r = d.match, d.require
     hosts = tuple(dict.fromkeys(_host(h, f"match.hosts[{i}]") for i, h in enumerate(m.hosts)))
     paths = tuple(_path(p, f"match.paths[{i}]") for i, p in enumerate(m.paths))
@@ -274,7 +320,7 @@ def _compile(d: PolicyDocument) -> Policy:
     return Policy(
         id=d.id, priority=d.priority, hosts=hosts, paths=paths, methods=frozenset(methods),
         bound_only=m.bound_only, require=require, action=d.action, mode=d.mode, headers=headers,
-        description=d.description, document=canonical,
+        description=d.description, document=canonical, nats=nats,
     )
 
 

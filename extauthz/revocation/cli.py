@@ -68,7 +68,7 @@ def add_revoke_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         p.add_argument("--reason", default="", help="a note for `revoke list` and the audit trail")
     rsub.add_parser("list", help="the revocations in force")
     undo = rsub.add_parser("undo", help="lift one revocation (its KEY from `revoke list`)")
-    undo.add_argument("key")
+    undo.add_argument("key", help="the revocation's KEY, as `revoke list` prints it")
     for p in rsub.choices.values():
         with_config(p)
 

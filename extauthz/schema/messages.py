@@ -129,10 +129,31 @@ def _number(value: object) -> str:
 
 def yaml_problem(error: Exception) -> str:
     """A YAML parser's error in one line: what, and where (PyYAML's own text spans lines)."""
+    mark = _mark(error)
+    where = f" (line {mark[0]}, column {mark[1]})" if mark is not None else ""
+    return _yaml_what(error) + where
+
+
+def yaml_error_line(source: str, error: Exception, what: str) -> str:
+    """``FILE:LINE:COLUMN: WHAT: problem``, the one line a compiler or an editor's problem
+    matcher prints for a syntax error (``FILE: WHAT: problem`` when the parser names no place)."""
+    mark = _mark(error)
+    where = f"{source}:{mark[0]}:{mark[1]}" if mark is not None else source
+    return f"{where}: {what}: {_yaml_what(error)}"
+
+
+def _mark(error: Exception) -> tuple[int, int] | None:
+    """(line, column), counted from 1, of a PyYAML error; None when it has no place."""
+    mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+    if mark is None or not getattr(error, "problem", None):
+        return None
+    return mark.line + 1, mark.column + 1
+
+
+def _yaml_what(error: Exception) -> str:
     problem = getattr(error, "problem", None)
     if not problem:
         return " ".join(str(error).split())
     context = getattr(error, "context", None)
-    mark = getattr(error, "problem_mark", None)
-    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-    return " ".join(f"{context + ': ' if context else ''}{problem}{where}".split())
+    text = " ".join(f"{context + ': ' if context else ''}{problem}".split())
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)  # one line

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import getpass
+import logging
 from collections.abc import Callable
 
 from extauthz.clock import SYSTEM_CLOCK
@@ -24,11 +26,13 @@ class EnrolmentNotNeeded(ExtAuthzError):
 
 
 GRANT_TTL_DEFAULT, GRANT_TTL_MAX = 3600, 7 * 86400
+log = logging.getLogger("extauthz.admin")
 
 
 def add_webauthn_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser],
                           with_config: Callable[[argparse.ArgumentParser], None]) -> None:
-    w = sub.add_parser("webauthn", help="list or remove users' passkeys, allow a first one")
+    w = sub.add_parser("webauthn", help="list or remove users' passkeys, allow a first one, "
+                                        "lift a pause after failed confirmations")
     wsub = w.add_subparsers(dest="webauthn_command", required=True, metavar="ACTION")
     ls = wsub.add_parser("list", help="a user's passkeys")
     rm = wsub.add_parser("remove", help="remove one passkey, or all of a user's")
@@ -49,6 +53,14 @@ def add_webauthn_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
                        help=f"seconds the allowance lasts (default {GRANT_TTL_DEFAULT}, at most "
                             f"{GRANT_TTL_MAX})")
     with_config(allow)
+    unlock = wsub.add_parser(
+        "unlock", help="lift a user's pause after too many failed confirmations "
+                       "(stepup.max_failures), so they may try again now")
+    unlock.add_argument("--user", "--subject", dest="subject", required=True,
+                        help="the token 'sub' of the user")
+    unlock.add_argument("--issuer", help="the user's issuer, exactly as configured (default: the "
+                                         "only configured issuer)")
+    with_config(unlock)
 
 
 def _when(t: int | None) -> str:
@@ -63,17 +75,19 @@ async def run_webauthn_command(args: argparse.Namespace, settings: Settings) -> 
     try:
         if args.webauthn_command == "allow-enrolment":
             return await _allow_enrolment(args, settings, store)
+        if args.webauthn_command == "unlock":
+            return await _unlock(args, settings, store)
         users = [u for u in await store.users_for_subject(args.subject)
                  if args.issuer is None or u[1] == args.issuer]
-        if not users:
-            raise PasskeyNotFound(f"no passkeys for subject {args.subject!r} in {store.description}")
-        if args.webauthn_command == "list":
+        if args.webauthn_command == "list":  # none: the header alone, as `kubectl get` prints
             rows = [["ISSUER", "ID", "NAME", "CREATED", "LAST USED"]]
             for user, issuer, _ in users:
                 rows += [[issuer, p.credential_id, p.name, _when(p.created), _when(p.last_used)]
                          for p in await store.passkeys(user)]
             print(format_table(rows))  # names are user-chosen: non-printables escaped
             return 0
+        if not users:
+            raise PasskeyNotFound(f"no passkeys for subject {args.subject!r} in {store.description}")
         if len(users) > 1 and args.issuer is None:
             raise ConfigError(f"subject {args.subject!r} has passkeys at several issuers; "
                               "add --issuer")
@@ -109,6 +123,8 @@ async def _end_stepups(settings: Settings, store: StepupStore, issuer: str, subj
 def _issuer_of(args: argparse.Namespace, settings: Settings) -> str:
     """The configured issuer the allowance is for: named exactly, or the only one."""
     configured = [i.issuer for i in settings.issuers]
+    if settings.demo_issuer.enabled and settings.demo_issuer.issuer not in configured:
+        configured.append(settings.demo_issuer.issuer)
     if not configured:
         raise ConfigError("the config names no issuers; run this with the service's config "
                           "(--config or EXTAUTHZ_CONFIG)")
@@ -141,4 +157,26 @@ async def _allow_enrolment(args: argparse.Namespace, settings: Settings, store: 
     until = _when(int(SYSTEM_CLOCK.wall()) + args.ttl)
     print(f"{args.subject} ({issuer}) may add one first passkey until {until}, without signing in "
           f"again: {settings.public_url}/.extauthz/webauthn/register")
+    return 0
+
+
+async def _unlock(args: argparse.Namespace, settings: Settings, store: StepupStore) -> int:
+    """Forget a user's failed ceremonies: the pause the pages call "ask an administrator"."""
+    if not args.subject.strip() or args.subject != args.subject.strip():
+        raise ConfigError("--user is empty or has stray whitespace; give the token's 'sub'")
+    issuer = _issuer_of(args, settings)
+    user = user_key(issuer, args.subject)
+    failures = await store.failures(user)
+    await store.clear_failures(user)
+    limit = settings.stepup.max_failures
+    if failures >= limit:
+        log.warning("webauthn: %r (%s) unlocked by %r with `extauthz webauthn unlock` after %d "
+                    "failed confirmations", args.subject, issuer, getpass.getuser(), failures)
+        print(f"unlocked {args.subject} ({issuer}): {failures} failed confirmation(s) forgotten; "
+              "they may confirm or add a passkey again now")
+    else:
+        log.info("webauthn: %r (%s) was not paused (%d of %d failures); counter cleared by %r",
+                 args.subject, issuer, failures, limit, getpass.getuser())
+        print(f"{args.subject} ({issuer}) was not paused ({failures} of {limit} failed "
+              "confirmations in the window); counter cleared")
     return 0

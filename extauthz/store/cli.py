@@ -59,8 +59,9 @@ def _stores(settings: Settings) -> tuple[RedisPolicyStore | None, RedisRevocatio
     (store.policies)."""
     s = settings.store
     if not s.url or not is_redis_url(s.url):
-        raise ConfigError("`extauthz store` is for a Redis store: set store.url (EXTAUTHZ_STORE_URL) "
-                          "to redis://…")
+        raise ConfigError("`extauthz store` is for a Redis store: set store.url to redis://… in "
+                          "the config (--config FILE, $EXTAUTHZ_CONFIG or ./extauthz.yaml) or "
+                          "EXTAUTHZ_STORE_URL")
     revocations = RedisRevocationStore(s.url, s.prefix, s.timeout, SYSTEM_CLOCK)
     if s.policies is not None:
         return None, revocations

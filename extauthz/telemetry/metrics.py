@@ -116,6 +116,8 @@ class Metrics:
         self._otlp_duration = self._otlp.duration if self._otlp is not None else None
         self.stepup = LabelledCounter()
         self.dry_run = LabelledCounter()
+        # Whole families a part builds itself (the NATS callout's histogram), by worker label.
+        self.families: list[Callable[[str], Iterable[Metric]]] = []
         self.observe("extauthz.checks", "Check decisions by decision and reason code",
                      self._check_readings, counter=True)
         self.observe("extauthz.stepup.ceremonies", "Step-up ceremonies by ceremony and outcome",
@@ -164,6 +166,8 @@ class Metrics:
                 continue
             if family.samples:  # as in a merged scrape: a family with no series is not listed
                 yield family
+        for families in self.families:
+            yield from families(self.worker)
 
     def shutdown(self) -> None:
         if self._otlp is not None:

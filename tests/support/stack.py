@@ -88,7 +88,9 @@ class ExtAuthz:
         cfg = {"http": {"listen": f"127.0.0.1:{self.http_port}",
                         "public_url": ORIGIN}, **self.config,
                "grpc": {"listen": f"127.0.0.1:{self.grpc_port}"}, "store": store,
-               "shutdown_grace": self.config.get("shutdown_grace", 2)}
+               "shutdown_grace": self.config.get("shutdown_grace", 2),
+               # the log file is not a terminal (JSON by default): tests read the text lines
+               "log_format": self.config.get("log_format", "text")}
         cfg["http"] = {**cfg["http"], "listen": f"127.0.0.1:{self.http_port}"}
         while self.admin_port in (self.grpc_port, self.http_port):  # free_port() may repeat
             self.admin_port = free_port()

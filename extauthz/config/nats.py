@@ -1,0 +1,101 @@
+"""``nats`` (``model.NatsSection``) resolved: the seed files read and checked once, at start.
+
+A missing or malformed seed is one ConfigError line naming the key and the fix; the keys
+themselves are kept in ``NatsSettings`` (the callout signs and opens with them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from extauthz.config.model import NatsSection
+from extauthz.errors import ConfigError
+from extauthz.nats.nkey import CurvePair, Kind, NkeyError, SigningPair
+
+_SCHEMES = ("nats", "tls", "ws", "wss")
+
+
+@dataclass(frozen=True)
+class NatsSettings:
+    """The callout's settings; ``servers`` empty: the callout is off."""
+
+    servers: tuple[str, ...] = ()
+    user: str | None = None
+    password: str | None = None
+    token: str | None = None
+    creds_file: str | None = None
+    nkey_seed_file: str | None = None
+    issuer: SigningPair | None = None  # signs the answers (auth_callout.issuer)
+    xkey: CurvePair | None = None  # opens sealed requests (auth_callout.xkey)
+    account: str | None = None
+    queue_group: str = "extauthz"
+    connect_timeout: float = 2.0
+    reconnect_max_wait: float = 5.0
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.servers)
+
+
+def _seed_text(path: str | None, key: str, what: str) -> str:
+    if path is None:
+        raise ConfigError(f"config: 'nats.{key}' is not set; give the file holding {what} "
+                          "(nsc or `nk -gen` make one)")
+    try:
+        lines = [ln.strip() for ln in Path(path).read_text(encoding="ascii").splitlines()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config: 'nats.{key}' names {path!r}, which cannot be read "
+                          f"({type(e).__name__}); give the file holding {what}") from e
+    seeds = [ln for ln in lines if ln.startswith("S")]
+    if len(seeds) != 1:
+        raise ConfigError(f"config: 'nats.{key}' file {path!r} does not hold exactly one nkey "
+                          f"seed line; it must hold {what}")
+    return seeds[0]
+
+
+def resolve_nats(n: NatsSection) -> NatsSettings:
+    if n.url is None:
+        return NatsSettings()
+    servers = tuple(u.strip() for u in n.url.split(",") if u.strip())
+    for url in servers:
+        parts = urlsplit(url)
+        if parts.scheme not in _SCHEMES or not parts.hostname:
+            raise ConfigError(f"config: 'nats.url' has {url!r}; write nats://HOST:PORT "
+                              "(tls://, ws:// or wss:// too; several separated by commas)")
+    given = [k for k in ("password", "token", "creds_file", "nkey_seed_file")
+             if getattr(n, k) is not None]
+    if len(given) > 1 or (n.password is not None) != (n.user is not None):
+        raise ConfigError("config: 'nats' sets the callout's credentials more than one way; give "
+                          "user and password, or token, or creds_file, or nkey_seed_file")
+    for key in ("creds_file", "nkey_seed_file"):
+        path = getattr(n, key)
+        if path is not None and not Path(path).is_file():
+            raise ConfigError(f"config: 'nats.{key}' names {path!r}, which does not exist; give "
+                              "the path of the callout user's file")
+    if not n.account:
+        raise ConfigError("config: 'nats.account' is not set; name the account users are placed "
+                          "in (one of the server's accounts, e.g. APP)")
+    try:
+        issuer = SigningPair.from_seed(
+            _seed_text(n.issuer_seed_file, "issuer_seed_file", "an account nkey seed (SA…)"),
+            Kind.ACCOUNT)
+    except NkeyError as e:
+        raise ConfigError(f"config: 'nats.issuer_seed_file' {n.issuer_seed_file!r} is not an "
+                          f"account nkey seed ({e}); give the SA… seed whose public key is the "
+                          "server's auth_callout.issuer") from e
+    xkey = None
+    if n.xkey_seed_file is not None:
+        try:
+            xkey = CurvePair.from_seed(
+                _seed_text(n.xkey_seed_file, "xkey_seed_file", "a curve seed (SX…)"))
+        except NkeyError as e:
+            raise ConfigError(f"config: 'nats.xkey_seed_file' {n.xkey_seed_file!r} is not a "
+                              f"curve seed ({e}); give the SX… seed whose public key is the "
+                              "server's auth_callout.xkey, or null") from e
+    return NatsSettings(
+        servers=servers, user=n.user, password=n.password, token=n.token,
+        creds_file=n.creds_file, nkey_seed_file=n.nkey_seed_file, issuer=issuer, xkey=xkey,
+        account=n.account, queue_group=n.queue_group, connect_timeout=n.connect_timeout,
+        reconnect_max_wait=n.reconnect_max_wait)
