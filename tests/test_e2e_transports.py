@@ -4,9 +4,9 @@ in front of ONE extauthz process (it serves both ports) and one upstream that re
 header lines. Every row must come out the same both ways: status, the challenge and redirect
 headers, the body, and the exact header lines the upstream receives.
 
-Where Envoy itself makes the transports differ, a test below says so explicitly:
+Where Envoy itself makes the transports differ, a test says so explicitly:
 - a 5xx answer over HTTP is a failed check to Envoy: status_on_error, empty body
-  (test_envoy_http_ext_authz.py::test_a_5xx_answer_becomes_status_on_error_and_loses_its_headers_and_body);
+  (test_a_503_decision_keeps_its_body_over_grpc_only);
 - a denied HEAD request: over HTTP the check's answer to HEAD has no body, and Envoy then
   drops its content-type (test_a_denied_head_request_loses_only_its_content_type_over_http);
 - several Impersonate-Group values: gRPC keeps only the last, HTTP one line each
@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 import pytest
 
 from tests.support.issuer import AUDIENCE, LocalIssuer
+from tests.support.ports import free_port, wait_for_port
 from tests.support.raw_http import RawHttpServer, RawResponse, raw_exchange
 from tests.support.stack import ExtAuthz, Gateway
 
@@ -289,3 +290,29 @@ def test_with_extauthz_stopped_both_gateways_fail_closed_alike(
     finally:
         for gateway in gateways:
             gateway.stop()
+
+
+def test_a_503_decision_keeps_its_body_over_grpc_only(idp: LocalIssuer, tmp_path: Path) -> None:
+    """extauthz denies with 503 when an issuer's keys cannot be had. Over gRPC that denial
+    reaches the client as sent; over HTTP Envoy takes any 5xx answer for a failed check and
+    answers status_on_error (503) itself, with an empty body and no Retry-After."""
+    dead = f"http://127.0.0.1:{free_port()}"  # an issuer whose discovery nobody serves
+    service = ExtAuthz(tmp_path, {
+        "issuers": [{"issuer": idp.issuer, "audiences": [AUDIENCE]},
+                    {"issuer": dead, "audiences": [AUDIENCE]}],
+        "default_action": "authenticated"}).start(wait_ready=False)  # never ready: keys missing
+    wait_for_port(service.grpc_port, 30)
+    wait_for_port(service.check_http_port, 30)
+    gateways = {t: Gateway(tmp_path, service, transport=t).start() for t in ("grpc", "http")}
+    try:
+        token = [("host", HOST), ("authorization", f"Bearer {idp.mint('RS256', iss=dead)}")]
+        grpc = raw_exchange(gateways["grpc"].port, "/", token)
+        assert grpc.status == 503
+        assert grpc.json()["error"] == "temporarily_unavailable"
+        assert grpc.values("retry-after") == ["1"]
+        http = raw_exchange(gateways["http"].port, "/", token)
+        assert (http.status, http.body, http.values("retry-after")) == (503, b"", [])
+    finally:
+        for gateway in gateways.values():
+            gateway.stop()
+        service.stop()
