@@ -16,6 +16,8 @@ from pathlib import Path
 import httptools
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from envoy_data_plane.envoy.service.auth.v3 import CheckResponse
 
 from tests.support.inproc import ServerThread
@@ -52,7 +54,8 @@ class Answer:
         return values[0] if values else None
 
 
-def read_answers(sock: socket.socket, count: int, timeout: float = 5.0) -> tuple[list[Answer], bool]:
+def read_answers(sock: socket.socket, count: int, timeout: float = 5.0,
+                 probe: float = 0.3) -> tuple[list[Answer], bool]:
     """Up to ``count`` answers from ``sock``, and whether the server closed the connection."""
     sock.settimeout(timeout)
     answers: list[Answer] = []
@@ -86,8 +89,8 @@ def read_answers(sock: socket.socket, count: int, timeout: float = 5.0) -> tuple
             closed = True
             break
         parser.feed_data(data)
-    if not closed:
-        sock.settimeout(0.3)
+    if not closed and probe:
+        sock.settimeout(probe)
         try:
             closed = sock.recv(1) == b""
         except (TimeoutError, ConnectionResetError):
@@ -378,3 +381,23 @@ def test_the_listener_refuses_connections_past_its_cap(idp: LocalIssuer, tmp_pat
             sock.close()
     finally:
         thread.stop()
+
+
+_TOKEN_CHARS = st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x2FF), max_size=40)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(path=_TOKEN_CHARS, host=_TOKEN_CHARS, name=_TOKEN_CHARS, value=_TOKEN_CHARS,
+       junk=st.binary(max_size=64), method=st.sampled_from(["GET", "POST", "HEAD", "G ET", ""]))
+def test_no_hostile_check_request_is_allowed_or_stalls_the_listener(
+        server: ServerThread, path: str, host: str, name: str, value: str, junk: bytes,
+        method: str) -> None:
+    """Without a token nothing may be allowed outside /public/ (default_action: authenticated),
+    whatever bytes arrive; and the listener answers the next request."""
+    raw = (f"{method} /admin/{path} HTTP/1.1\r\nhost: {host}\r\n{name}: {value}\r\n"
+           .encode("utf-8", "surrogateescape") + junk + b"\r\n\r\n")
+    answers, _ = ask(server, raw, timeout=2, probe=0)
+    assert all(a.status != 200 for a in answers)
+    assert all(a.status in (400, 401, 403, 408, 413, 414, 431) for a in answers)
+    [after], _ = ask(server, request("/public/x"), probe=0)
+    assert after.status == 200
