@@ -16,9 +16,9 @@ from pathlib import Path
 import httptools
 import pytest
 import yaml
+from envoy_data_plane.envoy.service.auth.v3 import CheckResponse
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from envoy_data_plane.envoy.service.auth.v3 import CheckResponse
 
 from tests.support.inproc import ServerThread
 from tests.support.issuer import LocalIssuer
