@@ -18,7 +18,8 @@ reseed`` (a newer ``reseed-`` epoch) moves it on. The revision a worker compares
 counter and the id of the last write: an equal counter with another write is a change (and
 a loss), never "nothing new".
 
-Files: re-read when the size or mtime changes, installed only when the content changed.
+Files: re-read when their signature changes (sizes, mtimes, inodes, and a ConfigMap volume's
+``..data`` target), installed only when the content changed.
 """
 
 from __future__ import annotations
