@@ -185,7 +185,7 @@ def test_every_install_in_the_image_is_pinned_by_hash() -> None:
 def test_the_build_lock_holds_what_the_build_stage_asks_for() -> None:
     sys.path.insert(0, str(ROOT / "scripts"))
     try:
-        from lock import BUILD  # type: ignore[import-not-found]
+        from lock import BUILD
     finally:
         sys.path.pop(0)
     locked = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+) \\$",
