@@ -19,7 +19,7 @@ from nats.errors import Error as NatsError
 from extauthz.revocation.model import Revocation
 from tests.support.inproc import ServerThread
 from tests.support.issuer import LocalIssuer
-from tests.support.nats import CALLOUT_PASSWORD, EXAMPLE, NatsServer, nats_config
+from tests.support.nats import CALLOUT_PASSWORD, NatsServer, nats_config
 from tests.support.settings import serving_settings
 
 POLICIES = """
@@ -84,7 +84,7 @@ async def attempt(server: NatsServer, **options: Any) -> tuple[Client | None, st
     try:
         await nc.connect(server.url, allow_reconnect=False, connect_timeout=2,
                          max_reconnect_attempts=0, **options)
-    except NatsError as e:
+    except (NatsError, TimeoutError, OSError) as e:  # refused, or no answer in time
         with contextlib.suppress(Exception):
             await nc.close()
         if nc._transport is not None:

@@ -18,7 +18,7 @@ from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "nats"
-CALLOUT_PASSWORD = "change-me"  # noqa: S105 (the example's)
+CALLOUT_PASSWORD = "change-me"
 
 
 def nats_server_binary() -> str:
@@ -46,7 +46,7 @@ class NatsServer:
         self.log = self.dir / "server.log"
 
     def start(self) -> NatsServer:
-        self.proc = subprocess.Popen(  # noqa: S603 (our binary, our config)
+        self.proc = subprocess.Popen(
             [nats_server_binary(), "-c", str(self.config), "-l", str(self.log)],
             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 10

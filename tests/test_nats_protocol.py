@@ -1,0 +1,265 @@
+"""The callout's protocol edges against a real nats-server: sealed (xkey) requests, the
+callout down, two workers in one queue group, forged or malformed requests; and the NATS JWT
+and config pieces on their own."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
+
+from extauthz.config import settings_from_document
+from extauthz.engine import build_engine
+from extauthz.errors import ConfigError
+from extauthz.nats import jwt as natsjwt
+from extauthz.nats.callout import SUBJECT, Callout
+from extauthz.nats.nkey import Kind, SigningPair
+from extauthz.nats.request import BadAuthRequest, parse_request
+from tests.support.inproc import ServerThread
+from tests.support.issuer import LocalIssuer
+from tests.support.nats import NatsServer, example_issuer, nats_config
+from tests.support.settings import serving_settings
+
+POLICY = """
+id: orders-writer
+require: {authenticated: true, claims: {groups: [orders]}}
+nats:
+  publish: {allow: ["orders.>"]}
+  subscribe: {allow: ["orders.>", "_INBOX.>"]}
+"""
+
+
+def worker_settings(idp: LocalIssuer, server: NatsServer, tmp: Path, **nats_keys: Any) -> Any:
+    policies = tmp / "policies.yaml"
+    policies.write_text(POLICY)
+    return serving_settings(idp, store={"url": f"file://{policies}", "poll_interval": 0.1},
+                            audit={"stdout": False}, nats=nats_config(server, **nats_keys))
+
+
+async def attempt(server: NatsServer, **options: Any) -> tuple[Client | None, str]:
+    nc = Client()
+    try:
+        await nc.connect(server.url, allow_reconnect=False, connect_timeout=3,
+                         max_reconnect_attempts=0, **options)
+    except (NatsError, TimeoutError, OSError) as e:  # refused, or no answer in time
+        with contextlib.suppress(Exception):
+            await nc.close()
+        if nc._transport is not None:  # nats-py leaves a refused socket to the gc
+            nc._transport.close()
+        return None, str(e)
+    return nc, ""
+
+
+async def test_sealed_xkey_requests_are_answered_sealed(idp: LocalIssuer, tmp_path: Path) -> None:
+    server = NatsServer(xkey=True).start()
+    worker = ServerThread(worker_settings(idp, server, tmp_path, xkey=True)).start()
+    try:
+        nc, error = await attempt(server, token=idp.mint(groups=["orders"]))
+        assert nc is not None, error
+        await nc.close()
+        nc, error = await attempt(server, token=idp.mint(groups=["sales"]))
+        assert nc is None
+        assert "Authorization Violation" in error
+    finally:
+        if worker._thread.is_alive():
+            worker.stop()
+        server.stop()
+
+
+async def test_an_unsealed_callout_refuses_a_sealed_request(idp: LocalIssuer, tmp_path: Path) -> None:
+    server = NatsServer(xkey=True).start()
+    worker = ServerThread(worker_settings(idp, server, tmp_path)).start()  # no xkey_seed_file
+    try:
+        nc, error = await attempt(server, token=idp.mint(groups=["orders"]))
+        assert nc is None
+        assert "Authorization Violation" in error
+    finally:
+        if worker._thread.is_alive():
+            worker.stop()
+        server.stop()
+
+
+async def test_with_the_callout_down_clients_cannot_connect(idp: LocalIssuer, tmp_path: Path) -> None:
+    server = NatsServer().start()
+    worker = ServerThread(worker_settings(idp, server, tmp_path)).start()
+    try:
+        token = idp.mint(groups=["orders"])
+        nc, error = await attempt(server, token=token)
+        assert nc is not None, error
+        await nc.close()
+        worker.stop()
+        nc, error = await attempt(server, token=token)  # the server waits its auth timeout
+        assert nc is None
+        assert "Authorization Violation" in error
+    finally:
+        if worker._thread.is_alive():
+            worker.stop()
+        server.stop()
+
+
+async def test_two_workers_share_the_requests_in_one_queue_group(
+        idp: LocalIssuer, tmp_path: Path) -> None:
+    server = NatsServer().start()
+    workers = [ServerThread(worker_settings(idp, server, tmp_path / str(i))).start()
+               for i in range(2) if (tmp_path / str(i)).mkdir() is None]
+    try:
+        for _ in range(12):
+            nc, error = await attempt(server, token=idp.mint(groups=["orders"]))
+            assert nc is not None, error
+            await nc.close()
+        answered = [w.engine.metrics for w in workers if w.engine is not None]
+        counts = [sum(n for n, _ in _nats_decisions(m)) for m in answered]
+        assert sum(counts) == 12, counts  # each request answered once
+        assert all(c > 0 for c in counts), counts  # by both workers
+        workers[0].stop()  # one leaves: the other answers everything
+        nc, error = await attempt(server, token=idp.mint(groups=["orders"]))
+        assert nc is not None, error
+        await nc.close()
+    finally:
+        for w in workers:
+            if w._thread.is_alive():
+                w.stop()
+        server.stop()
+
+
+def _nats_decisions(metrics: Any) -> list[tuple[float, Any]]:
+    for observed in metrics._observed:
+        if observed.name == "extauthz.nats.decisions":
+            return list(observed.fn())
+    return []
+
+
+def _request_claims(server_key: SigningPair, issuer: str, **nats_over: Any) -> dict[str, Any]:
+    user = SigningPair.generate(Kind.USER)
+    return {"aud": "nats-authorization-request", "exp": int(time.time()) + 2, "sub": issuer,
+            "nats": {"server_id": {"name": "x", "host": "127.0.0.1", "id": server_key.public},
+                     "user_nkey": user.public, "client_info": {"host": "127.0.0.1", "id": 7},
+                     "connect_opts": {"auth_token": "t", "protocol": 1},
+                     "type": "authorization_request", "version": 2, **nats_over}}
+
+
+async def test_a_forged_or_malformed_request_gets_no_answer_and_is_logged(
+        idp: LocalIssuer, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # Only the server itself may publish to $SYS.REQ.USER.AUTH (the auth user's publish is a
+    # permissions violation), so crafted requests go to the callout's handler directly.
+    engine = build_engine(worker_settings(idp, NatsServer(), tmp_path))
+    await engine.load_once()
+    callout = Callout(engine)
+    issuer = example_issuer().public
+    real_server = SigningPair.generate(Kind.SERVER)
+    other = SigningPair.generate(Kind.SERVER)
+    signed = natsjwt.encode(_request_claims(real_server, issuer), other, int(time.time()))
+    head, body, sig = signed.split(".")
+    forged = [
+        ("another key signed it", signed),
+        ("garbage", "not a jwt"),
+        ("a bad signature", f"{head}.{body}.{sig[:-6]}AAAAAA"),
+        ("wrong aud", natsjwt.encode({**_request_claims(other, issuer), "aud": "x"}, other, 0)),
+        ("expired", natsjwt.encode({**_request_claims(other, issuer), "exp": 1000}, other, 0)),
+        ("another issuer", natsjwt.encode(_request_claims(other, "AOTHER"), other, 0)),
+    ]
+    caplog.set_level(logging.WARNING, "extauthz.nats")
+    try:
+        for _, data in forged:
+            await callout._on_request(Msg(_client=None, subject=SUBJECT, reply="",  # type: ignore[arg-type]
+                                          data=data.encode()))
+    finally:
+        await engine.close()
+    refusals = [r.getMessage() for r in caplog.records
+                if "refused an authorization request" in r.getMessage()]
+    assert len(refusals) == len(forged), refusals
+    assert any("signer is not the server" in r for r in refusals)
+    assert callout.metrics.decisions.readings() == [
+        (len(forged), {"decision": "deny", "reason": "bad_check_request"})]
+
+
+def test_a_request_is_parsed_strictly() -> None:
+    issuer = example_issuer().public
+    server = SigningPair.generate(Kind.SERVER)
+    now = int(time.time())
+    good = natsjwt.encode(_request_claims(server, issuer), server, now)
+    assert parse_request(good, issuer=issuer, now=now).auth_token == "t"
+    for token in (natsjwt.encode(_request_claims(server, "AOTHER"), server, now),
+                  natsjwt.encode(_request_claims(server, issuer, type="user"), server, now),
+                  natsjwt.encode(_request_claims(server, issuer, user_nkey="UBAD"), server, now),
+                  good.replace(".", "..", 1)):
+        with pytest.raises(BadAuthRequest):
+            parse_request(token, issuer=issuer, now=now)
+
+
+def test_the_jti_is_nats_io_jwts_hash_of_the_standard_claims() -> None:
+    # nats-io/jwt v2 claims.go hash(): json.Marshal(ClaimsData) (jti empty, so left out),
+    # SHA-512/256, base32 without padding. Go escapes <, > and & in JSON.
+    standard = {"aud": "APP", "exp": 2, "iat": 1, "iss": "AISSUER", "name": "a<b&c>",
+                "sub": "UUSER"}
+    expected_json = (b'{"aud":"APP","exp":2,"iat":1,"iss":"AISSUER",'
+                     b'"name":"a\\u003cb\\u0026c\\u003e","sub":"UUSER"}')
+    import hashlib
+    digest = hashlib.new("sha512_256", expected_json).digest()
+    assert natsjwt.jti(standard) == base64.b32encode(digest).decode().rstrip("=")
+    token = natsjwt.encode({"sub": "UUSER", "aud": "APP", "nats": {"type": "user"}},
+                           example_issuer(), 1)
+    header = json.loads(base64.urlsafe_b64decode(token.split(".")[0] + "=="))
+    assert header == {"typ": "JWT", "alg": "ed25519-nkey"}
+    claims = natsjwt.decode(token, Kind.ACCOUNT)
+    assert list(claims) == ["aud", "jti", "iat", "iss", "sub", "nats"]
+
+
+@pytest.mark.parametrize(("keys", "message"), [
+    ({"issuer_seed_file": None}, "'nats.issuer_seed_file' is not set"),
+    ({"issuer_seed_file": "/nonexistent/issuer.nk"}, "'nats.issuer_seed_file' names"),
+    ({"issuer_seed_file": "XKEY"}, "'nats.issuer_seed_file'"),
+    ({"account": None}, "'nats.account' is not set"),
+    ({"token": "t"}, "more than one way"),
+])
+def test_a_bad_nats_config_is_one_line_naming_the_key(keys: dict[str, Any], message: str,
+                                                      tmp_path: Path) -> None:
+    if keys.get("issuer_seed_file") == "XKEY":  # a curve seed where an account seed belongs
+        (tmp_path / "x.nk").write_text(Path("examples/nats/xkey.nk").read_text())
+        keys = {"issuer_seed_file": str(tmp_path / "x.nk")}
+    doc = {"url": "nats://127.0.0.1:4222", "user": "auth", "password": "p",
+           "issuer_seed_file": "examples/nats/issuer.nk", "account": "APP", **keys}
+    with pytest.raises(ConfigError) as caught:
+        settings_from_document({"nats": doc})
+    assert message in caught.value.message
+    assert "\n" not in caught.value.message
+
+
+def test_an_unreachable_server_is_retried_and_readyz_says_so(idp: LocalIssuer, tmp_path: Path) -> None:
+    server = NatsServer()  # never started
+    settings = worker_settings(idp, server, tmp_path)
+    thread = ServerThread(settings)
+    thread._thread.start()
+    try:
+        import urllib.error
+        import urllib.request
+        url = f"http://127.0.0.1:{settings.http_listen[1]}/readyz"
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=1)
+                pytest.fail("ready without NATS")
+            except urllib.error.HTTPError as e:
+                status = e.code
+                break
+            except OSError:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        assert status == 503
+        server.start()  # the server arrives: the callout connects, the worker is ready
+        from tests.support.ports import wait_for_http
+        wait_for_http(url, timeout=10)
+    finally:
+        thread.stop()
+        server.stop()
+
+
