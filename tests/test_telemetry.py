@@ -307,6 +307,8 @@ DASHBOARD_SERIES = {
     "extauthz_demo_issuer_enabled": ("gauge", {"worker"}),
     "extauthz_http_connections": ("gauge", {"listener", "worker"}),
     "extauthz_http_refused": ("counter", {"listener", "worker"}),
+    "extauthz_check_http_connections": ("gauge", {"worker"}),
+    "extauthz_check_http_refused": ("counter", {"worker"}),
     # listed once they have a series: while something is refused, with Redis, after a ceremony,
     # after a dry-run denial
     "extauthz_store_refused": ("gauge", set()),
