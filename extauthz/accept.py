@@ -19,7 +19,10 @@ _HTML_TYPES = ("text/html", "application/xhtml+xml")
 _JSON_RANGES = ("application/json", "application/*", "*/*")  # most specific first
 _QVALUE = re.compile(r"0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?")
 _MAX_RANGES = 64  # browsers send about ten; more is not a browser
-_ANSWERS: BoundedCache[str, bool] = BoundedCache(1024)  # clients send the same few headers
+# Clients send the same few headers: answers are kept, for headers of browser size only (a
+# client inventing long ones costs a parse each time, never memory).
+_ANSWERS: BoundedCache[str, bool] = BoundedCache(1024)
+_KEPT_LENGTH = 512
 
 
 def _ranges(accept: str) -> dict[str, float] | None:
@@ -61,6 +64,8 @@ def prefers_html(method: str, accept: str | None) -> bool:
     """A browser navigation: ``GET``/``HEAD`` whose ``Accept`` prefers HTML (see above)."""
     if method not in ("GET", "HEAD") or not accept or "html" not in accept.lower():
         return False
+    if len(accept) > _KEPT_LENGTH:
+        return _prefers_html(accept)
     answer = _ANSWERS.get(accept)
     if answer is None:
         answer = _ANSWERS.put(accept, _prefers_html(accept))

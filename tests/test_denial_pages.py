@@ -66,6 +66,15 @@ def test_a_browser_is_a_navigation_whose_accept_prefers_html(
     assert req("/x", method=method, headers={"accept": accept} if accept else {}).wants_html is browser
 
 
+def test_long_accept_headers_are_read_but_not_kept() -> None:
+    from extauthz import accept
+
+    long = "text/html;q=0.9," + "x-a/b;q=0.1," * 60 + "application/json;q=0.8"
+    assert len(long) > 512
+    assert prefers_html("GET", long)
+    assert long not in accept._ANSWERS._entries  # a client inventing headers costs no memory
+
+
 @pytest.fixture
 async def checks(issuer: LocalIssuer) -> AsyncIterator[tuple[Authorizer, TokenVerifier, FakeClock]]:
     async with verifying(issuer, make_settings(issuer, default_action="deny", login_url=LOGIN,
