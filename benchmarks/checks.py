@@ -1,4 +1,5 @@
-"""CheckRequest bodies as Envoy sends them, framed for gRPC, for h2load to replay.
+"""CheckRequest bodies as Envoy sends them, framed for gRPC, for h2load to replay; and the
+headers of the same check over plain HTTP, for wrk.
 
 Realistic attributes: source and destination addresses, ten request headers (Envoy's
 pseudo-headers, a browser-like user-agent and accept, x-request-id, x-forwarded-*), and
@@ -64,3 +65,18 @@ def check_request(
 def grpc_frame(message: bytes) -> bytes:
     """gRPC's length-prefixed message: a zero (uncompressed) flag byte and a 4-byte length."""
     return b"\x00" + struct.pack(">I", len(message)) + message
+
+
+def http_check_headers(token: str | None) -> list[tuple[str, str]]:
+    """The headers Envoy's ``http_service`` sends with a check (besides Host, the original
+    authority) under envoy/gateway-http.yaml's ``allowed_headers``: the ones ``check_request``
+    carries that it forwards, and the bearer token."""
+    headers = [
+        ("Accept", "application/json"),
+        ("X-Request-Id", "6f1c7b9e-2d4a-4b8e-9f3a-1c2d3e4f5a6b"),
+        ("X-Forwarded-For", "203.0.113.7"),
+        ("X-Forwarded-Proto", "https"),
+    ]
+    if token is not None:
+        headers.append(("Authorization", f"Bearer {token}"))
+    return headers

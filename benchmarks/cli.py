@@ -1,7 +1,7 @@
 """``make bench`` / ``python -m benchmarks`` / ``extauthz bench``: run the benchmark and write
 the JSON, Markdown and PNG reports.
 
-    python -m benchmarks                   # the full run (about 10 minutes)
+    python -m benchmarks                   # the full run (about 10 minutes; updates the README table)
     python -m benchmarks --quick           # smoke run: about a minute (the test suite runs it)
     python -m benchmarks --only allow-cached,floor --rounds 5
     python -m benchmarks --target 10.0.0.7:9001 --token "$TOKEN" --host api.example.com --path /v1/x
@@ -28,20 +28,25 @@ from typing import Any
 
 from benchmarks import report
 from benchmarks.checks import check_request, grpc_frame
+from benchmarks.compare import comparisons
+from benchmarks.gateways import GATEWAY_HTTP
 from benchmarks.load import grpc_url, h2load
 from benchmarks.scenarios import (
     ENVOY_VARIANTS,
+    HTTP_VARIANTS,
     SCENARIO_NAMES,
     Bench,
     Options,
-    comparisons,
+    all_names,
     grpc_scenarios,
+    http_scenarios,
     machine,
     summarise,
 )
 from benchmarks.stack import BenchError, Stack, check_once
 
 RESULTS = Path(__file__).resolve().parent / "results"
+README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def _positive(kind: type) -> Any:
@@ -78,22 +83,28 @@ def parser() -> argparse.ArgumentParser:
                    help="smoke run, about a minute: 1 round of 1.5 s per scenario, rates "
                         "200,400, a 5 s soak of 300 tokens; checks answers, claims no speed")
     p.add_argument("--rounds", type=_positive(int), help="rounds of every scenario (default 3)")
-    p.add_argument("--seconds", type=_positive(float), help="measured seconds per run (default 5)")
+    p.add_argument("--seconds", type=_positive(float), help="measured seconds per run (default 3)")
     p.add_argument("--connections", type=_positive(int), default=4, help="h2load connections (default 4)")
     p.add_argument("--streams", type=_positive(int), default=16, help="streams per connection (default 16)")
+    p.add_argument("--http-connections", type=_positive(int), default=16,
+                   help="wrk connections straight to the HTTP Check port (default 16)")
+    p.add_argument("--envoy-connections", type=_positive(int), default=32,
+                   help="wrk connections through Envoy at saturation (default 32)")
     p.add_argument(
         "--workers",
         type=_positive(int),
         default=os.cpu_count() or 2,
         help="processes for the workers scenario (default: the CPU count)",
     )
-    p.add_argument("--rates", type=_rates, help="req/s through Envoy (default 500,1000,2000)")
-    p.add_argument("--soak-seconds", type=float, help="memory soak length; 0 skips it (default 120)")
+    p.add_argument("--rates", type=_rates, help="fixed req/s through Envoy (default 1000,2000)")
+    p.add_argument("--soak-seconds", type=float,
+                   help="memory soak length, per transport; 0 skips it (default 60)")
     p.add_argument(
         "--soak-tokens", type=_positive(int), help="distinct tokens rotated in the soak (default 10000)"
     )
     p.add_argument(
-        "--only", default="", help="comma-separated scenario names (or prefixes: allow, deny, envoy)"
+        "--only", default="",
+        help="comma-separated scenario names, or prefixes ending at a '-': allow, deny, http, envoy-http"
     )
     p.add_argument("--out", type=Path, default=RESULTS, help=f"report directory (default {RESULTS})")
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs, configs)")
@@ -109,13 +120,15 @@ def options(args: argparse.Namespace) -> Options:
     quick = args.quick
     return Options(
         rounds=args.rounds or (1 if quick else 3),
-        seconds=args.seconds or (1.5 if quick else 5.0),
+        seconds=args.seconds or (1.5 if quick else 3.0),
         warmup=0.5 if quick else 1.0,
         connections=args.connections,
         streams=args.streams,
+        http_connections=args.http_connections,
+        envoy_connections=args.envoy_connections,
         workers=args.workers,
-        rates=args.rates or ((200, 400) if quick else (500, 1000, 2000)),
-        soak_seconds=args.soak_seconds if args.soak_seconds is not None else (5.0 if quick else 120.0),
+        rates=args.rates or ((200, 400) if quick else (1000, 2000)),
+        soak_seconds=args.soak_seconds if args.soak_seconds is not None else (5.0 if quick else 60.0),
         soak_tokens=args.soak_tokens or (300 if quick else 10_000),
         only=frozenset(s.strip() for s in args.only.split(",") if s.strip()),
         quick=quick,
@@ -141,8 +154,12 @@ def _envoy_version() -> str:
 
 def run_local(opts: Options, work: Path) -> dict[str, Any]:
     stack = Stack(work=work, workers=opts.workers)
+    http_gateway = GATEWAY_HTTP.exists()
     try:
-        _log(f"bench: starting Redis, issuer, extauthz x{3 + (opts.workers > 1)}, floor, Envoy in {work}")
+        _log(f"bench: starting Redis, issuer, extauthz x{3 + (opts.workers > 1)}, two floors, "
+             f"{5 if http_gateway else 3} Envoys in {work}")
+        if not http_gateway:
+            _log(f"bench: no {GATEWAY_HTTP.name}: the Envoy scenarios over HTTP are left out")
         stack.start_redis()
         stack.start_issuer()
         stack.apply_policies("bench1k:", 1000)
@@ -153,25 +170,36 @@ def run_local(opts: Options, work: Path) -> dict[str, Any]:
         if opts.workers > 1:
             stack.start_instance("workers", "bench1k:", workers=opts.workers)
         stack.start_floor()
+        stack.start_http_floor()
         stack.wait_ready()
-        stack.start_envoy(main)
-        stack.start_floor_envoy(main.http_port)
+        stack.start_gateways(main, http=http_gateway)
         bench = Bench(stack, opts, _log)
-        scenarios = [s for s in grpc_scenarios(stack, opts.workers) if bench.wanted(s.name)]
-        bench.probe(scenarios)
+        grpc = [s for s in grpc_scenarios(stack, opts.workers) if bench.wanted(s.name)]
+        http = [s for s in http_scenarios(stack, opts.workers) if bench.wanted(s.name)]
+        variants = [v for v in ENVOY_VARIANTS if bench.wanted(v) and (http_gateway or v not in HTTP_VARIANTS)]
+        bench.probe(grpc)
+        bench.probe_http(http)
+        bench.probe_envoy(variants)
         for round_no in range(1, opts.rounds + 1):
             _log(f"bench: round {round_no}/{opts.rounds}")
-            for s in scenarios:
+            for s in grpc:
                 bench.run_grpc(s, round_no)
-            variants = [v for v in ENVOY_VARIANTS if bench.wanted(v)]
+            for h in http:
+                bench.run_http(h, round_no)
+            ordered = variants if round_no % 2 else variants[::-1]
             for rate in opts.rates:
-                for variant in variants if round_no % 2 else variants[::-1]:
+                for variant in ordered:
                     bench.run_envoy(rate, variant, round_no)
-        soak = bench.soak()
+            for variant in ordered:
+                if bench.wanted(f"{variant}@max"):
+                    bench.run_envoy_max(variant, round_no)
+        soak, soak_http = bench.soak("grpc"), bench.soak("http")
         return {
             "scenarios": [summarise(o) for o in bench.outcomes.values()],
-            "comparisons": comparisons(bench.outcomes, opts.workers, opts.rates),
+            "comparisons": comparisons({n: o.runs for n, o in bench.outcomes.items()}, opts.workers,
+                                       opts.rates),
             "soak": soak,
+            "soak_http": soak_http,
         }
     finally:
         stack.close()
@@ -219,9 +247,9 @@ def main(argv: list[str] | None = None) -> int:
     opts = options(args)
     if args.token and not args.target:
         parser().error("--token goes with --target")
-    known = {*SCENARIO_NAMES, *(n.split("-")[0] for n in SCENARIO_NAMES), "workers-1",
-             f"workers-{opts.workers}"}
-    unknown = sorted(opts.only - known)
+    names = all_names(opts.workers)
+    unknown = sorted(o for o in opts.only
+                     if not any(n in (o, o.split("@")[0]) or n.startswith(f"{o}-") for n in names))
     if unknown:
         choices = ", ".join(SCENARIO_NAMES)
         parser().error(f"--only: no scenario named {', '.join(unknown)}; choose from {choices}")
@@ -243,6 +271,9 @@ def main(argv: list[str] | None = None) -> int:
             "seconds": opts.seconds,
             "connections": opts.connections,
             "streams": opts.streams,
+            "http_connections": opts.http_connections,
+            "envoy_connections": opts.envoy_connections,
+            "rates": list(opts.rates),
             "workers": opts.workers,
             "quick": opts.quick,
             "took_s": round(time.monotonic() - started),
@@ -252,6 +283,12 @@ def main(argv: list[str] | None = None) -> int:
     paths = report.write_reports(results, args.out)
     print(report.markdown(results))
     _log(f"bench: wrote {', '.join(str(p) for p in paths.values())}")
+    # A full local run into the committed results is the README's latest run too.
+    if not (opts.quick or opts.only or args.target) and args.out.resolve() == RESULTS:
+        if report.update_readme(results, README):
+            _log(f"bench: updated the Performance table in {README}")
+        else:
+            _log(f"bench: {README} has no generated table (markers {report.README_BEGIN!r} ...)")
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
     else:

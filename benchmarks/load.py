@@ -1,13 +1,16 @@
 """The load generators: h2load (raw gRPC to the service, or HTTP/1.1 through Envoy at a
-fixed rate) and wrk (through Envoy, a Lua script rotating tokens). Each run is bounded
-in time; latencies come from h2load's per-request log or wrk's own percentiles."""
+fixed rate) and wrk (HTTP/1.1 at saturation: straight to the HTTP Check port, through
+Envoy, or a Lua script rotating tokens for the soak). Each run is bounded in time;
+latencies come from h2load's per-request log or wrk's own histogram."""
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import resource
 import shutil
+import statistics
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -70,6 +73,13 @@ def require(command: str, package: str) -> str:
     if path is None:
         raise FileNotFoundError(f"{command} is missing: `make bench` installs it (apt-get install {package})")
     return path
+
+
+def latency(durations_us: Sequence[float]) -> dict[str, float]:
+    """The mean and the percentiles, in milliseconds (empty without requests)."""
+    if not durations_us:
+        return {}
+    return {"mean": statistics.fmean(durations_us) / 1000.0, **percentiles(durations_us)}
 
 
 def percentiles(durations_us: Sequence[float]) -> dict[str, float]:
@@ -164,7 +174,7 @@ def h2load(
         non_2xx=summary.non_2xx,
         seconds=summary.seconds,
         throughput=summary.throughput,
-        latency_ms=percentiles(_durations([log])),
+        latency_ms=latency(_durations([log])),
         server_cpu_cores=server,
         client_cpu_cores=client,
         steal_cores=steal,
@@ -216,7 +226,7 @@ def paced(url: str, *, rate: int, seconds: float, warmup: float, logs: Path, cpu
     return LoadResult(requests=sum(p.requests for p in parts), failed=sum(p.failed for p in parts),
                       non_2xx=sum(p.non_2xx for p in parts), seconds=max(p.seconds for p in parts),
                       throughput=sum(p.throughput for p in parts),
-                      latency_ms=percentiles(_durations(logs.glob("*.tsv"))), server_cpu_cores=server,
+                      latency_ms=latency(_durations(logs.glob("*.tsv"))), server_cpu_cores=server,
                       client_cpu_cores=client, steal_cores=steal)
 
 
@@ -225,23 +235,36 @@ def grpc_url(address: str) -> str:
 
 
 _WRK_SCRIPT = """
+local headers = {}
+for line in io.lines(os.getenv("BENCH_HEADERS")) do
+  local name, value = line:match("^([^:]+): (.*)$")
+  if name then headers[name] = value end
+end
 local tokens = {}
-for line in io.lines(os.getenv("BENCH_TOKENS")) do tokens[#tokens + 1] = line end
+local rotate = os.getenv("BENCH_TOKENS")
+if rotate and rotate ~= "" then
+  for line in io.lines(rotate) do tokens[#tokens + 1] = line end
+end
+local path = os.getenv("BENCH_PATH")
+local fixed = nil
 local i = 0
 request = function()
+  if #tokens == 0 then
+    if fixed == nil then fixed = wrk.format("GET", path, headers) end
+    return fixed
+  end
   i = i % #tokens + 1
-  return wrk.format("GET", os.getenv("BENCH_PATH"),
-    {["Host"] = os.getenv("BENCH_HOST"), ["Authorization"] = "Bearer " .. tokens[i],
-     ["Accept"] = "application/json", ["User-Agent"] = "bench-wrk/1.0"})
+  headers["Authorization"] = "Bearer " .. tokens[i]
+  return wrk.format("GET", path, headers)
 end
 done = function(summary, latency, requests)
   local f = io.open(os.getenv("BENCH_OUT"), "w")
   f:write(string.format('{"requests": %d, "seconds": %f, "non_2xx": %d, "socket_errors": %d, '
-    .. '"p50": %f, "p90": %f, "p99": %f, "p999": %f}',
+    .. '"mean": %f, "p50": %f, "p90": %f, "p99": %f, "p999": %f}',
     summary.requests, summary.duration / 1e6, summary.errors.status,
     summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
-    latency:percentile(50) / 1e3, latency:percentile(90) / 1e3, latency:percentile(99) / 1e3,
-    latency:percentile(99.9) / 1e3))
+    latency.mean / 1e3, latency:percentile(50) / 1e3, latency:percentile(90) / 1e3,
+    latency:percentile(99) / 1e3, latency:percentile(99.9) / 1e3))
   f:close()
 end
 """
@@ -251,19 +274,27 @@ def wrk(
     url: str,
     *,
     seconds: float,
-    tokens: Path,
     host: str,
     path: str,
     work: Path,
-    cpu: Callable[[], float],
+    cpu: Callable[[], float] | None,
+    headers: Sequence[tuple[str, str]] = (),
+    tokens: Path | None = None,
     connections: int = 8,
+    threads: int = 1,
 ) -> LoadResult:
-    """wrk through Envoy, each request with the next of ``tokens`` (one per line)."""
-    script, out_path = work / "rotate.lua", work / "wrk.json"
+    """wrk over HTTP/1.1 keep-alive: ``connections`` closed-loop connections for ``seconds``
+    (whole seconds, at least 1: wrk takes no fractions). Every request carries ``Host``
+    and ``headers``; with ``tokens`` (one per line) each carries the next one as a bearer.
+    Latencies are wrk's own (its histogram, microsecond resolution); ``non_2xx`` counts
+    answers of 400 and above (wrk counts no other)."""
+    script, out_path, header_file = work / "bench.lua", work / "wrk.json", work / "wrk-headers.txt"
     script.write_text(_WRK_SCRIPT)
+    header_file.write_text("".join(f"{k}: {v}\n" for k, v in [("Host", host), *headers]))
+    out_path.unlink(missing_ok=True)
     env = {
-        "BENCH_TOKENS": str(tokens),
-        "BENCH_HOST": host,
+        "BENCH_HEADERS": str(header_file),
+        "BENCH_TOKENS": str(tokens or ""),
         "BENCH_PATH": path,
         "BENCH_OUT": str(out_path),
         "PATH": "/usr/bin:/bin",
@@ -271,11 +302,11 @@ def wrk(
     argv = [
         require("wrk", "wrk"),
         "-t",
-        "1",
+        str(threads),
         "-c",
-        str(connections),
+        str(max(connections, threads)),
         "-d",
-        f"{seconds:g}s",
+        f"{max(1, math.ceil(seconds))}s",
         "--timeout",
         "5s",
         "-s",
@@ -287,7 +318,7 @@ def wrk(
         done = subprocess.run(
             argv, capture_output=True, text=True, env=env, timeout=seconds + 60, check=False
         )
-        if done.returncode != 0:
+        if done.returncode != 0 or not out_path.exists():
             raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr.strip()[-500:]}")
         return done.stdout
 
@@ -299,7 +330,7 @@ def wrk(
         non_2xx=int(data["non_2xx"]),
         seconds=float(data["seconds"]),
         throughput=data["requests"] / max(float(data["seconds"]), 1e-9),
-        latency_ms={k: float(data[k]) for k in ("p50", "p90", "p99", "p999")},
+        latency_ms={k: float(data[k]) for k in ("mean", "p50", "p90", "p99", "p999")},
         server_cpu_cores=server,
         client_cpu_cores=client,
         steal_cores=steal,

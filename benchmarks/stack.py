@@ -1,5 +1,6 @@
 """What the benchmark runs on loopback: Redis, the token issuer, extauthz instances (one
-per configuration), the floor server, and Envoy in front of an upstream.
+per configuration, each serving Check over gRPC and over plain HTTP), the two floor
+servers, and the Envoy gateways (benchmarks/gateways.py) in front of an upstream.
 
 Every process logs into the run's work directory and is stopped when the stack closes.
 """
@@ -7,6 +8,7 @@ Every process logs into the run's work directory and is stopped when the stack c
 from __future__ import annotations
 
 import contextlib
+import http.client
 import shutil
 import sys
 import time
@@ -20,22 +22,12 @@ import yaml
 
 from benchmarks import policyset
 from benchmarks.checks import CHECK_PATH
+from benchmarks.gateways import GATEWAY_HTTP, gateway, jwt_gateway
 from benchmarks.issuer import AUDIENCE, BenchIssuer
 from benchmarks.procs import children, free_port
-from demo.gateway import envoy_command, render_gateway
+from demo.gateway import GATEWAY, envoy_command
 from demo.processes import Process
 from extauthz.pb.envoy.service.auth.v3 import external_auth_pb2 as ext
-
-NOAUTH_HOST = "noauth.bench.local"
-_TYPES = "type.googleapis.com/envoy.extensions.filters"
-_HCM = f"{_TYPES}.network.http_connection_manager.v3.HttpConnectionManager"
-_ROUTER = f"{_TYPES}.http.router.v3.Router"
-_PER_ROUTE_OFF = {
-    "envoy.filters.http.ext_authz": {
-        "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
-        "disabled": True,
-    }
-}
 
 
 class BenchError(Exception):
@@ -52,10 +44,15 @@ class Instance:
     process: Process
     workers: int = 1
     admin_port: int = 0  # /metrics (admin.listen)
+    check_http_port: int = 0  # Check over plain HTTP (check_http.listen)
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def check_http_address(self) -> str:
+        return f"127.0.0.1:{self.check_http_port}"
 
     @property
     def pids(self) -> list[int]:
@@ -84,8 +81,9 @@ class Stack:
     issuer: BenchIssuer | None = None
     redis_url: str = ""
     floor_address: str = ""
-    gateway_port: int = 0  # Envoy -> the "main" extauthz
-    floor_gateway_port: int = 0  # Envoy -> the floor server (the same config otherwise)
+    http_floor_address: str = ""
+    gateway_port: int = 0  # Envoy -> the "main" extauthz over gRPC (its public_url)
+    gateways: dict[str, int] = field(default_factory=dict)  # Envoy process name -> listen port
 
     # --- parts ------------------------------------------------------------------------
     def _start(self, name: str, argv: list[str], discard_stdout: bool = False) -> Process:
@@ -127,7 +125,7 @@ class Stack:
         """Through the CLI, as an operator would: one atomic batch into Redis."""
         docs = self.work / f"policies-{prefix.rstrip(':')}.yaml"
         docs.write_text(yaml.safe_dump_all(policyset.policies(count), sort_keys=False))
-        config = self._config(prefix, {}, 1, 1, 2)  # ports unused by `policy apply`
+        config = self._config(prefix, {}, 1, 2, 3)  # ports unused by `policy apply`, but distinct
         proc = self._start(
             f"apply-{prefix.rstrip(':')}",
             [_extauthz(), "policy", "apply", "-f", str(docs), "--config", str(config)],
@@ -137,10 +135,11 @@ class Stack:
             raise BenchError(f"policy apply failed:\n{proc.output()[-2000:]}")
 
     def _config(self, prefix: str, extra: dict[str, Any], grpc_port: int, http_port: int,
-                admin_port: int) -> Path:
+                admin_port: int, check_http_port: int | None = None) -> Path:
         assert self.issuer is not None
         doc: dict[str, Any] = {
             "grpc": {"listen": f"127.0.0.1:{grpc_port}"},
+            "check_http": {"listen": None if check_http_port is None else f"127.0.0.1:{check_http_port}"},
             "admin": {"listen": f"127.0.0.1:{admin_port}"},
             "http": {
                 "listen": f"127.0.0.1:{http_port}",
@@ -159,14 +158,14 @@ class Stack:
     def start_instance(
         self, name: str, prefix: str, *, workers: int = 1, extra: dict[str, Any] | None = None
     ) -> Instance:
-        grpc_port, http_port, admin_port = free_port(), free_port(), free_port()
+        grpc_port, http_port, admin_port, check_port = free_port(), free_port(), free_port(), free_port()
         config = self._config(prefix, {"workers": workers, **(extra or {})}, grpc_port, http_port,
-                              admin_port)
+                              admin_port, check_port)
         # The audit trail (stdout) is formatted and written as in production, into /dev/null:
         # a log file would add the disk's writeback to the figures.
         proc = self._start(f"extauthz-{name}", [_extauthz(), "serve", "--config", str(config)],
                            discard_stdout=True)
-        instance = Instance(name, grpc_port, http_port, proc, workers, admin_port)
+        instance = Instance(name, grpc_port, http_port, proc, workers, admin_port, check_port)
         self.instances[name] = instance
         return instance
 
@@ -182,32 +181,42 @@ class Stack:
         self.floor_address = f"127.0.0.1:{port}"
         _wait(lambda: _grpc_up(self.floor_address), "floor server", 30)
 
-    def start_envoy(self, target: Instance) -> None:
+    def start_http_floor(self) -> None:
+        port = free_port()
+        self._start("http-floor", [_python(), "-m", "benchmarks.http_floor", "--listen", f"127.0.0.1:{port}"])
+        self.http_floor_address = f"127.0.0.1:{port}"
+        _wait(lambda: _http_up(self.http_floor_address), "HTTP floor server", 30)
+
+    def start_gateways(self, main: Instance, *, http: bool = True) -> None:
+        """One Envoy (one worker) per configuration: gRPC and HTTP ext_authz calling extauthz
+        and calling each floor, and the jwt_authn peer. ``http``: the HTTP-mode ones too."""
+        assert self.issuer is not None
         self.gateway_port = self.gateway_port or free_port()
-        self._envoy("envoy", self.gateway_port, target.grpc_port, target.http_port)
+        self._envoy("envoy", GATEWAY, main.grpc_port, main.http_port, self.gateway_port)
+        self._envoy("envoy-grpc-floor", GATEWAY, _port(self.floor_address), main.http_port)
+        self._envoy("envoy-jwt", None, 0, main.http_port)
+        if http:
+            self._envoy("envoy-http", GATEWAY_HTTP, main.check_http_port, main.http_port)
+            self._envoy("envoy-http-floor", GATEWAY_HTTP, _port(self.http_floor_address), main.http_port)
 
-    def start_floor_envoy(self, http_port: int) -> None:
-        """The same gateway with ext_authz calling the floor server: Envoy plus the gRPC
-        transport, without extauthz's logic."""
-        self.floor_gateway_port = free_port()
-        self._envoy(
-            "envoy-floor", self.floor_gateway_port, int(self.floor_address.rsplit(":", 1)[1]), http_port
-        )
-
-    def _envoy(self, name: str, listen_port: int, grpc_port: int, http_port: int) -> None:
+    def _envoy(self, name: str, source: Path | None, check_port: int, http_port: int,
+               listen_port: int = 0) -> None:
+        """``source`` None: the jwt_authn peer."""
+        assert self.issuer is not None
+        listen_port = listen_port or free_port()
         upstream_port, admin_port = free_port(), free_port()
-        config = render_gateway(
-            listen_port=listen_port,
-            admin_port=admin_port,
-            grpc_port=grpc_port,
-            http_port=http_port,
-            upstream_port=upstream_port,
+        ports = {"listen_port": listen_port, "admin_port": admin_port, "http_port": http_port,
+                 "upstream_port": upstream_port}
+        config = (
+            jwt_gateway(jwks=self.issuer.jwks(), issuer=self.issuer.url, audiences=[AUDIENCE], **ports)
+            if source is None
+            else gateway(source=source, check_port=check_port, **ports)
         )
-        _add_bench_routes(config, upstream_port)
         path = self.work / f"{name}.yaml"
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         proc = self._start(name, envoy_command(path, concurrency=1))
         proc.wait_http(f"http://127.0.0.1:{listen_port}/healthz", timeout=30)
+        self.gateways[name] = listen_port
 
     def close(self) -> None:
         for proc in reversed(self.processes):
@@ -215,36 +224,6 @@ class Stack:
                 proc.stop(timeout=10)
         if self.issuer is not None:
             self.issuer.stop()
-
-
-def _add_bench_routes(config: dict[str, Any], upstream_port: int) -> None:
-    """The upstream is a second Envoy listener answering 200 itself (so the figures are
-    Envoy's and extauthz's, not a Python echo server's), and a virtual host with ext_authz
-    disabled gives the same route without authorization."""
-    listeners = config["static_resources"]["listeners"]
-    hcm = listeners[0]["filter_chains"][0]["filters"][0]["typed_config"]
-    routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
-    hcm["route_config"]["virtual_hosts"].insert(
-        0,
-        {
-            "name": "noauth",
-            "domains": [NOAUTH_HOST, f"{NOAUTH_HOST}:*"],
-            "routes": [{**routes[-1], "typed_per_filter_config": _PER_ROUTE_OFF}],
-        },
-    )
-    answer = {"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": "ok\n"}}}
-    manager = {
-        "@type": _HCM,
-        "stat_prefix": "bench_upstream",
-        "route_config": {"virtual_hosts": [{"name": "upstream", "domains": ["*"], "routes": [answer]}]},
-        "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {"@type": _ROUTER}}],
-    }
-    listeners.append({
-        "name": "bench_upstream",
-        "address": {"socket_address": {"address": "127.0.0.1", "port_value": upstream_port}},
-        "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
-                                        "typed_config": manager}]}],
-    })
 
 
 def _extauthz() -> str:
@@ -261,6 +240,29 @@ def _redis_ping(port: int) -> bool:
     try:
         return bool(redis.Redis(port=port, socket_timeout=1).ping())
     except redis.RedisError:
+        return False
+
+
+def _port(address: str) -> int:
+    return int(address.rsplit(":", 1)[1])
+
+
+def http_get(address: str, path: str, headers: dict[str, str], timeout: float = 5.0) -> int:
+    """One plain-HTTP request; its status (a probe before load: wrk counts only >= 400)."""
+    conn = http.client.HTTPConnection(address, timeout=timeout)
+    try:
+        conn.request("GET", path, headers=headers)
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status
+    finally:
+        conn.close()
+
+
+def _http_up(address: str) -> bool:
+    try:
+        return http_get(address, "/", {"host": "probe"}, timeout=1) == 200
+    except OSError:
         return False
 
 

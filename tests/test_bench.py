@@ -13,7 +13,7 @@ from envoy_data_plane.envoy.service.auth.v3 import CheckRequest
 from benchmarks.checks import check_request, grpc_frame
 from benchmarks.issuer import BenchIssuer
 from benchmarks.load import percentiles
-from benchmarks.scenarios import SCENARIO_NAMES
+from benchmarks.scenarios import ENVOY_VARIANTS, SCENARIO_NAMES
 from tests.support.cli import INSTALLED, run_cli
 from tests.support.ports import free_port
 
@@ -70,17 +70,29 @@ def test_a_short_run_of_every_scenario_writes_the_reports(tmp_path: Path) -> Non
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((tmp_path / "bench.json").read_text())
     names = {s["name"] for s in results["scenarios"]}
-    grpc = {n for n in SCENARIO_NAMES if n not in ("workers", "soak") and not n.startswith("envoy")}
-    assert grpc | {"workers-1", "workers-2", "envoy-only@200", "envoy-floor@200", "envoy-e2e@200"} == names
+    direct = {n for n in SCENARIO_NAMES
+              if n not in ("workers", "http-workers", "soak", "soak-http") and n not in ENVOY_VARIANTS}
+    envoy = {f"{v}@{at}" for v in ENVOY_VARIANTS for at in ("200", "max")}
+    assert direct | {"workers-1", "workers-2", "http-workers-1", "http-workers-2"} | envoy == names
     for s in results["scenarios"]:
         assert s["summary"]["requests"] > 0, s["name"]
         assert s["summary"]["errors"] == 0, s["name"]  # every answer was the expected decision
-    compared = {c["name"] for c in results["comparisons"]}
-    assert compared >= {"allow-cached / floor", "policies-10k / allow-cached"}
-    assert results["soak"]["samples"]
-    assert results["soak"]["errors"] == 0
+        assert s["summary"]["cpu_us_per_check"]["median"] > 0, s["name"]  # server CPU for every scenario
+    compared = {c["name"]: c for c in results["comparisons"]}
+    assert set(compared) >= {"allow-cached / floor", "policies-10k / allow-cached",
+                             "http-allow-cached / floor (gRPC)", "http-allow-cached / allow-cached (gRPC)",
+                             "envoy-http@max / envoy-jwt@max", "envoy-http @200/s: added mean",
+                             "envoy-jwt @200/s: added p99", "http-workers-2 / (2 x http-workers-1)"}
+    # every target is judged, whatever the speed
+    assert all(c["met"] in (True, False) for c in compared.values() if c["target"])
+    for key in ("soak", "soak_http"):
+        assert results[key]["samples"]
+        assert results[key]["errors"] == 0
     assert (tmp_path / "bench.png").read_bytes()[:4] == b"\x89PNG"
-    assert "| allow-cached |" in (tmp_path / "bench.md").read_text()
+    report = (tmp_path / "bench.md").read_text()
+    assert "| allow-cached |" in report
+    assert "| http-allow-cached |" in report
+    assert "| Envoy `jwt_authn` (the in-proxy peer: same keys, same token) |" in report
     assert "allow-cached / floor" in done.stdout  # the table is printed too
 
 

@@ -18,7 +18,7 @@ def _stat(median: float, low: float, high: float) -> dict[str, float]:
 
 def _scenario(name: str, group: str, throughput: float, p50: float, *, rate: float | None = None,
               spread: float = 0.05) -> dict[str, Any]:
-    latency = {"p50": p50, "p90": p50 * 1.3, "p99": p50 * 2.0, "p999": p50 * 3.2}
+    latency = {"mean": p50 * 1.25, "p50": p50, "p90": p50 * 1.3, "p99": p50 * 2.0, "p999": p50 * 3.2}
     runs = [{"round": r, "requests": int(throughput * 5), "errors": 0, "seconds": 5.0,
              "throughput": throughput, "latency_ms": latency, "server_cpu_cores": 0.98,
              "client_cpu_cores": 0.3, "rate": rate} for r in (1, 2, 3)]
@@ -26,6 +26,7 @@ def _scenario(name: str, group: str, throughput: float, p50: float, *, rate: flo
         "throughput": _stat(throughput, throughput * (1 - spread), throughput * (1 + spread)),
         **{key: _stat(value, value * 0.9, value * 1.1) for key, value in latency.items()},
         "server_cpu_cores": _stat(0.98, 0.95, 1.0), "errors": 0, "requests": int(throughput * 15),
+        "cpu_us_per_check": _stat(0.98e6 / throughput, 0.95e6 / throughput, 1e6 / throughput),
     }
     return {"name": name, "group": group, "description": f"{name} scenario", "runs": runs, "summary": summary}
 
@@ -76,8 +77,8 @@ def test_markdown_has_every_scenario_and_formatted_values() -> None:
     assert text.startswith("## extauthz benchmark\n")
     for scenario in results["scenarios"]:
         assert scenario["name"] in text
-    assert "| floor | 4870 (4700\u20134950) | 3.10 | 4.03 | 6.20 | 9.92 | 0 | 0.98 |" in text
-    assert "| deny-broken | — | — | — | — | — | — | — |" in text
+    assert "| floor | 4870 (4700\u20134950) | 3.88 | 3.10 | 4.03 | 6.20 | 9.92 | 0 | 0.98 | 201 |" in text
+    assert "| deny-broken | — | — | — | — | — | — | — | — | — |" in text
     assert "cpu Intel Xeon Test" in text
     assert "kernel 6.1.0-test" in text
     assert "rounds=3, seconds=5.0, connections=4, streams=16, workers=2" in text
@@ -144,3 +145,70 @@ def test_sparse_results_do_not_raise(tmp_path: Path) -> None:
     assert "| partial | — | — | — | — |" in text
     assert "RSS over a — s soak" in text
     assert report.chart(results, tmp_path / "sparse.png").read_bytes().startswith(b"\x89PNG")
+
+
+def _issue14_results() -> dict[str, Any]:
+    """The leading comparison's scenarios: each Envoy path at 1,000 req/s and at saturation,
+    and each transport straight to the service."""
+    results = _results()
+    for name, top, cpu in (("envoy-only", 30000.0, 30.0), ("envoy-jwt", 26000.0, 38.0),
+                           ("envoy-grpc", 2300.0, 420.0), ("envoy-http", 11000.0, 90.0),
+                           ("envoy-grpc-floor", 2200.0, 400.0), ("envoy-http-floor", 12500.0, 70.0)):
+        at_max = _scenario(f"{name}@max", "envoy-max", top, 2.0)
+        at_max["summary"]["cpu_us_per_check"] = _stat(cpu, cpu, cpu)
+        at_max["summary"]["authorizer_cpu_us_per_check"] = (
+            None if name in ("envoy-only", "envoy-jwt") else _stat(cpu / 2, cpu / 2, cpu / 2))
+        results["scenarios"] += [_scenario(f"{name}@1000", "envoy", 1000.0, 0.5, rate=1000), at_max]
+    # (envoy-only@1000 is _results()'s own: it comes first)
+    results["scenarios"] += [_scenario("http-floor", "http", 40000.0, 0.4),
+                             _scenario("http-allow-cached", "http", 15000.0, 1.0),
+                             *(_scenario(f"http-workers-{n}", "http-workers", 12000.0 * n, 2.0)
+                               for n in (1, 2))]
+    results["comparisons"] += [
+        {"name": "envoy-http @1000/s: added mean", "metric": "ms vs envoy-only", "median": 0.41, "min": 0.3,
+         "max": 0.5, "target": "<= 1 ms", "met": True},
+        {"name": "envoy-jwt @1000/s: added p99", "metric": "ms vs envoy-only", "median": 0.12, "min": 0.1,
+         "max": 0.2, "target": None, "met": None},
+    ]
+    results["soak_http"] = {**results["soak"], "transport": "http"}
+    return results
+
+
+def test_the_comparison_leads_with_the_peer_both_transports_and_the_floors() -> None:
+    text = report.markdown(_issue14_results())
+    assert text.index("### The comparison") < text.index("### Scenarios")
+    assert ("| Envoy → extauthz over HTTP (cached allow) | 0.41 (0.30\u20130.50) | — | "
+            "11000 (10450\u201311550) | 90 | 45 |") in text
+    assert ("| Envoy `jwt_authn` (the in-proxy peer: same keys, same token) | — | "
+            "0.12 (0.10\u20130.20) |") in text
+    assert "| Envoy alone (ext_authz off) | (0.96 itself) | (1.54 itself) | 30000" in text
+    assert "| extauthz over HTTP, cached allow | 15000 (14250\u201315750) | 1.25 | 2.00 | 65 |" in text
+    assert "RSS over a 120 s soak over HTTP at 800 req/s" in text
+
+
+def test_the_readme_gets_the_latest_run_between_its_markers_only(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    before, after = "# Project\n\n## Performance\n\nProse above.\n\n", "\n\nProse below.\n"
+    readme.write_text(f"{before}{report.README_BEGIN}\nold table\n{report.README_END}{after}")
+    results = _issue14_results()
+    assert report.update_readme(results, readme)
+    text = readme.read_text()
+    assert text.startswith(before + report.README_BEGIN)
+    assert text.endswith(report.README_END + after)
+    assert "old table" not in text
+    assert "Latest run: 2026-11-23T21:00:00Z (cpu Intel Xeon Test, cores 2" in text
+    assert "| Envoy → extauthz over gRPC (cached allow) |" in text
+    assert ("| envoy-http @1000/s: added mean | ms vs envoy-only | 0.41 (0.30\u20130.50) | <= 1 ms | "
+            "yes |") in text
+    assert "envoy-jwt @1000/s: added p99" not in text  # the targets list only has rows with a target
+    assert report.update_readme(results, readme)  # idempotent
+    assert readme.read_text() == text
+    readme.write_text("no markers\n")
+    assert not report.update_readme(results, readme)
+    assert readme.read_text() == "no markers\n"
+
+
+def test_the_chart_has_the_peer_and_the_http_transport(tmp_path: Path) -> None:
+    png = report.chart(_issue14_results(), tmp_path / "issue14.png").read_bytes()
+    assert png.startswith(b"\x89PNG")
+    assert plt.get_fignums() == []
