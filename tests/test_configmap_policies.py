@@ -6,19 +6,25 @@ worker follows the swap within a couple of seconds, a bad version keeps the last
 
 from __future__ import annotations
 
+import asyncio
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from extauthz.errors import ConfigError, PolicyInvalid
+from extauthz.clock import SYSTEM_CLOCK
+from extauthz.errors import ConfigError, PolicyInvalid, StoreUnavailable
 from extauthz.policy.model import parse_policies
 from extauthz.policy.store import FilePolicyStore, RedisPolicyStore, open_store
+from extauthz.policy.sync import PolicySnapshot, followed
+from extauthz.store.follow import follow_file
 from tests.support.cli import refused, run_cli
 from tests.support.configmap import ConfigMapVolume
 from tests.support.issuer import AUDIENCE, LocalIssuer
-from tests.support.poll import until
+from tests.support.poll import eventually, until
 from tests.support.redis import RedisServer
 from tests.support.stack import ExtAuthz
 from tests.support.workers import Worker, all_answer, one_per_worker
@@ -59,6 +65,29 @@ async def test_every_kubelet_swap_is_a_change_even_when_names_and_sizes_stay(tmp
     assert store.signature() != before
     assert (await store.load()).revision != first
     assert (await store.load()).policies[0].document["require"]["claims"] == {"groups": ["dev"]}
+
+
+async def test_a_data_symlink_that_points_nowhere_keeps_the_last_good_set(tmp_path: Path) -> None:
+    volume = ConfigMapVolume(tmp_path / "policies")
+    volume.write({"admin.yaml": admin("sre")})
+    store = FilePolicyStore(str(volume.path))
+    snapshot = PolicySnapshot(SYSTEM_CLOCK)
+    snapshot.install(await store.load())
+    task = asyncio.create_task(follow_file(store.signature, followed(store, snapshot), 0.02))
+    try:
+        data = volume.path / "..data"
+        shutil.rmtree(volume.path / os.readlink(data))  # never "no policies": unreadable
+        with pytest.raises(StoreUnavailable, match=r"\.\.data points nowhere"):
+            await store.load()
+        await eventually(lambda: snapshot.error is not None and "points nowhere" in snapshot.error)
+        assert snapshot.index is not None
+        assert list(snapshot.index.by_id) == ["admin"]
+        volume.write({"admin.yaml": admin("sre"), "public.yaml": public()})
+        await eventually(lambda: snapshot.index is not None and len(snapshot.index.by_id) == 2)
+        assert snapshot.error is None
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 async def test_the_same_policy_id_in_two_files_is_refused_naming_both_files(tmp_path: Path) -> None:
@@ -152,6 +181,15 @@ def test_a_configmap_swap_reaches_every_worker_within_two_seconds_and_redis_keep
         revoked = run_cli(cli_config, "revoke", "subject", "--subject", "mallory")
         assert revoked.returncode == 0, revoked.stderr
         all_answer(workers, 401, 3, mallory)
+        # `policy explain` holds what a worker holds: the files' policies, Redis' revocations.
+        for token, decision in ((bob, "DENY 403 (claim_mismatch)"),
+                                (mallory, "DENY 401 (token_revoked)")):
+            explained = run_cli(cli_config, "policy", "explain", "--host", "api.example.com",
+                                "--path", "/admin/users", "--token", token)
+            assert explained.returncode == 1, explained.stderr
+            assert f"store: file {volume.path}, revision" in explained.stdout
+            assert "revocations: 1 in force" in explained.stdout
+            assert f"decision: {decision}" in explained.stdout
         status = run_cli(cli_config, "store", "status")
         assert f"policies: read from {volume.path} (store.policies), not Redis" in status.stdout
         assert "revocations: revision" in status.stdout

@@ -139,33 +139,41 @@ class FilePolicyStore:
         return self._dir_hint or self.path.is_dir()
 
     def _version(self) -> Path | None:
-        """A ConfigMap volume's current version directory (``..data`` resolved), or None."""
+        """A ConfigMap volume's current version directory (``..data`` resolved), or None.
+        A ``..data`` that points nowhere is unreadable, never "no policies"."""
         data = self.path / KUBELET_DATA
         if not data.is_symlink():
             return None
         try:
             return data.resolve(strict=True)
-        except OSError:  # swapped between the two calls, or dangling: read the names as they are
-            return None
+        except OSError as e:
+            raise StoreUnavailable(f"{data} points nowhere ({e.strerror or e})") from e
 
     def _files(self, within: Path | None = None) -> list[Path]:
         if self.is_dir:
             top = within or self.path
             if not top.exists():
                 return []
-            return sorted(p for p in top.iterdir() if p.suffix in _SUFFIXES
-                          and not p.name.startswith(".") and p.is_file())
+            try:
+                return sorted(p for p in top.iterdir() if p.suffix in _SUFFIXES
+                              and not p.name.startswith(".") and p.is_file())
+            except OSError as e:  # a version kubelet removed while it was listed
+                raise StoreUnavailable(f"cannot list {top}: {e.strerror or e}") from e
         return [self.path] if self.path.exists() else []
 
     def signature(self) -> tuple[object, ...]:
         """Cheap change detection: the ConfigMap version, and the names, sizes, inodes and
-        mtimes of the files (of what the symlinks point at)."""
-        version = self._version() if self.is_dir else None
-        out: list[object] = [str(version)]
-        for f in self._files(version):
-            with contextlib.suppress(FileNotFoundError):
-                st = f.stat()
-                out.append((f.name, st.st_size, st.st_ino, st.st_mtime_ns))
+        mtimes of the files (of what the symlinks point at). Unreadable: a value that never
+        repeats, so the next poll reads (and reports) again."""
+        try:
+            version = self._version() if self.is_dir else None
+            out: list[object] = [str(version)]
+            for f in self._files(version):
+                with contextlib.suppress(FileNotFoundError):
+                    st = f.stat()
+                    out.append((f.name, st.st_size, st.st_ino, st.st_mtime_ns))
+        except StoreUnavailable:
+            return (object(),)
         return tuple(out)
 
     def _read(self) -> tuple[str, list[tuple[Path, Policy]]]:
