@@ -345,3 +345,17 @@ def test_changing_passkeys_says_why_a_fresh_confirmation_is_needed(site: Site, b
     page.click("#stepup")
     expect(page).to_have_url(f"{site.base}/.extauthz/webauthn/register")
     gus.context.close()
+
+
+def test_a_first_passkey_after_a_stale_sign_in_says_to_sign_in_again(site: Site, browser: Browser) -> None:
+    stale = site.idp.mint("ES256", sub="sam", email="sam@example.com",
+                          auth_time=int(time.time()) - 3600)
+    sam = person(browser, site.base, {"session": stale})
+    page = sam.page
+    page.goto("/payments/x")
+    page.click("#enroll-link")
+    expect(page.locator("h1")).to_have_text("Sign in again")
+    expect(page.locator("#signin")).to_have_attribute(
+        "href", "/signin?rd=%2F.extauthz%2Fwebauthn%2Fregister%3Frd%3D%252Fpayments%252Fx")
+    shoot(site, page, "register-sign-in-again")
+    sam.context.close()

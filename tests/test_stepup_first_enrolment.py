@@ -108,7 +108,7 @@ def test_the_register_page_asks_for_a_new_sign_in_and_links_back_to_itself(
     assert "script-src 'self'" in headers["content-security-policy"]
     assert "<h1>Sign in again</h1>" in page
     assert "your sign-in must be less than 5 minutes old" in page
-    assert ('<a id="signin" href="https://login.example.com/authorize?prompt=login&amp;rd='
+    assert ('<a id="signin" class="button" href="https://login.example.com/authorize?prompt=login&amp;rd='
             '%2F.extauthz%2Fwebauthn%2Fregister%3Frd%3D%252Fpayments%252Fx">Sign in again</a>') in page
     assert 'id="enrol"' not in page
     fresh = idp.mint("ES256", sub="stale-sam", auth_time=int(time.time()))

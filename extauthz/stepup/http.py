@@ -137,9 +137,9 @@ class StepupHttp:
                 link = ""
                 if login:
                     target = html.escape(login_redirect(login, request.path_qs))
-                    link = f' <a href="{target}">Sign in</a>.'
+                    link = f'\n<p><a id="signin" class="button" href="{target}">Sign in</a></p>'
                 return self._render("signin", "Sign in first",
-                                    f"<p>You are not signed in, or your session expired.{link}</p>",
+                                    f"<p>You are not signed in, or your session expired.</p>{link}",
                                     status=401)
             values = self._values(identity, rd)
             try:
@@ -185,9 +185,10 @@ class StepupHttp:
         if await self._has_passkeys(identity) or await self._first.allowed_by(identity):
             return None
         url = self._first.signin_url(request.path_qs)
-        link = f' <a id="signin" href="{html.escape(url)}">Sign in again</a>.' if url else ""
+        link = (f'\n<p><a id="signin" class="button" href="{html.escape(url)}">Sign in again</a></p>'
+                if url else "")
         return self._render("signin", "Sign in again",
-                            f"<p>{html.escape(self._first.refusal)}{link}</p>", status=401)
+                            f"<p>{html.escape(self._first.refusal)}</p>{link}", status=401)
 
     def _static(self, name: str, content_type: str) -> Handler:
         text = _asset(name)
