@@ -18,6 +18,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
@@ -121,9 +122,9 @@ class _Busy(asyncio.Protocol):
     """A connection past the cap: a 503 and closed, before any request is read."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.WriteTransport)
-        transport.write(_BUSY)
-        transport.close()
+        writer = cast(asyncio.WriteTransport, transport)  # uvloop's is not a subclass
+        writer.write(_BUSY)
+        writer.close()
 
 
 class CappedSite(web.TCPSite):
