@@ -21,6 +21,7 @@ from extauthz.identity.extract import bearer_token, find_token, without_cookies
 from extauthz.identity.model import Identity
 from extauthz.identity.verify import TokenVerifier
 from extauthz.identity_headers import (
+    SPOOFABLE_BY_NAME,
     HeaderNames,
     headers_to_remove,
     identity_headers,
@@ -77,11 +78,29 @@ class Authorizer:
         if settings.token.cookie and not settings.headers.forward_authorization:
             names.add(settings.token.cookie)
         self._credential_cookies = frozenset(names)
+        self._spoofable: tuple[frozenset[str], frozenset[str]] | None = None
 
     @property
     def decision_id_header(self) -> str:
         """Where the upstream finds the decision id (the audit record's key)."""
         return self._names.decision_id
+
+    def spoofable_headers(self) -> frozenset[str]:
+        """Every header an upstream could take for one of ours that is known by name: the
+        identity names (but the decision id, always set), ``impersonate-*`` and ``x-remote-*``
+        by name, each policy's template headers; each also with '_' for '-'. A transport that
+        may not see every client header (plain HTTP: the gateway forwards a list) names those
+        it does not set for removal."""
+        index = self._policies.index
+        managed = index.managed_headers if index is not None else frozenset()
+        kept = self._spoofable
+        if kept is None or kept[0] is not managed:
+            names = {getattr(self._names, f) for f in (
+                "subject", "issuer", "username", "email", "groups", "scopes", "acr", "auth_time",
+                "policy")} | set(SPOOFABLE_BY_NAME) | managed
+            names |= {n.replace("-", "_") for n in names}
+            kept = self._spoofable = (managed, frozenset(names))
+        return kept[1]
 
     async def check(self, view: RequestView) -> Decision:
         decision_id = self._ids.next()

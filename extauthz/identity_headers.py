@@ -54,6 +54,10 @@ IMPERSONATE_PREFIX = "impersonate-"
 # kube-apiserver's front-proxy identity (--requestheader-username-headers and friends):
 # X-Remote-User, X-Remote-Group, X-Remote-Uid, X-Remote-Extra-*. No client may send them.
 FRONT_PROXY_PREFIX = "x-remote-"
+# The names of those families an upstream acts on (kube-apiserver), for transports that name
+# headers to remove without seeing them all.
+SPOOFABLE_BY_NAME = ("impersonate-user", "impersonate-group", "impersonate-uid",
+                     "x-remote-user", "x-remote-group", "x-remote-uid")
 
 
 def _clean(value: str) -> str:

@@ -165,7 +165,7 @@ async def _start_check_http(engine: Engine, reuse_port: bool) -> CheckHttpListen
                       header_timeout=c.header_timeout, idle_timeout=c.idle_timeout,
                       max_connections=http_connection_budget(
                           c.max_connections, raise_open_file_limit(), "check_http.max_connections")),
-        loop=asyncio.get_running_loop())
+        loop=asyncio.get_running_loop(), spoofable=engine.authorizer.spoofable_headers)
     host, port = s.check_http_listen
     try:
         await listener.start(host, port, reuse_port=reuse_port)

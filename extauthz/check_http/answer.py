@@ -2,7 +2,8 @@
 
 Allow: ``200`` with the identity and policy headers (Envoy copies those its
 ``allowed_upstream_headers`` name onto the upstream request), the decision id, and
-``x-envoy-auth-headers-to-remove`` naming the client headers to strip. Deny: the decision's
+``x-envoy-auth-headers-to-remove`` naming the client headers to strip: those the request
+showed, and every spoofable name the answer does not set, seen or not. Deny: the decision's
 status, challenge/redirect headers and body, exactly what the gRPC transport puts in its
 ``DeniedHttpResponse``.
 
@@ -12,6 +13,7 @@ kept (bounded); per check only the decision id and the names to remove are writt
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from http import HTTPStatus
 
 from extauthz.cache import BoundedCache
@@ -48,9 +50,12 @@ _CLOSE = b"connection: close\r\n"
 class AnswerEncoder:
     """Decisions to HTTP/1.1 answers; ``encode`` gives the bytes to write."""
 
-    def __init__(self, *, decision_id_header: str) -> None:
+    def __init__(self, *, decision_id_header: str,
+                 spoofable: Callable[[], frozenset[str]] = frozenset) -> None:
         self._id = f"{decision_id_header}: ".encode()
-        self._ok: BoundedCache[Headers, bytes] = BoundedCache(_MEMO_LIMIT)
+        self._spoofable = spoofable
+        self._ok: BoundedCache[tuple[Headers, frozenset[str]], tuple[bytes, tuple[str, ...]]] = (
+            BoundedCache(_MEMO_LIMIT))
         self._denied: BoundedCache[tuple[object, ...], tuple[bytes, bytes]] = BoundedCache(_MEMO_LIMIT)
 
     def encode(self, decision: Decision, *, head: bool = False, close: bool = False) -> bytes:
@@ -58,13 +63,17 @@ class AnswerEncoder:
         ends after it."""
         tail = _CLOSE + b"\r\n" if close else b"\r\n"
         if decision.allowed:
-            lines = self._ok.get(decision.upstream_headers)
-            if lines is None:
-                lines = self._keep_ok(decision.upstream_headers)
+            ok_key = (decision.upstream_headers, self._spoofable())
+            kept = self._ok.get(ok_key)
+            if kept is None:
+                kept = self._keep_ok(ok_key)
+            lines, unset = kept
             ident = self._id + decision.decision_id.encode() + b"\r\n"
-            if decision.remove_headers:
-                return (_OK + lines + ident + REMOVE_HEADER
-                        + ",".join(decision.remove_headers).encode() + b"\r\n" + tail)
+            removed = (dict.fromkeys((*decision.remove_headers, *unset)) if decision.remove_headers
+                       else unset)
+            if removed:
+                return (_OK + lines + ident + REMOVE_HEADER + ",".join(removed).encode()
+                        + b"\r\n" + tail)
             return _OK + lines + ident + tail
         key = (decision.status, decision.response_headers, decision.body)
         denied = self._denied.get(key)
@@ -73,9 +82,15 @@ class AnswerEncoder:
         head_part, body = denied
         return head_part + tail if head else head_part + tail + body
 
-    def _keep_ok(self, headers: Headers) -> bytes:
+    def _keep_ok(self, key: tuple[Headers, frozenset[str]]) -> tuple[bytes, tuple[str, ...]]:
+        """The answer's header lines, and the spoofable names it does not set: the gateway may
+        not have forwarded a client's copy of one, so it is named for removal regardless
+        (Envoy removes after setting, so a name the answer sets must never be named)."""
+        headers, spoofable = key
         lines = _lines(headers)
-        return lines if len(lines) > _MEMO_BYTES else self._ok.put(headers, lines)
+        set_here = {name for name, _ in headers}
+        kept = (lines, tuple(sorted(spoofable - set_here)))
+        return kept if len(lines) > _MEMO_BYTES else self._ok.put(key, kept)
 
     def _keep_denied(self, key: tuple[object, ...], decision: Decision) -> tuple[bytes, bytes]:
         if decision.status < 300:  # Envoy reads any 2xx as an allow: never for a denial

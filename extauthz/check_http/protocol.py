@@ -17,7 +17,7 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -245,12 +245,14 @@ class CheckHttpListener:
     """The listening socket, its connections and what they share (pipeline, encoder)."""
 
     def __init__(self, *, pipeline: CheckPipeline, builder: RequestViewBuilder, limits: Limits,
-                 loop: asyncio.AbstractEventLoop) -> None:
+                 loop: asyncio.AbstractEventLoop,
+                 spoofable: Callable[[], frozenset[str]] = frozenset) -> None:
         self.pipeline = pipeline
         self.builder = builder
         self.limits = limits
         self.loop = loop
-        self.encoder = AnswerEncoder(decision_id_header=pipeline.decision_id_header)
+        self.encoder = AnswerEncoder(decision_id_header=pipeline.decision_id_header,
+                                     spoofable=spoofable)
         self.connections: set[CheckHttpProtocol] = set()
         self.refused = 0  # connections closed at max_connections
         self.draining = False
