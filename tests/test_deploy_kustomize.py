@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -367,3 +368,40 @@ def test_the_stepup_route_goes_to_the_pages_port() -> None:
     stepup = next(r for r in vs["spec"]["http"] if r["name"] == "extauthz-stepup")
     assert stepup["route"][0]["destination"]["host"] == MESH
     assert stepup["route"][0]["destination"]["port"]["number"] == ports["http"]
+
+
+# The fields of Istio's MeshConfig.ExtensionProvider messages (istio/api
+# mesh/v1alpha1/config.proto): a misspelt one would be dropped by istiod without a word.
+GRPC_FIELDS = {"service", "port", "timeout", "failOpen", "statusOnError",
+               "includeRequestBodyInCheck"}
+HTTP_FIELDS = {"service", "port", "timeout", "pathPrefix", "failOpen", "statusOnError",
+               "includeRequestHeadersInCheck", "includeAdditionalHeadersInCheck",
+               "includeRequestBodyInCheck", "headersToUpstreamOnAllow", "headersToDownstreamOnDeny",
+               "headersToDownstreamOnAllow"}
+
+
+def test_the_providers_use_only_fields_istio_knows() -> None:
+    for provider in providers():
+        kinds = set(provider) - {"name"}
+        assert kinds in ({"envoyExtAuthzGrpc"}, {"envoyExtAuthzHttp"}), provider
+        fields = GRPC_FIELDS if "envoyExtAuthzGrpc" in provider else HTTP_FIELDS
+        [config] = [provider[k] for k in kinds]
+        assert set(config) <= fields, set(config) - fields
+        assert {"service", "port"} <= set(config)
+
+
+def test_the_readme_deploy_section_names_files_and_kustomizations_that_exist() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("\n## Deploy\n"):]
+    section = section[:section.index("\n## ", 1)]
+    paths = set(re.findall(r"(?<![\w/.-])((?:deploy|envoy)/[\w./-]*[\w/])", section))
+    paths.discard("deploy/extauthz")  # kubectl's name of the Deployment, not a path
+    assert {"deploy/overlays/production", "deploy/base/namespace.yaml",
+            "deploy/istio/mesh/istio-operator.yaml"} <= paths
+    for path in paths:
+        assert (ROOT / path).exists(), path
+    for target in re.findall(r"kubectl apply -k (\S+)", section):
+        assert target.rstrip("/") in KUSTOMIZATIONS_FROM_ROOT, target
+
+
+KUSTOMIZATIONS_FROM_ROOT = {f"deploy/{k}" for k in KUSTOMIZATIONS}
