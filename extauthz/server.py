@@ -173,6 +173,12 @@ async def _start_check_http(engine: Engine, reuse_port: bool) -> CheckHttpListen
         raise ConfigError(f"cannot listen for HTTP checks on {_address(s.check_http_listen)}: "
                           f"{e.strerror or e}; set check_http.listen (EXTAUTHZ_CHECK_HTTP_LISTEN) "
                           "or null to turn it off") from e
+    index = engine.policies.index
+    bound = sorted(p.id for p in index.by_id.values() if p.bound_only) if index is not None else []
+    if c.route_header is None and bound:
+        log.warning("bound_only policies %s never apply to checks over plain HTTP: set "
+                    "check_http.route_header and have the gateway set it per route (README: "
+                    "gRPC or HTTP?)", ", ".join(bound))
     engine.metrics.observe(
         "extauthz.check_http.connections", "Open plain-HTTP Check connections",
         lambda: [(len(listener.connections), {})], counter=False)

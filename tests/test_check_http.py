@@ -420,3 +420,26 @@ def test_no_hostile_check_request_is_allowed_or_stalls_the_listener(
     assert all(a.status in (400, 401, 403, 408, 413, 414, 431) for a in answers)
     [after], _ = ask(server, request("/public/x"), probe=0)
     assert after.status == 200
+
+
+def test_a_bound_only_policy_without_a_route_header_is_warned_about_at_start(
+        idp: LocalIssuer, tmp_path: Path) -> None:
+    """With check_http.route_header null nothing binds a route over HTTP: say so, by name."""
+    from tests.support.stack import ExtAuthz
+
+    (tmp_path / "policies.yaml").write_text(yaml.safe_dump_all(POLICIES))
+    config = {"issuers": [{"issuer": idp.issuer, "audiences": ["my-api"]}],
+              "store": {"url": f"file://{tmp_path}/policies.yaml"}}
+    service = ExtAuthz(tmp_path, config).start()
+    try:
+        assert service.process is not None
+        assert ("bound_only policies bound never apply to checks over plain HTTP: set "
+                "check_http.route_header") in service.process.output()
+    finally:
+        service.stop()
+    bound = ExtAuthz(tmp_path, {**config, "check_http": {"route_header": "x-extauthz-policy"}}).start()
+    try:
+        assert bound.process is not None
+        assert "never apply to checks over plain HTTP" not in bound.process.output()
+    finally:
+        bound.stop()
