@@ -4,6 +4,7 @@ are summed into the top functions by own time and by time inclusive of their cal
 
     python -m benchmarks.profile                       # HTTP, 10 s, 500 samples/s
     python -m benchmarks.profile --transport grpc --seconds 20 --out /tmp/prof
+    python -m benchmarks.profile --gil            # only the thread holding the GIL
 
 py-spy needs ptrace on the process (root, or kernel.yama.ptrace_scope 0).
 """
@@ -27,7 +28,8 @@ from benchmarks.stack import Stack
 
 def summarise(collapsed: str, top: int = 25) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
     """(own, inclusive) shares of the samples per frame, from py-spy's ``--format raw`` lines
-    (``frame;frame;...;leaf COUNT``), the largest first. A frame counts once per stack."""
+    (``frame;frame;...;leaf COUNT``), the largest first (ties by name). A frame counts once
+    per stack."""
     own: collections.Counter[str] = collections.Counter()
     inclusive: collections.Counter[str] = collections.Counter()
     total = 0
@@ -43,8 +45,12 @@ def summarise(collapsed: str, top: int = 25) -> tuple[list[tuple[str, float]], l
             inclusive[frame] += count
     if not total:
         return [], []
-    return ([(f, n / total) for f, n in own.most_common(top)],
-            [(f, n / total) for f, n in inclusive.most_common(top)])
+
+    def largest(counter: collections.Counter[str]) -> list[tuple[str, float]]:
+        ranked = sorted(counter.items(), key=lambda item: (-item[1], item[0]))[:top]
+        return [(frame, n / total) for frame, n in ranked]
+
+    return largest(own), largest(inclusive)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,7 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--transport", choices=("http", "grpc"), default="http")
     p.add_argument("--seconds", type=int, default=10)
     p.add_argument("--rate", type=int, default=500, help="py-spy samples per second")
-    p.add_argument("--out", type=Path, help="directory for the raw stacks and the flame graph")
+    p.add_argument("--gil", action="store_true",
+                   help="only samples of threads holding the GIL (Python's own work; no waits)")
+    p.add_argument("--native", action="store_true", help="C frames too (uvloop, httptools, grpc)")
+    p.add_argument("--out", type=Path, help="directory for the raw stacks")
     args = p.parse_args(argv)
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     out = args.out or Path(tempfile.mkdtemp(prefix="extauthz-profile-"))
@@ -68,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         pid = main_instance.pids[0]
         raw = out / f"{args.transport}.collapsed"
         record = [spy, "record", "--pid", str(pid), "--rate", str(args.rate), "--duration",
-                  str(args.seconds), "--format", "raw", "--nonblocking", "--output", str(raw)]
+                  str(args.seconds), "--format", "raw", "--output", str(raw),
+                  *([] if args.native else ["--nonblocking"]),  # native stacks need a stopped process
+                  *(["--gil"] if args.gil else []), *(["--native"] if args.native else [])]
         sampler = threading.Thread(target=subprocess.run, args=(record,),
                                    kwargs={"capture_output": True, "check": False})
         sampler.start()

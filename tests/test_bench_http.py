@@ -172,3 +172,17 @@ def test_the_issue_14_targets_are_judged_on_the_median_of_same_round_ratios() ->
     assert (mean["median"], mean["target"], mean["met"]) == (0.9, "<= 1 ms", True)
     p99 = rows[("envoy-http @1000/s: added p99", "ms vs envoy-only")]
     assert (p99["median"], p99["target"], p99["met"]) == (1.5, "<= 2 ms", True)
+
+
+def test_a_profile_is_summed_into_own_and_inclusive_shares_per_frame() -> None:
+    from benchmarks.profile import summarise
+
+    collapsed = ("main (a.py:1);loop (a.py:2);check (b.py:3) 6\n"
+                 "main (a.py:1);loop (a.py:2);write (c.py:4) 3\n"
+                 "main (a.py:1);loop (a.py:2);check (b.py:3);check (b.py:3) 1\n"
+                 "garbage line\n")
+    own, inclusive = summarise(collapsed)
+    assert own == [("check (b.py:3)", 0.7), ("write (c.py:4)", 0.3)]
+    assert inclusive[:2] == [("loop (a.py:2)", 1.0), ("main (a.py:1)", 1.0)]  # ties by name
+    assert ("check (b.py:3)", 0.7) in inclusive  # a recursive frame counts once per stack
+    assert summarise("") == ([], [])
