@@ -25,6 +25,7 @@ from extauthz.store.redis_safety import check_redis
 from tests.support.cli import run_cli
 from tests.support.issuer import AUDIENCE, LocalIssuer
 from tests.support.poll import until
+from tests.support.ports import free_port
 from tests.support.sentinel import SentinelGroup
 from tests.support.stack import ExtAuthz
 from tests.support.workers import Worker, all_answer, one_per_worker
@@ -167,6 +168,28 @@ def test_a_sentinel_failover_keeps_every_worker_deciding_and_later_writes_reach_
         service.stop()
         group.stop()
         idp.close()
+
+
+def test_require_safe_redis_refuses_an_unsafe_master_named_by_the_sentinels(
+    tmp_path: Path,
+) -> None:
+    group = SentinelGroup(tmp_path / "redis", extra=("--maxmemory-policy", "allkeys-lru"))
+    config = tmp_path / "serve.yaml"
+    try:
+        group.start()
+        config.write_text(yaml.safe_dump({
+            "store": {"url": group.url, "require_safe_redis": True,
+                      "state_file": str(tmp_path / "state.json")},
+            "grpc": {"listen": f"127.0.0.1:{free_port()}"},
+            "http": {"listen": f"127.0.0.1:{free_port()}"},
+            "admin": {"listen": None}, "check_http": {"listen": None}}))
+        started = run_cli(config, "serve")
+        assert started.returncode == 2, started.stderr
+        assert "store.require_safe_redis" in started.stderr
+        assert "maxmemory-policy is 'allkeys-lru'" in started.stderr
+        assert group.password not in started.stderr
+    finally:
+        group.stop()
 
 
 async def test_redis_safety_is_checked_through_a_sentinel(tmp_path: Path) -> None:

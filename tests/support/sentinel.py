@@ -22,10 +22,11 @@ class SentinelGroup:
     both; ``kill_master()`` is a SIGKILL; ``stop()`` stops whatever still runs."""
 
     def __init__(self, workdir: Path, password: str = "s3cret-pw",  # noqa: S107 (a test's)
-                 down_after_ms: int = 500, failover_timeout_ms: int = 2000) -> None:
+                 down_after_ms: int = 500, failover_timeout_ms: int = 2000,
+                 extra: tuple[str, ...] = ()) -> None:
         self.workdir = workdir
         self.password = password
-        auth = ["--requirepass", password, "--masterauth", password,
+        auth = [*extra, "--requirepass", password, "--masterauth", password,
                 "--repl-diskless-sync-delay", "0"]  # a replica syncs now, not in 5 s
         self.master = RedisServer(workdir / "master", extra=list(auth))
         self.replica = RedisServer(workdir / "replica", extra=list(auth))
