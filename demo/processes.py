@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -12,7 +13,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -86,3 +87,42 @@ class Process:
             self._log.close()
             self._log = None
         return self.proc.returncode
+
+
+class LogWatch:
+    """The extauthz log's new JSON lines, read from where the last call stopped (the file is
+    opened fresh each time: it is written by another process)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._offset = path.stat().st_size if path.exists() else 0
+
+    def _records(self) -> list[dict[str, Any]]:
+        try:
+            with self.path.open("rb") as f:
+                f.seek(self._offset)
+                data = f.read()
+        except FileNotFoundError:
+            return []
+        complete = data[:data.rfind(b"\n") + 1]  # a line still being written waits
+        self._offset += len(complete)
+        out = []
+        for line in complete.splitlines():
+            with contextlib.suppress(ValueError):
+                record = json.loads(line)
+                if isinstance(record, dict) and "logger" in record:  # not an audit record
+                    out.append(record)
+        return out
+
+    def policy_news(self) -> list[str]:
+        """What a person editing demo/policies.yaml needs to see: the edit was refused (and
+        why, naming the file and the policy), or it applied."""
+        news = []
+        for r in self._records():
+            message = str(r.get("message", ""))
+            if r.get("logger") != "extauthz.follow" or not message.startswith("policies:"):
+                continue  # the demo issuer's minutely UNSAFE line stays in the log file
+            level = str(r.get("level", "info"))
+            news.append(f"extauthz {level.upper()}: {message}" if level != "info"
+                        else f"extauthz: {message}")
+        return news

@@ -14,10 +14,11 @@ import sys
 import threading
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 from demo.echo import echo_command
 from demo.gateway import GATEWAYS, REPO, envoy_command, write_gateway
-from demo.processes import Process, port_is_free
+from demo.processes import LogWatch, Process, port_is_free
 from extauthz.config import load_settings
 from extauthz.identity.demo_issuer import demo_issuer
 
@@ -75,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check-http-port", type=int, default=9003)
     parser.add_argument("--upstream-port", type=int, default=8080)
     parser.add_argument("--admin-port", type=int, default=9901)
+    parser.add_argument("--policies", default=str(REPO / "demo" / "policies.yaml"),
+                        help="the policy file to serve and watch (default demo/policies.yaml)")
     args = parser.parse_args(argv)
     ports = {"gateway": args.gateway_port, "grpc": args.grpc_port, "http": args.http_port,
              "check-http": args.check_http_port, "upstream": args.upstream_port,
@@ -91,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     issuer_url = f"http://localhost:{args.http_port}"
     env = {"EXTAUTHZ_DEMO_ISSUER_ISSUER": issuer_url,
            "EXTAUTHZ_HTTP_PUBLIC_URL": f"http://localhost:{args.gateway_port}",
-           "EXTAUTHZ_STORE_URL": f"file://{REPO / 'demo' / 'policies.yaml'}"}
+           "EXTAUTHZ_STORE_URL": f"file://{Path(args.policies).resolve()}",
+           "EXTAUTHZ_LOG_FORMAT": "json"}  # read back by LogWatch for this terminal
     settings = load_settings(str(CONFIG), {**env, "EXTAUTHZ_HTTP_LISTEN": f"127.0.0.1:{args.http_port}"})
     token = demo_issuer(settings.demo_issuer).mint(
         subject="alice", email="alice@example.com", groups=("sre",))
@@ -156,8 +160,11 @@ then to confirm with it, and land back on the page. API clients get the RFC 9470
   curl -i {gateway}/payments/send -H "Authorization: Bearer $TOKEN"  # 401 insufficient_user_authentication
 
 Ctrl-C stops everything.""", flush=True)
+        watch = LogWatch(work / "extauthz.log")  # from here: a policy edit's outcome is shown
         while not stop.is_set():
             stop.wait(0.5)
+            for line in watch.policy_news():
+                print(line, flush=True)
             dead = [p.name for p in procs if not p.running]
             if dead:
                 print(f"demo: {', '.join(dead)} stopped; see {work}", file=sys.stderr)

@@ -99,6 +99,8 @@ async def run_audit_command(args: argparse.Namespace, settings: Settings) -> int
         if args.audit_command == "tail":
             return await _tail(r, stream, args)
         return await _export(r, stream, args)
+    except BrokenPipeError:  # our reader left (`audit export | head`): not Redis' fault
+        raise
     except (RedisError, OSError) as e:
         raise StoreUnavailable(f"redis {redacted_url(url)}: {e}") from e
     finally:
