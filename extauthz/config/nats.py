@@ -56,8 +56,8 @@ def _seed_text(path: str | None, key: str, what: str) -> str:
 
 
 def resolve_nats(n: NatsSection) -> NatsSettings:
-    if n.url is None:
-        return NatsSettings()
+    if n.url is None:  # off; the account still names where `policy explain --nats` places users
+        return NatsSettings(account=n.account)
     servers = tuple(u.strip() for u in n.url.split(",") if u.strip())
     for url in servers:
         parts = urlsplit(url)

@@ -30,7 +30,7 @@ from prometheus_client.utils import floatToGoString
 
 from extauthz.decision import Decision, Reason
 from extauthz.engine import Engine
-from extauthz.nats.decide import Decider, request_view
+from extauthz.nats.decide import UNKNOWN_REQUEST, Decider, request_view
 from extauthz.nats.nkey import Kind, NkeyError, is_public
 from extauthz.nats.request import BadAuthRequest, parse_request
 from extauthz.telemetry.metrics import LATENCY_BUCKETS, LabelledCounter
@@ -80,6 +80,7 @@ class Callout:
         self._settings = engine.settings.nats
         self._decider = Decider(engine)
         self._nc: Client | None = None
+        self._inflight: set[asyncio.Task[None]] = set()  # requests being answered
         self.connected = False
         self.note = "not connected yet"
         self.metrics = CalloutMetrics()
@@ -118,7 +119,7 @@ class Callout:
             servers=list(s.servers), name="extauthz-auth-callout", allow_reconnect=False,
             connect_timeout=s.connect_timeout, closed_cb=on_closed, disconnected_cb=on_closed,
             error_cb=on_error, max_reconnect_attempts=0, **options)
-        await nc.subscribe(SUBJECT, queue=s.queue_group, cb=self._on_request)
+        await nc.subscribe(SUBJECT, queue=s.queue_group, cb=self._dispatch)
         await nc.flush(timeout=max(1, round(s.connect_timeout)))
         return nc
 
@@ -153,6 +154,19 @@ class Callout:
                 with contextlib.suppress(Exception):
                     await self._nc.drain()
 
+    async def _dispatch(self, msg: Msg) -> None:
+        """nats-py runs a subscription's callbacks one after another: each request gets its
+        own task, so one waiting for an IdP's keys does not hold up the others."""
+        task = asyncio.create_task(self._answer(msg))
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+
+    async def _answer(self, msg: Msg) -> None:
+        try:
+            await self._on_request(msg)
+        except Exception:  # the server refuses the client at its auth timeout
+            log.exception("NATS callout: cannot answer a request")
+
     async def _on_request(self, msg: Msg) -> None:
         started = time.perf_counter()
         try:
@@ -163,7 +177,7 @@ class Callout:
             log.warning("NATS callout: refused an authorization request on %r: %s", msg.subject, e)
             self._engine.audit.record(Decision(
                 allowed=False, status=400, reason=Reason.BAD_CHECK_REQUEST, description=str(e),
-                decision_id=self._decider.next_id()), None)
+                decision_id=self._decider.next_id()), UNKNOWN_REQUEST)
             self.metrics.observe("deny", Reason.BAD_CHECK_REQUEST, time.perf_counter() - started)
             return
         try:

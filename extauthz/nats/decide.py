@@ -24,6 +24,12 @@ TOKEN_USER = "bearer"  # noqa: S105 (the user name that marks the password as th
 _EMPTY: dict[str, str] = {}
 
 
+# The audit record's view of a request that could not be read (transport nats, nothing else).
+UNKNOWN_REQUEST = RequestView(method="CONNECT", scheme="nats", host="", path="", query="",
+                              headers=_EMPTY, context_extensions=_EMPTY, source_address="",
+                              request_id="")
+
+
 class Answer(NamedTuple):
     decision: Decision
     response: str  # the signed authorization response JWT (allow or error)

@@ -34,6 +34,12 @@ def _side(allow: tuple[str, ...], deny: tuple[str, ...]) -> dict[str, list[str]]
     return side
 
 
+def permissions(grant: NatsPermissions) -> dict[str, dict[str, list[str]]]:
+    """A grant as the user JWT carries it (``pub``, ``sub``)."""
+    return {"pub": _side(grant.publish_allow, grant.publish_deny),
+            "sub": _side(grant.subscribe_allow, grant.subscribe_deny)}
+
+
 def user_claims(request: AuthRequest, grant: NatsPermissions, *, account: str, name: str,
                 expires: int) -> dict[str, Any]:
     """The user JWT's claims (``UserClaims``): ``sub``, ``aud``, ``name``, ``exp``, the
@@ -41,8 +47,7 @@ def user_claims(request: AuthRequest, grant: NatsPermissions, *, account: str, n
     return {
         "aud": account, "exp": expires, "name": name, "sub": request.user_nkey,
         "nats": {
-            "pub": _side(grant.publish_allow, grant.publish_deny),
-            "sub": _side(grant.subscribe_allow, grant.subscribe_deny),
+            **permissions(grant),
             "subs": NO_LIMIT, "data": NO_LIMIT, "payload": NO_LIMIT,
             "type": "user", "version": 2,
         },

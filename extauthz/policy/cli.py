@@ -58,10 +58,13 @@ def add_policy_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     delete = psub.add_parser("delete", help="remove one policy")
     delete.add_argument("id", help="the policy's id (see `policy list`)")
     ex = psub.add_parser("explain", help="which policy governs a request, why, and the decision")
-    ex.add_argument("--host", required=True, help="the request's Host (:authority), e.g. "
-                                                  "api.example.com")
+    ex.add_argument("--host", help="the request's Host (:authority), e.g. "
+                                   "api.example.com (required unless --nats)")
     ex.add_argument("--method", default="GET", help="the request's method (default GET)")
-    ex.add_argument("--path", required=True, help="path, with ?query if any")
+    ex.add_argument("--path", help="path, with ?query if any (required unless --nats)")
+    ex.add_argument("--nats", action="store_true",
+                    help="a NATS connection with --token: which NATS policy decides, and what "
+                         "it grants")
     ex.add_argument("--header", action="append", default=[], metavar="K=V",
                     help="a request header, e.g. accept=text/html (repeat for more)")
     ex.add_argument("--token", help="a bearer token to evaluate (verified for real)")
@@ -142,7 +145,13 @@ async def run_policy_command(args: argparse.Namespace, settings: Settings) -> in
         policies = read_documents(args.file)
         print(f"{len(policies)} valid: {', '.join(p.id for p in policies)}")
         return 0
+    if cmd == "explain" and args.nats:
+        from extauthz.nats.cli import explain_nats
+
+        return await explain_nats(args.token, settings)
     if cmd == "explain":
+        if args.host is None or args.path is None:
+            raise ConfigError("policy explain: give --host and --path (or --nats --token T)")
         return await _explain(args, settings)
     store = _store(settings)
     try:
