@@ -286,7 +286,7 @@ def test_cancelling_a_removal_keeps_the_passkey(site: Site, browser: Browser) ->
 
 
 def test_the_account_page_fits_a_phone_and_reads_naturally(site: Site, browser: Browser) -> None:
-    long_name = "work-laptop-with-a-very-long-name-that-has-no-spaces-at-all-0123"
+    long_name = "WorkLaptopWithAVeryLongNameThatHasNoSpacesOrHyphensAtAll01234567"  # nowhere to wrap
     assert len(long_name) == 64
     una = person(browser, site.base, {"session": fresh(site, "una")})
     page = una.page
