@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, Route, expect
+from playwright.sync_api import Browser, Dialog, Page, Route, expect
 
 from extauthz import pages
 from tests.support.browser import Person, add_authenticator, chromium, person
@@ -129,7 +129,12 @@ def test_a_browser_denied_by_a_policy_sees_who_they_are_and_what_the_page_needs(
                           email="<script>alert(1)</script>@example.com")
     mallory = person(browser, site.base, {"session": token})
     dialogs: list[str] = []
-    mallory.page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+
+    def on_dialog(dialog: Dialog) -> None:  # an alert() would mean the claim ran as script
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    mallory.page.on("dialog", on_dialog)
     response = mallory.page.goto("/admin/users")
     assert response is not None
     assert response.status == 403
@@ -359,3 +364,19 @@ def test_a_first_passkey_after_a_stale_sign_in_says_to_sign_in_again(site: Site,
         "href", "/signin?rd=%2F.extauthz%2Fwebauthn%2Fregister%3Frd%3D%252Fpayments%252Fx")
     shoot(site, page, "register-sign-in-again")
     sam.context.close()
+
+
+def test_over_the_http_check_transport_a_denial_page_keeps_its_security_headers(
+    site: Site, tmp_path: Path
+) -> None:
+    gateway = Gateway(tmp_path, site.gateway.extauthz, transport="http").start()
+    try:
+        token = site.idp.mint("ES256", sub="hal", groups=["dev"])
+        r = gateway.get("/admin/users", {"cookie": f"session={token}", "accept": "text/html"})
+        assert r.status == 403
+        assert r.headers["content-type"] == pages.HTML_TYPE
+        assert r.headers["content-security-policy"] == pages.CSP
+        assert r.headers["x-content-type-options"] == "nosniff"
+        assert b"Payments administrators (group payments-admin)" in r.body
+    finally:
+        gateway.stop()
