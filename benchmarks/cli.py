@@ -194,12 +194,21 @@ def run_local(opts: Options, work: Path) -> dict[str, Any]:
                 if bench.wanted(f"{variant}@max"):
                     bench.run_envoy_max(variant, round_no)
         soak, soak_http = bench.soak("grpc"), bench.soak("http")
+        if bench.wanted("nats-connect"):  # the NATS auth callout's connect cost (issue 15)
+            from benchmarks.nats import run as run_nats
+
+            _log("bench: nats-connect")
+            (work / "nats").mkdir(exist_ok=True)
+            nats_connect: dict[str, Any] | None = run_nats(work / "nats")
+        else:
+            nats_connect = None
         return {
             "scenarios": [summarise(o) for o in bench.outcomes.values()],
             "comparisons": comparisons({n: o.runs for n, o in bench.outcomes.items()}, opts.workers,
                                        opts.rates),
             "soak": soak,
             "soak_http": soak_http,
+            "nats_connect": nats_connect,
         }
     finally:
         stack.close()

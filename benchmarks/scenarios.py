@@ -542,7 +542,8 @@ def wanted(only: frozenset[str], name: str) -> bool:
 
 def all_names(workers: int) -> list[str]:
     """Every scenario name a run can record (for --only's check)."""
-    extra = ["workers-1", f"workers-{workers}", "http-workers-1", f"http-workers-{workers}"]
+    extra = ["workers-1", f"workers-{workers}", "http-workers-1", f"http-workers-{workers}",
+             "nats-connect"]  # benchmarks/nats.py, outside the h2load/wrk scenarios
     return [*SCENARIO_NAMES, *extra, *(f"{v}@max" for v in ENVOY_VARIANTS)]
 
 
