@@ -355,7 +355,8 @@ def test_the_http_provider_sends_and_returns_the_headers_extauthz_works_with(
     assert sorted(upstream) == sorted([settings.headers.prefix + "*", IMPERSONATE_PREFIX + "*",
                                        "cookie"])
     assert sorted(http["headersToDownstreamOnDeny"]) == sorted(
-        ["www-authenticate", "location", "content-type", "cache-control", "set-cookie"])
+        ["www-authenticate", "location", "content-type", "cache-control", "set-cookie",
+         "retry-after", "content-security-policy", "x-content-type-options", "referrer-policy"])
     for pattern in [*sent, *upstream]:  # Istio matches exact, "prefix*" or "*suffix" only
         assert pattern.count("*") <= 1
         assert pattern.strip("*").count("*") == 0
