@@ -114,7 +114,7 @@ async def test_a_writer_publishes_and_a_subscriber_receives(
         await reader.flush()
         await writer.publish("orders.created", b"order 1")
         await writer.flush()
-        msg = await sub.next_msg(timeout=2)
+        msg = await sub.next_msg(timeout=5)
         assert msg.data == b"order 1"
     finally:
         await reader.close()
@@ -225,3 +225,28 @@ async def test_the_callout_user_connects_with_its_password_only(nats_server: Nat
     assert "Authorization Violation" in await refused(nats_server, user="auth", password="wrong")
     nc = await connect(nats_server, user="auth", password=CALLOUT_PASSWORD)
     await nc.close()
+
+
+async def test_a_revoked_subjects_live_connection_is_ended_within_a_second(
+        idp: LocalIssuer, nats_server: NatsServer, worker: ServerThread) -> None:
+    closed = asyncio.Event()
+
+    async def on_closed() -> None:
+        closed.set()
+
+    token = idp.mint(sub="eve", groups=["orders"], iat=int(time.time()) - 5)
+    nc = await connect(nats_server, token, closed_cb=on_closed)
+    other = await connect(nats_server, writer_token(idp))  # another subject stays
+    try:
+        assert worker.engine is not None
+        await worker.engine.revocation_store.add(
+            Revocation("subject", "eve", "", int(time.time()), None))
+        started = time.monotonic()
+        await asyncio.wait_for(closed.wait(), 3)
+        assert time.monotonic() - started < 1.0
+        assert other.is_connected
+    finally:
+        await nc.close()
+        if nc._transport is not None:  # nats-py leaves a closed connection's socket to the gc
+            nc._transport.close()
+        await other.close()

@@ -220,6 +220,8 @@ def test_the_jti_is_nats_io_jwts_hash_of_the_standard_claims() -> None:
     ({"issuer_seed_file": "XKEY"}, "'nats.issuer_seed_file'"),
     ({"account": None}, "'nats.account' is not set"),
     ({"token": "t"}, "more than one way"),
+    ({"system_user": "sys"}, "system account's credentials"),
+    ({"system_creds_file": "/nonexistent/sys.creds"}, "'nats.system_creds_file' names"),
 ])
 def test_a_bad_nats_config_is_one_line_naming_the_key(keys: dict[str, Any], message: str,
                                                       tmp_path: Path) -> None:

@@ -257,6 +257,12 @@ class NatsSection(Section):
                     "requests are not sealed")] = None
     account: Annotated[NullableStr, Field(
         description="the account users are placed in (config mode), unless a policy names one")] = None
+    system_user: Annotated[NullableStr, Field(
+        description="optional: a system-account user, to disconnect live connections of a "
+                    "revoked subject or token (the kick API)")] = None
+    system_password: Annotated[NullableStr, Field(description="that user's password")] = None
+    system_creds_file: Annotated[NullableStr, Field(
+        description="or: a system-account .creds file for the kick API")] = None
     queue_group: Annotated[Str, Field(
         description="workers and replicas in one group share the requests")] = "extauthz"
     connect_timeout: Annotated[Float, Field(ge=0.1, le=60, description="seconds")] = 2.0

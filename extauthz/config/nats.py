@@ -30,6 +30,9 @@ class NatsSettings:
     issuer: SigningPair | None = None  # signs the answers (auth_callout.issuer)
     xkey: CurvePair | None = None  # opens sealed requests (auth_callout.xkey)
     account: str | None = None
+    system_user: str | None = None  # the kick API (nats/kick.py): a system-account user…
+    system_password: str | None = None
+    system_creds_file: str | None = None  # …or its .creds
     queue_group: str = "extauthz"
     connect_timeout: float = 2.0
     reconnect_max_wait: float = 5.0
@@ -74,6 +77,14 @@ def resolve_nats(n: NatsSection) -> NatsSettings:
         if path is not None and not Path(path).is_file():
             raise ConfigError(f"config: 'nats.{key}' names {path!r}, which does not exist; give "
                               "the path of the callout user's file")
+    if (n.system_password is not None) != (n.system_user is not None) or (
+            n.system_user is not None and n.system_creds_file is not None):
+        raise ConfigError("config: 'nats' sets the system account's credentials (for kicking "
+                          "revoked connections) wrongly; give system_user and system_password, "
+                          "or system_creds_file, or none")
+    if n.system_creds_file is not None and not Path(n.system_creds_file).is_file():
+        raise ConfigError(f"config: 'nats.system_creds_file' names {n.system_creds_file!r}, "
+                          "which does not exist; give the path of a system-account .creds file")
     if not n.account:
         raise ConfigError("config: 'nats.account' is not set; name the account users are placed "
                           "in (one of the server's accounts, e.g. APP)")
@@ -97,5 +108,6 @@ def resolve_nats(n: NatsSection) -> NatsSettings:
     return NatsSettings(
         servers=servers, user=n.user, password=n.password, token=n.token,
         creds_file=n.creds_file, nkey_seed_file=n.nkey_seed_file, issuer=issuer, xkey=xkey,
-        account=n.account, queue_group=n.queue_group, connect_timeout=n.connect_timeout,
+        account=n.account, system_user=n.system_user, system_password=n.system_password,
+        system_creds_file=n.system_creds_file, queue_group=n.queue_group, connect_timeout=n.connect_timeout,
         reconnect_max_wait=n.reconnect_max_wait)

@@ -31,6 +31,7 @@ from prometheus_client.utils import floatToGoString
 from extauthz.decision import Decision, Reason
 from extauthz.engine import Engine
 from extauthz.nats.decide import UNKNOWN_REQUEST, Decider, request_view
+from extauthz.nats.kick import Kicker
 from extauthz.nats.nkey import Kind, NkeyError, is_public
 from extauthz.nats.request import BadAuthRequest, parse_request
 from extauthz.telemetry.metrics import LATENCY_BUCKETS, LabelledCounter
@@ -84,6 +85,7 @@ class Callout:
         self.connected = False
         self.note = "not connected yet"
         self.metrics = CalloutMetrics()
+        self.kicker = Kicker(engine)  # with system-account credentials: ends revoked connections
         m = engine.metrics
         m.observe("extauthz.nats.decisions", "NATS auth callout decisions by decision and reason",
                   self.metrics.decisions.readings, counter=True)
@@ -125,6 +127,7 @@ class Callout:
 
     async def run(self) -> None:
         wait = FIRST_RETRY
+        kicker = asyncio.create_task(self.kicker.run(), name="nats-kick")
         try:
             while True:
                 closed = asyncio.Event()
@@ -149,6 +152,9 @@ class Callout:
                 with contextlib.suppress(Exception):
                     await self._nc.close()
         finally:
+            kicker.cancel()
+            with contextlib.suppress(BaseException):
+                await kicker
             self.connected = False
             if self._nc is not None and not self._nc.is_closed:
                 with contextlib.suppress(Exception):
@@ -193,6 +199,8 @@ class Callout:
             assert self._nc is not None
             await self._nc.publish(msg.reply, payload)
         decision = answer.decision
+        if decision.allowed and decision.identity is not None:
+            self.kicker.remember(request.server_id, request.client_id, decision.identity)
         self._engine.audit.record(decision, request_view(request))
         outcome = "allow" if decision.allowed else "deny"
         self.metrics.observe(outcome, str(decision.reason), time.perf_counter() - started)

@@ -19,6 +19,7 @@ from tests.support.ports import free_port
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "nats"
 CALLOUT_PASSWORD = "change-me"
+SYSTEM_PASSWORD = "change-me-too"
 
 
 def nats_server_binary() -> str:
@@ -85,6 +86,7 @@ def nats_config(server: NatsServer, *, xkey: bool = False, **overrides: Any) -> 
         "url": server.url, "user": "auth", "password": CALLOUT_PASSWORD,
         "issuer_seed_file": str(EXAMPLE / "issuer.nk"), "account": "APP",
         "connect_timeout": 1.0, "reconnect_max_wait": 0.5,
+        "system_user": "sys", "system_password": SYSTEM_PASSWORD,
     }
     if xkey:
         doc["xkey_seed_file"] = str(EXAMPLE / "xkey.nk")
