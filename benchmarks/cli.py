@@ -2,7 +2,7 @@
 the JSON, Markdown and PNG reports.
 
     python -m benchmarks                   # the full run (about 10 minutes; updates the README table)
-    python -m benchmarks --quick           # smoke run: about a minute (the test suite runs it)
+    python -m benchmarks --quick           # smoke run: about two minutes (the test suite runs it)
     python -m benchmarks --only allow-cached,floor --rounds 5
     python -m benchmarks --target 10.0.0.7:9001 --token "$TOKEN" --host api.example.com --path /v1/x
 
@@ -80,7 +80,7 @@ def parser() -> argparse.ArgumentParser:
         epilog="\n".join(__doc__.splitlines()[2:]),
     )
     p.add_argument("--quick", action="store_true",
-                   help="smoke run, about a minute: 1 round of 1.5 s per scenario, rates "
+                   help="smoke run, about two minutes: 1 round of 1.5 s per scenario, rates "
                         "200,400, a 5 s soak of 300 tokens; checks answers, claims no speed")
     p.add_argument("--rounds", type=_positive(int), help="rounds of every scenario (default 3)")
     p.add_argument("--seconds", type=_positive(float), help="measured seconds per run (default 3)")

@@ -116,11 +116,14 @@ class LogWatch:
 
     def policy_news(self) -> list[str]:
         """What a person editing demo/policies.yaml needs to see: the edit was refused (and
-        why, naming the file and the policy), or it applied."""
+        why, naming the file and the policy), or it applied; and what a dry-run rule would
+        have denied."""
         news = []
         for r in self._records():
             message = str(r.get("message", ""))
-            if r.get("logger") != "extauthz.follow" or not message.startswith("policies:"):
+            policies = r.get("logger") == "extauthz.follow" and message.startswith("policies:")
+            dry_run = r.get("logger") == "extauthz.authorize" and message.startswith("dry-run ")
+            if not (policies or dry_run):
                 continue  # the demo issuer's minutely UNSAFE line stays in the log file
             level = str(r.get("level", "info"))
             news.append(f"extauthz {level.upper()}: {message}" if level != "info"

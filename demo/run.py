@@ -130,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"demo check: ok (Envoy asked extauthz over {args.transport.upper()})"
                   if not problems else "demo check: FAILED")
             return 1 if problems else 0
+        watch = LogWatch(work / "extauthz.log")  # from here: a policy edit's outcome is shown
         print(f"""
 extauthz demo is running (logs in {work}).
   Envoy gateway  {gateway}     -> echo upstream on :{args.upstream_port}
@@ -152,6 +153,8 @@ Policies (demo/policies.yaml, reloaded on save; .venv/bin/extauthz policy list -
   curl -s {gateway}/admin/stats -H "Authorization: Bearer $TOKEN"   # groups: [sre] -> 200
   curl -i {gateway}/internal/x -H "Authorization: Bearer $TOKEN"    # action: deny -> 403
   curl -i {gateway}/billing/x -H "Authorization: Bearer $TOKEN"     # route-bound, needs scope -> 403
+  curl -s {gateway}/v1/users/bob -H "Authorization: Bearer $TOKEN"  # dry-run rule: still 200, and
+                                    # this terminal shows "dry-run policy new-rule-trial would deny"
   .venv/bin/extauthz policy explain --config demo/config.yaml --host localhost --path /admin/x
 
 WebAuthn step-up: open {gateway}/payments/send in a browser. You are signed in as alice
@@ -160,7 +163,6 @@ then to confirm with it, and land back on the page. API clients get the RFC 9470
   curl -i {gateway}/payments/send -H "Authorization: Bearer $TOKEN"  # 401 insufficient_user_authentication
 
 Ctrl-C stops everything.""", flush=True)
-        watch = LogWatch(work / "extauthz.log")  # from here: a policy edit's outcome is shown
         while not stop.is_set():
             stop.wait(0.5)
             for line in watch.policy_news():

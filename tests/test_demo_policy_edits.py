@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -46,18 +47,28 @@ class Terminal:
                 self.text += chunk.decode(errors="replace")
 
 
-def test_a_broken_policy_edit_is_shown_in_the_demos_terminal(tmp_path: Path) -> None:
+def test_a_policy_edit_and_a_dry_run_denial_are_shown_in_the_demos_terminal(tmp_path: Path) -> None:
     policies = tmp_path / "policies.yaml"
     good = (REPO / "demo" / "policies.yaml").read_text()
     policies.write_text(good)
-    args = [f"--{name}-port={free_port()}" for name in PORTS]
+    ports = {name: free_port() for name in PORTS}
+    args = [f"--{name}-port={port}" for name, port in ports.items()]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     process = subprocess.Popen(
         [sys.executable, "-m", "demo", *args, f"--policies={policies}"], cwd=tmp_path, env=env,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     terminal = Terminal(process)
     try:
+        token = terminal.until("  TOKEN=").split("=", 1)[1].strip()
         terminal.until("Ctrl-C stops everything.")
+
+        # the banner's dry-run line: still allowed, and the terminal says what it would deny
+        request = urllib.request.Request(f"http://127.0.0.1:{ports['gateway']}/v1/users/bob",
+                                         headers={"authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 (loopback)
+            assert answer.status == 200
+        assert "new-rule-trial would deny (scope_missing)" in terminal.until("dry-run policy")
+
         policies.write_text(good + "---\nid: broken\nmatch: {hosts: ['api.example.com:443']}\n")
         line = terminal.until("extauthz WARNING: policies:")
         assert f"{policies}: policy 'broken': 'match.hosts[0]' is 'api.example.com:443': " \
