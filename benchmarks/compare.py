@@ -90,6 +90,8 @@ def comparisons(outcomes: Mapping[str, Sequence[Mapping[str, Any]]], workers: in
         "http-allow-cached", "floor", key="cpu_us_per_check"), "<= 0.25", _at_most(0.25))
     add("http-allow-cached / allow-cached (gRPC)", "throughput ratio",
         t.ratio("http-allow-cached", "allow-cached"), ">= 3.0", _at_least(3.0))
+    add("http-allow-cached / allow-cached (gRPC)", "throughput per server core, ratio",
+        t.per_core("http-allow-cached", "allow-cached"))
     add("http-allow-cached / http-floor", "throughput ratio", t.ratio("http-allow-cached", "http-floor"))
     add("http-allow-cached / http-floor", "CPU per check ratio (ours / floor's)",
         t.ratio("http-allow-cached", "http-floor", key="cpu_us_per_check"))
