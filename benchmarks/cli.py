@@ -121,7 +121,7 @@ def options(args: argparse.Namespace) -> Options:
     return Options(
         rounds=args.rounds or (1 if quick else 3),
         seconds=args.seconds or (1.5 if quick else 3.0),
-        warmup=0.5 if quick else 1.0,
+        warmup=0.5,  # h2load discards its first half second (connections, first requests)
         connections=args.connections,
         streams=args.streams,
         http_connections=args.http_connections,

@@ -71,7 +71,7 @@ SCENARIO_NAMES = ("floor", "allow-cached", "allow-verify-rs256", "allow-verify-e
 class Options:
     rounds: int = 3
     seconds: float = 3.0
-    warmup: float = 1.0
+    warmup: float = 0.5
     connections: int = 4
     streams: int = 16
     http_connections: int = 16  # wrk straight to the HTTP Check port
