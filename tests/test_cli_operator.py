@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from extauthz.cli import _parser
-from extauthz.stepup.store import FileStepupStore, user_key
+from extauthz.stepup.store import FileStepupStore, RedisStepupStore, StepupStore, user_key
 from tests.support.cli import INSTALLED, refused, run_cli
 from tests.support.clock import FakeClock
 
@@ -76,21 +76,31 @@ def test_with_no_config_anywhere_the_message_says_how_to_give_one(tmp_path: Path
 
 # --- webauthn --------------------------------------------------------------------------------
 
-def test_webauthn_unlock_lifts_a_users_pause_and_logs_who_did_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["file", "redis"])
+def test_webauthn_unlock_lifts_a_users_pause_and_logs_who_did_it(
+        tmp_path: Path, kind: str, request: pytest.FixtureRequest) -> None:
     config = _file_store(tmp_path)
-    store = FileStepupStore(str(tmp_path / "state.json"), FakeClock())
+    store: StepupStore = FileStepupStore(str(tmp_path / "state.json"), FakeClock())
+    if kind == "redis":
+        url, prefix = request.getfixturevalue("redis_server").url, f"unlock{tmp_path.name[-6:]}:"
+        config.write_text(yaml.safe_dump({"store": {"url": url, "prefix": prefix},
+                                          "issuers": [{"issuer": ISSUER, "audiences": ["api"]}]}))
     user = user_key(ISSUER, "alice")
 
-    async def fail(times: int) -> int:
-        for _ in range(times):
-            await store.add_failure(user, 900)
-        return await store.failures(user)
+    async def failures(add: int) -> int:
+        s = RedisStepupStore(url, prefix, 2) if kind == "redis" else store
+        try:
+            for _ in range(add):
+                await s.add_failure(user, 900)
+            return await s.failures(user)
+        finally:
+            await s.close()
 
-    assert asyncio.run(fail(6)) == 6  # past stepup.max_failures (5): paused
+    assert asyncio.run(failures(6)) == 6  # past stepup.max_failures (5): paused
     done = cli(config, "webauthn", "unlock", "--user", "alice")
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"unlocked alice ({ISSUER}): 6 failed confirmation(s) forgotten")
-    assert asyncio.run(store.failures(user)) == 0
+    assert asyncio.run(failures(0)) == 0
     logged = [json.loads(line) for line in done.stderr.splitlines()]  # not a terminal: JSON
     assert [(r["level"], r["logger"]) for r in logged] == [("warning", "extauthz.admin")]
     assert "'alice'" in logged[0]["message"]
