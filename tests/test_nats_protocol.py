@@ -38,11 +38,13 @@ nats:
 """
 
 
-def worker_settings(idp: LocalIssuer, server: NatsServer, tmp: Path, **nats_keys: Any) -> Any:
+def worker_settings(idp: LocalIssuer, server: NatsServer, tmp: Path, *,
+                    audit: dict[str, Any] | None = None, **nats_keys: Any) -> Any:
     policies = tmp / "policies.yaml"
     policies.write_text(POLICY)
     return serving_settings(idp, store={"url": f"file://{policies}", "poll_interval": 0.1},
-                            audit={"stdout": False}, nats=nats_config(server, **nats_keys))
+                            audit=audit or {"stdout": False},
+                            nats=nats_config(server, **nats_keys))
 
 
 async def attempt(server: NatsServer, **options: Any) -> tuple[Client | None, str]:
@@ -265,3 +267,69 @@ def test_an_unreachable_server_is_retried_and_readyz_says_so(idp: LocalIssuer, t
         server.stop()
 
 
+
+
+def test_a_token_is_taken_from_auth_token_or_the_password_of_user_bearer_only() -> None:
+    from extauthz.errors import CredentialAmbiguous, TokenError
+    from extauthz.nats.decide import token_of
+
+    def request(**opts: Any) -> Any:
+        base = dict(server_id="N", server_name="n", user_nkey="U", client_host="h", client_id=1,
+                    client_kind="Client", auth_token=None, user=None, password=None,
+                    client_name="", expires=0)
+        from extauthz.nats.request import AuthRequest
+        return AuthRequest(**{**base, **opts})
+
+    assert token_of(request(auth_token="t")) == "t"
+    assert token_of(request(user="bearer", password="t")) == "t"
+    assert token_of(request()) is None
+    with pytest.raises(CredentialAmbiguous):
+        token_of(request(auth_token="t", user="bearer", password="t"))
+    for other in (request(user="alice", password="t"), request(user="bearer")):
+        with pytest.raises(TokenError):
+            token_of(other)
+
+
+async def test_each_nats_decision_is_one_audit_line_and_counted(
+        idp: LocalIssuer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    server = NatsServer().start()
+    worker = ServerThread(worker_settings(idp, server, tmp_path, audit={
+        "stdout": True, "flush_interval": 0.05})).start()
+    try:
+        nc, error = await attempt(server, token=idp.mint(sub="wendy", groups=["orders"]))
+        assert nc is not None, error
+        await nc.close()
+        nc, _ = await attempt(server, token=idp.mint(sub="sam", groups=["sales"]))
+        assert nc is None
+        assert worker.engine is not None
+        families = {f.name: f for f in worker.engine.metrics.collect()}
+        decisions = {(s.labels["decision"], s.labels["reason"]): s.value
+                     for s in families["extauthz_nats_decisions"].samples}
+        assert decisions == {("allow", "allowed"): 1, ("deny", "no_policy"): 1}
+        assert families["extauthz_nats_connected"].samples[0].value == 1
+        count = [s for s in families["extauthz_nats_callout_duration_seconds"].samples
+                 if s.name.endswith("_count")]
+        assert count[0].value == 2
+        time.sleep(0.3)  # the audit flush
+    finally:
+        worker.stop()
+        server.stop()
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()
+             if line.startswith("{") and '"transport":"nats"' in line]
+    assert [(r["decision"], r["reason"], r["subject"], r["policy"]) for r in lines] == [
+        ("allow", "allowed", "wendy", "orders-writer"), ("deny", "no_policy", "sam", None)]
+    assert all(r["source"] == "127.0.0.1" and r["host"].startswith("N") for r in lines)
+
+
+def test_serve_with_a_malformed_issuer_seed_stops_in_one_line(tmp_path: Path) -> None:
+    from tests.support.cli import refused, run_cli
+
+    seed = tmp_path / "issuer.nk"
+    seed.write_text("SAnotaseed\n")
+    config = tmp_path / "extauthz.yaml"
+    config.write_text(json.dumps({"nats": {
+        "url": "nats://127.0.0.1:4222", "user": "auth", "password": "p",
+        "issuer_seed_file": str(seed), "account": "APP"}}))
+    line = refused(run_cli(config, "serve"))
+    assert "'nats.issuer_seed_file'" in line
+    assert "give the SA… seed whose public key is the server's auth_callout.issuer" in line
