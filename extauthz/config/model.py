@@ -272,44 +272,6 @@ class NatsSection(Section):
 
 
 @dataclass(frozen=True)
-class NatsSection(Section):
-    """The NATS auth callout (README, NATS): NATS asks extauthz who may connect."""
-
-    __pydantic_config__ = CLOSED
-    url: Annotated[NullableStr, Field(
-        description="nats://HOST:PORT (comma-separated for a cluster); null: the callout is off")] = None
-    user: Annotated[NullableStr, Field(
-        description="the callout's own user, one of auth_callout.auth_users")] = None
-    password: Annotated[NullableStr, Field(description="that user's password")] = None
-    token: Annotated[NullableStr, Field(
-        description="or: a token the server accepts for the callout's own connection")] = None
-    creds_file: Annotated[NullableStr, Field(
-        description="or: a .creds file (user JWT and seed) for the callout's connection")] = None
-    nkey_seed_file: Annotated[NullableStr, Field(
-        description="or: a user nkey seed (SU…) file for the callout's connection")] = None
-    issuer_seed_file: Annotated[NullableStr, Field(
-        description="the account nkey seed (SA…) whose public key is auth_callout.issuer; "
-                    "it signs the answers")] = None
-    xkey_seed_file: Annotated[NullableStr, Field(
-        description="the curve seed (SX…) whose public key is auth_callout.xkey; null: "
-                    "requests are not sealed")] = None
-    account: Annotated[NullableStr, Field(
-        description="the account users are placed in (config mode), unless a policy names one")] = None
-    system_user: Annotated[NullableStr, Field(
-        description="optional: a system-account user, to disconnect live connections of a "
-                    "revoked subject or token (the kick API)")] = None
-    system_password: Annotated[NullableStr, Field(description="that user's password")] = None
-    system_creds_file: Annotated[NullableStr, Field(
-        description="or: a system-account .creds file for the kick API")] = None
-    queue_group: Annotated[Str, Field(
-        description="workers and replicas in one group share the requests")] = "extauthz"
-    connect_timeout: Annotated[Float, Field(ge=0.1, le=60, description="seconds")] = 2.0
-    reconnect_max_wait: Annotated[Float, Field(
-        ge=0.1, le=300, description="seconds: the longest pause between reconnect attempts "
-                                    "(the backoff doubles up to it)")] = 5.0
-
-
-@dataclass(frozen=True)
 class ConfigFile(Section):
     """The extauthz configuration file."""
 
