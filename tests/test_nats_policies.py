@@ -195,3 +195,18 @@ def test_the_readme_shows_the_shipped_server_config_and_the_example_config_loads
     assert settings.nats.issuer is not None
     assert settings.nats.issuer.public in block
     assert settings.nats.account == "APP"
+
+
+def test_policy_list_marks_nats_policies_instead_of_showing_them_on_every_host(
+        tmp_path: Path) -> None:
+    policies = tmp_path / "policies.yaml"
+    policies.write_text((EXAMPLE / "policies.yaml").read_text()
+                        + "---\nid: api\nmatch: {hosts: [api.example.com]}\n")
+    config = tmp_path / "extauthz.yaml"
+    config.write_text(yaml.safe_dump({"store": {"url": f"file://{policies}",
+                                                "state_file": str(tmp_path / "state.json")}}))
+    listed = run_cli(config, "policy", "list")
+    assert listed.returncode == 0, listed.stderr
+    rows = {line.split()[0]: line.split()[1:] for line in listed.stdout.splitlines()[1:]}
+    assert rows["orders-writer"][:3] == ["(NATS)", "(NATS)", "(NATS)"]
+    assert rows["api"][0] == "api.example.com"

@@ -130,6 +130,8 @@ def _diff(current: dict[str, Policy], batch: Sequence[Policy]) -> list[str]:
 def _row(p: Policy) -> list[str]:
     if p.bound_only:
         return [p.id, "(route-bound)", "(route-bound)", "*", p.action, p.mode]
+    if p.nats is not None:  # a NATS policy: no route, its subjects are in `policy get`
+        return [p.id, "(NATS)", "(NATS)", "(NATS)", p.action, p.mode]
     return [p.id, ",".join(p.hosts) or "*",
             ",".join(f"{pm.kind}:{pm.value}" for pm in p.paths) or "*",
             ",".join(sorted(p.methods)) or "*", p.action, p.mode]
