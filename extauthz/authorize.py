@@ -104,7 +104,15 @@ class Authorizer:
 
     async def check(self, view: RequestView) -> Decision:
         decision_id = self._ids.next()
-        DECISION_ID.set(decision_id)  # log lines of this task name it (JSON logs)
+        # Log lines written while deciding name it (JSON logs); not those after, in the same
+        # task (a plain-HTTP connection answers its pipelined requests in one task).
+        named = DECISION_ID.set(decision_id)
+        try:
+            return await self._decide(decision_id, view)
+        finally:
+            DECISION_ID.reset(named)
+
+    async def _decide(self, decision_id: str, view: RequestView) -> Decision:
         index = self._policies.index
         if index is None:
             return denials.unavailable(decision_id, reason=Reason.POLICIES_UNAVAILABLE,

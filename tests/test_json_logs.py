@@ -5,7 +5,9 @@ and the policy; audit records stay one JSON object per decision on stdout."""
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -16,10 +18,13 @@ from typing import Any
 import grpc
 import yaml
 
-from extauthz.telemetry.logs import resolve_format
+from extauthz.engine import build_engine
+from extauthz.telemetry.logs import JsonFormatter, resolve_format
+from tests.support.issuer import LocalIssuer
 from tests.support.poll import until
 from tests.support.ports import free_port, wait_for_http
-from tests.support.requests import CHECK, check_request
+from tests.support.requests import CHECK, check_request, request_view
+from tests.support.settings import make_settings
 
 DOCS = "id: docs\nmatch: {paths: [{prefix: /docs/}]}\nrequire: {authenticated: false}\n"
 TRIAL = "id: trial\nmatch: {paths: [{prefix: /trial/}]}\nmode: dry-run\n"  # would deny: no token
@@ -108,3 +113,33 @@ def test_text_on_a_terminal_json_elsewhere_unless_configured(tmp_path: Path) -> 
         assert resolve_format("json", terminal) == "json"
         assert resolve_format("text", file) == "text"
     os.close(leader)
+
+
+async def test_only_lines_written_while_deciding_carry_the_decision_id(
+        tmp_path: Path, idp: LocalIssuer) -> None:
+    """One task deciding twice (a plain-HTTP connection answers its pipelined requests in one
+    task): a line after a decision names no decision, the next decision's lines name it."""
+    (tmp_path / "p.yaml").write_text(TRIAL)
+    engine = build_engine(make_settings(idp, store={"url": f"file://{tmp_path}/p.yaml"}),
+                          worker=False)
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logging.getLogger().addHandler(handler)
+    previous = logging.getLogger().level
+    logging.getLogger().setLevel(logging.INFO)
+    try:
+        await engine.load_once()
+        first = await engine.authorizer.check(request_view("/trial/1"))
+        logging.getLogger("extauthz.check_http").warning("after the first")
+        second = await engine.authorizer.check(request_view("/trial/2"))
+    finally:
+        logging.getLogger().removeHandler(handler)
+        logging.getLogger().setLevel(previous)
+        await engine.close()
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    named = [(r["message"].split()[-1], r.get("decision_id")) for r in lines
+             if r["message"].startswith("dry-run policy trial")]
+    assert named == [(first.decision_id, first.decision_id), (second.decision_id, second.decision_id)]
+    after = next(r for r in lines if r["message"] == "after the first")
+    assert "decision_id" not in after
