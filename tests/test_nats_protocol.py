@@ -25,7 +25,7 @@ from extauthz.nats.callout import SUBJECT, Callout
 from extauthz.nats.nkey import Kind, SigningPair
 from extauthz.nats.request import BadAuthRequest, parse_request
 from tests.support.inproc import ServerThread
-from tests.support.issuer import LocalIssuer
+from tests.support.issuer import AUDIENCE, LocalIssuer
 from tests.support.nats import NatsServer, example_issuer, nats_config
 from tests.support.settings import serving_settings
 
@@ -333,3 +333,41 @@ def test_serve_with_a_malformed_issuer_seed_stops_in_one_line(tmp_path: Path) ->
     line = refused(run_cli(config, "serve"))
     assert "'nats.issuer_seed_file'" in line
     assert "give the SA… seed whose public key is the server's auth_callout.issuer" in line
+
+
+async def test_serve_workers_2_puts_both_processes_in_the_queue_group(
+        idp: LocalIssuer, tmp_path: Path) -> None:
+    from tests.support.stack import ExtAuthz
+
+    server = NatsServer().start()
+    policies = tmp_path / "policies.yaml"
+    policies.write_text(POLICY)
+    service = ExtAuthz(tmp_path, {
+        "issuers": [{"issuer": idp.issuer, "audiences": [AUDIENCE]}],
+        "store": {"url": f"file://{policies}"}, "nats": nats_config(server)},
+        args=["--workers", "2"]).start()
+    try:
+        def connected() -> int:  # workers whose callout is connected and subscribed
+            text = service.admin("/metrics").body.decode()
+            return sum(1 for line in text.splitlines()
+                       if line.startswith("extauthz_nats_connected{") and line.endswith(" 1.0"))
+
+        deadline = time.monotonic() + 15
+        while connected() < 2:
+            assert time.monotonic() < deadline, service.admin("/metrics").body.decode()
+            time.sleep(0.1)
+        token = idp.mint(groups=["orders"])
+        for _ in range(16):
+            nc, error = await attempt(server, token=token)
+            assert nc is not None, error
+            await nc.close()
+        time.sleep(0.5)  # the audit flush
+    finally:
+        service.stop()
+        server.stop()
+    assert service.process is not None
+    records = [json.loads(line) for line in service.process.output().splitlines()
+               if line.startswith("{") and '"transport":"nats"' in line]
+    assert len(records) == 16
+    # each process has its own decision-id prefix: both answered
+    assert len({r["decision_id"].split("-")[0] for r in records}) == 2
