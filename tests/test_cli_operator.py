@@ -152,6 +152,26 @@ def test_a_yaml_syntax_error_is_one_line_with_file_line_and_column(tmp_path: Pat
         assert line.startswith(f"extauthz: config: {broken}:3:1: not valid YAML: "), line
 
 
+@pytest.mark.parametrize("what", ["policy", "config", "store"])
+def test_a_file_saved_in_another_encoding_is_one_line_with_file_line_and_column(
+        tmp_path: Path, what: str) -> None:
+    latin1 = "id: docs\ndescription: caf\u00e9\n".encode("latin-1")  # é is 0xe9, not UTF-8
+    if what == "config":
+        config = tmp_path / "c.yaml"
+        config.write_bytes(b"log_level: info\n# caf\xe9\n")
+        line = refused(cli(config, "policy", "list"))
+        assert line == (f"extauthz: config: {config}:2:6: not UTF-8 text (byte 0xe9); save the "
+                        "file as UTF-8")
+        return
+    d = tmp_path / "policies"
+    d.mkdir()
+    (d / "docs.yaml").write_bytes(latin1)
+    args = ("validate", "-f", str(d)) if what == "policy" else ("list",)
+    line = refused(cli(_file_store(tmp_path, policies="policies/"), "policy", *args))
+    assert line.endswith(f"{d / 'docs.yaml'}:2:17: not UTF-8 text (byte 0xe9); save the file "
+                         "as UTF-8"), line
+
+
 # --- a file store is edited as a file --------------------------------------------------------
 
 def test_policy_apply_to_a_file_store_writes_nothing_and_names_the_file_to_edit(tmp_path: Path) -> None:

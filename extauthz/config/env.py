@@ -23,7 +23,7 @@ from extauthz.errors import ConfigError
 from extauthz.schema import strict_yaml
 from extauthz.schema.declare import Section
 from extauthz.schema.introspect import hints, nullable, strip
-from extauthz.schema.messages import yaml_error_line, yaml_problem
+from extauthz.schema.messages import utf8_error_line, yaml_error_line, yaml_problem
 
 ENV_PREFIX = "EXTAUTHZ_"
 CONFIG_VARIABLE = ENV_PREFIX + "CONFIG"  # the config file's path
@@ -118,6 +118,8 @@ def apply_env(doc: dict[str, Any], environ: Mapping[str, str]) -> None:
 def read_yaml_mapping(path: str) -> dict[str, Any]:
     try:
         text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError("config: " + utf8_error_line(path, e)) from e
     except OSError as e:
         raise ConfigError(f"config: cannot read {path}: {e.strerror}; check the --config path") from e
     try:

@@ -18,6 +18,7 @@ from extauthz.policy.match import explain
 from extauthz.policy.model import Policy, documents_from_text, parse_policies, policies_to_yaml
 from extauthz.policy.store import FilePolicyStore, PolicyStore, open_store
 from extauthz.request import RequestView
+from extauthz.schema.messages import utf8_error_line
 from extauthz.table import format_table
 
 if TYPE_CHECKING:
@@ -90,7 +91,13 @@ def read_documents(source: str) -> list[Policy]:
     policies: list[Policy] = []
     owner: dict[str, Path] = {}
     for f in files:  # each error names the file it is in (and the policy's id)
-        for p in parse_policies(documents_from_text(f.read_text(encoding="utf-8"), str(f)), str(f)):
+        try:
+            text = f.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise PolicyInvalid(utf8_error_line(str(f), e)) from e
+        except OSError as e:
+            raise PolicyInvalid(f"{f}: cannot read it: {e.strerror}") from e
+        for p in parse_policies(documents_from_text(text, str(f)), str(f)):
             if p.id in owner:
                 raise PolicyInvalid(f"{f}: policy {p.id!r} is also defined in {owner[p.id]}; "
                                     "ids must be unique")

@@ -27,6 +27,7 @@ from typing import Protocol
 
 from extauthz.errors import ConfigError, PolicyInvalid, PolicyNotFound, StoreUnavailable
 from extauthz.policy.model import Policy, documents_from_text, parse_policies, policies_to_yaml
+from extauthz.schema.messages import utf8_error_line
 from extauthz.store.redis_client import is_redis_url
 from extauthz.store.redis_hash import BUMP, GUARD, RedisHash, StoreState, redacted_url
 
@@ -187,6 +188,8 @@ class FilePolicyStore:
             named = self.path / f.name if version is not None else f  # as the operator sees it
             try:
                 text = f.read_text(encoding="utf-8")
+            except UnicodeDecodeError as e:  # an edit saved in another encoding: the file's fault
+                raise PolicyInvalid(utf8_error_line(str(named), e)) from e
             except OSError as e:
                 raise StoreUnavailable(f"cannot read {named}: {e.strerror}") from e
             digest.update(f.name.encode() + b"\0" + text.encode() + b"\0")

@@ -142,6 +142,15 @@ def yaml_error_line(source: str, error: Exception, what: str) -> str:
     return f"{where}: {what}: {_yaml_what(error)}"
 
 
+def utf8_error_line(source: str, error: UnicodeDecodeError) -> str:
+    """``FILE:LINE:COLUMN: not UTF-8 text …`` for a file that is not UTF-8 (YAML files are)."""
+    before = error.object[:error.start]
+    line = before.count(b"\n") + 1
+    column = error.start - (before.rfind(b"\n") + 1) + 1
+    return (f"{source}:{line}:{column}: not UTF-8 text (byte 0x{error.object[error.start]:02x}); "
+            "save the file as UTF-8")
+
+
 def _mark(error: Exception) -> tuple[int, int] | None:
     """(line, column), counted from 1, of a PyYAML error; None when it has no place."""
     mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
