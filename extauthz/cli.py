@@ -135,6 +135,8 @@ def _token(args: argparse.Namespace) -> int:
     if not args.sub.strip() or args.sub != args.sub.strip():
         raise ConfigError(f"--sub {args.sub!r} is empty or has stray whitespace; give the "
                           "user id the token is for, e.g. --sub alice")
+    if args.ttl < 1:
+        raise ConfigError(f"--ttl {args.ttl}: a token must live at least 1 second")
     settings = _settings(args, {})
     issuer = demo_issuer(settings.demo_issuer)
 

@@ -218,6 +218,17 @@ def test_a_token_for_an_empty_or_padded_subject_is_refused(tmp_path: Path, sub: 
     assert "empty or has stray whitespace" in refused(done)
 
 
+def test_a_token_that_would_be_born_expired_is_refused(tmp_path: Path) -> None:
+    done = cli(None, "token", "--sub", "alice", "--ttl", "-5", cwd=tmp_path)
+    assert done.stdout == ""
+    assert refused(done) == "extauthz: --ttl -5: a token must live at least 1 second"
+
+
+def test_validating_an_empty_stdin_is_refused_not_zero_valid() -> None:
+    assert refused(cli(None, "policy", "validate", "-f", "-", stdin="")) == (
+        "extauthz: stdin: holds no policy documents")
+
+
 def test_a_reader_that_closes_the_pipe_ends_the_command_quietly(tmp_path: Path) -> None:
     """``extauthz … | head -1``: a real pipe, whose reader goes away after one line."""
     config = _file_store(tmp_path)

@@ -78,7 +78,10 @@ def add_policy_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
 def read_documents(source: str) -> list[Policy]:
     """Policies from a file, every policy file of a directory, or stdin ('-')."""
     if source == "-":
-        return parse_policies(documents_from_text(sys.stdin.read(), "stdin"), "stdin")
+        read = parse_policies(documents_from_text(sys.stdin.read(), "stdin"), "stdin")
+        if not read:
+            raise PolicyInvalid("stdin: holds no policy documents")
+        return read
     path = Path(source)
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix in _SUFFIXES and p.is_file())
