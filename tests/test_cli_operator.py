@@ -224,6 +224,12 @@ def test_a_token_that_would_be_born_expired_is_refused(tmp_path: Path) -> None:
     assert refused(done) == "extauthz: --ttl -5: a token must live at least 1 second"
 
 
+def test_audit_tail_of_no_decisions_is_refused_before_reading_anything() -> None:
+    done = cli(None, "audit", "tail", "--count", "0")
+    assert done.returncode == 2
+    assert done.stderr.strip().endswith("error: argument --count: 0: give at least 1")
+
+
 def test_validating_an_empty_stdin_is_refused_not_zero_valid() -> None:
     assert refused(cli(None, "policy", "validate", "-f", "-", stdin="")) == (
         "extauthz: stdin: holds no policy documents")

@@ -28,7 +28,7 @@ def add_audit_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     a = sub.add_parser("audit", help="read the audit trail (needs audit.redis_stream)")
     asub = a.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
     tail = asub.add_parser("tail", help="the latest decisions, newest last")
-    tail.add_argument("--count", type=int, default=20, help="how many (default 20)")
+    tail.add_argument("--count", type=_count, default=20, help="how many (default 20)")
     tail.add_argument("--follow", "-f", action="store_true", help="keep printing new decisions")
     export = asub.add_parser("export", help="decisions in a time range")
     export.add_argument("--since", required=True, help="ISO time (2026-11-23T10:00:00Z), epoch "
@@ -41,6 +41,16 @@ def add_audit_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser],
         p.add_argument("--subject", help="only this token `sub`, exactly")
         p.add_argument("--decision", choices=("allow", "deny"), help="only allows or only denies")
         with_config(p)
+
+
+def _count(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"{text}: give at least 1")
+    return count
 
 
 def parse_time(value: str, now: float) -> float:
