@@ -82,7 +82,7 @@ def test_missing_or_broken_files_are_clear_errors(tmp_path: Path) -> None:
         load_settings(str(tmp_path / "nope.yaml"), {})
     bad = tmp_path / "bad.yaml"
     bad.write_text("grpc: [unclosed\n")
-    with pytest.raises(ConfigError, match="bad.yaml:2:1: not valid YAML"):
+    with pytest.raises(ConfigError, match=r"bad\.yaml:2:1: not valid YAML"):
         load_settings(str(bad), {})
 
 

@@ -8,7 +8,7 @@ the fix.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -92,7 +92,7 @@ class Settings:
     http_header_timeout: float = 10.0
     http_max_connections: int = 1000
     check_http_listen: tuple[str, int] | None = None  # Check over plain HTTP (check_http.listen)
-    check_http: CheckHttpSection = CheckHttpSection()
+    check_http: CheckHttpSection = field(default_factory=CheckHttpSection)
     nats: NatsSettings = NatsSettings()  # noqa: RUF009 (frozen) the NATS auth callout (config/nats.py)
 
 

@@ -18,19 +18,19 @@ import re2  # type: ignore[import-untyped]  # google-re2: no stubs; typed by Reg
 import yaml
 
 from extauthz.errors import PolicyInvalid
+from extauthz.nats.subjects import subject_problem
 from extauthz.policy.document import (
     METHODS,
     POLICY_DOCUMENT,
+    WEBAUTHN_ACR,
     MatchDocument,
     NatsDocument,
-    WEBAUTHN_ACR,
     PathDocument,
     PolicyDocument,
     StepupDocument,
     canonical_document,
     documents_from_text,
 )
-from extauthz.nats.subjects import subject_problem
 from extauthz.policy.paths import AmbiguousPath, normalize_path
 from extauthz.schema.messages import did_you_mean
 
