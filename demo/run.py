@@ -70,12 +70,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--transport", choices=("http", "grpc"), default="http",
                         help="how Envoy asks extauthz: plain HTTP (envoy/gateway-http.yaml, the "
                              "faster; default) or gRPC (envoy/gateway.yaml)")
-    parser.add_argument("--gateway-port", type=int, default=8000)
-    parser.add_argument("--grpc-port", type=int, default=9001)
-    parser.add_argument("--http-port", type=int, default=9002)
-    parser.add_argument("--check-http-port", type=int, default=9003)
-    parser.add_argument("--upstream-port", type=int, default=8080)
-    parser.add_argument("--admin-port", type=int, default=9901)
+    parser.add_argument("--gateway-port", type=int, default=8000,
+                        help="where Envoy listens for you (default 8000)")
+    parser.add_argument("--grpc-port", type=int, default=9001,
+                        help="extauthz Check over gRPC (default 9001)")
+    parser.add_argument("--http-port", type=int, default=9002,
+                        help="extauthz pages, health and the demo issuer (default 9002)")
+    parser.add_argument("--check-http-port", type=int, default=9003,
+                        help="extauthz Check over plain HTTP (default 9003)")
+    parser.add_argument("--upstream-port", type=int, default=8080,
+                        help="the echo upstream behind Envoy (default 8080)")
+    parser.add_argument("--admin-port", type=int, default=9901,
+                        help="Envoy's admin interface (default 9901)")
     parser.add_argument("--policies", default=str(REPO / "demo" / "policies.yaml"),
                         help="the policy file to serve and watch (default demo/policies.yaml)")
     args = parser.parse_args(argv)
