@@ -99,6 +99,7 @@ class Authorizer:
                 "subject", "issuer", "username", "email", "groups", "scopes", "acr", "auth_time",
                 "policy")} | set(SPOOFABLE_BY_NAME) | managed
             names |= {n.replace("-", "_") for n in names}
+            names.add(self._names.decision_id.replace("-", "_"))  # set only with '-'
             kept = self._spoofable = (managed, frozenset(names))
         return kept[1]
 

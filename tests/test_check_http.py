@@ -158,6 +158,19 @@ def test_an_allow_names_spoofable_headers_the_gateway_may_not_have_forwarded(
             "x-remote-user", "x-tenant", "x_tenant"} <= removed  # none seen, none set
     assert not removed & {k for k, _ in answer.headers}  # Envoy removes after setting
     assert "x-auth-decision-id" not in removed
+    assert "x_auth_decision_id" in removed  # we set only the '-' spelling
+
+
+def test_a_client_cannot_pass_its_check_off_as_another_transport() -> None:
+    """The audit's transport and scheme come from what Envoy sets, not a client's header."""
+    from extauthz.audit.record import audit_record
+    from extauthz.check_http.view import RequestViewBuilder
+    from extauthz.pipeline import INTERNAL
+
+    builder = RequestViewBuilder(path_prefix="", route_header=None)
+    view = builder.build("GET", "/x", [("host", "a.example.com"), ("x-forwarded-proto", "nats")])
+    assert view.scheme == "http"
+    assert audit_record(INTERNAL, view, 0.0)["transport"] == "envoy"
 
 
 def test_denials_carry_the_status_challenge_and_body(server: ServerThread, idp: LocalIssuer) -> None:
@@ -307,6 +320,49 @@ def test_a_slow_client_gets_408_and_does_not_stall_others(server: ServerThread) 
         answers, closed = read_answers(slow, 1, timeout=4)
     assert [a.status for a in answers] == [408]
     assert closed
+
+
+def test_a_client_that_never_reads_its_answers_is_aborted_and_frees_its_slot(
+        idp: LocalIssuer, tmp_path: Path) -> None:
+    """Pipelining big requests and reading nothing fills the answers' buffers; such a
+    connection was busy forever (no timeout applied), and a few held every slot."""
+    (tmp_path / "policies.yaml").write_text(yaml.safe_dump_all(POLICIES))
+    thread = ServerThread(serving_settings(
+        idp, check_http={"max_connections": 2, "header_timeout": 1.0, "idle_timeout": 2.0},
+        store={"url": f"file://{tmp_path}/policies.yaml",
+               "state_file": str(tmp_path / "state.json")})).start()
+    try:  # allowed, with 40 spoofed headers to name: each answer is about half a request's size
+        big = request("/public/x", headers={**{f"x-auth-a{i}": "v" for i in range(40)},
+                                            "x-pad": "p" * 1500})
+        stuck = []
+        for _ in range(2):  # fill each socket's buffers both ways, never reading
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            assert thread.settings.check_http_listen is not None
+            sock.connect(("127.0.0.1", thread.settings.check_http_listen[1]))
+            sock.setblocking(False)
+            stuck.append(sock)
+            deadline = time.monotonic() + 2.5
+            while time.monotonic() < deadline:
+                try:
+                    sock.send(big * 4)
+                except BlockingIOError:
+                    time.sleep(0.02)
+                except ConnectionError:
+                    break  # aborted already
+        # within header_timeout of the writes stalling (plus a sweep), the slots are free again
+        started = time.monotonic()
+        while True:
+            with contextlib.suppress(OSError):
+                answers, _ = ask(thread, request("/public/x"), timeout=1, probe=0)
+                if [a.status for a in answers] == [200]:
+                    break
+            assert time.monotonic() - started < 5, "the stalled connections still hold every slot"
+            time.sleep(0.2)
+        for sock in stuck:
+            sock.close()
+    finally:
+        thread.stop()
 
 
 def test_an_idle_connection_is_closed_after_the_idle_timeout(server: ServerThread) -> None:

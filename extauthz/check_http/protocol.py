@@ -6,7 +6,8 @@ kept alive and pipelined requests are answered in order. What a client cannot do
 request line and headers over ``max_header_bytes`` or more than ``max_headers`` lines (431,
 414 for a long target), a body over 8 KiB (413; a smaller one is read and ignored), take
 longer than ``header_timeout`` to deliver a started request (408), stay idle past
-``idle_timeout``, or open more than ``max_connections`` (closed at once). Bytes llhttp
+``idle_timeout``, stop reading its answers for ``header_timeout`` (aborted), or open more
+than ``max_connections`` (closed at once). Bytes llhttp
 refuses get a 400. Each such answer closes the connection, is audited as
 ``bad_check_request``, and never reaches the engine: none of them is an allow.
 """
@@ -85,6 +86,7 @@ class CheckHttpProtocol(asyncio.Protocol):
         self._closing = False  # answer what is queued, then close
         self._refusal: Decision | None = None  # answered after the queue, then closed
         self._writable: asyncio.Future[None] | None = None
+        self._write_paused_at = 0.0  # when the client stopped reading its answers (0: it reads)
         self._reading_paused = False
         # the request being read
         self._reading = False
@@ -112,8 +114,10 @@ class CheckHttpProtocol(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._writable = self._loop.create_future()
+        self._write_paused_at = self._loop.time()
 
     def resume_writing(self) -> None:
+        self._write_paused_at = 0.0
         if self._writable is not None and not self._writable.done():
             self._writable.set_result(None)
         self._writable = None
@@ -227,7 +231,15 @@ class CheckHttpProtocol(asyncio.Protocol):
 
     # -- the listener's sweep -----------------------------------------------------------
     def sweep(self, now: float) -> None:
-        """Close a slow client (408) or an idle connection past its deadline."""
+        """Close a slow client (408) or an idle connection past its deadline; abort one that
+        has not read its answers for ``header_timeout`` (it would hold its slot forever)."""
+        if (self._write_paused_at and now - self._write_paused_at > self._limits.header_timeout
+                and self._transport is not None):
+            log.warning("check connection aborted: the client read no answer for %.0fs",
+                        now - self._write_paused_at)
+            self._closing = True
+            self._transport.abort()
+            return
         if self._busy or self._closing or now < self.deadline:
             return
         if self._reading:

@@ -65,9 +65,10 @@ class RequestViewBuilder:
             if bound is not None:
                 context = MappingProxyType({CONTEXT_KEY: bound})
         forwarded = headers.get("x-forwarded-for", "")
+        scheme = headers.get("x-forwarded-proto", "http")
         return RequestView(
             method=method,
-            scheme=headers.get("x-forwarded-proto", "http"),
+            scheme=scheme if scheme in ("http", "https") else "http",  # a client may send it
             host=split_host(headers.get("host", "")),
             path=path,
             query=query,
