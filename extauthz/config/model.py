@@ -263,6 +263,10 @@ class NatsSection(Section):
     system_password: Annotated[NullableStr, Field(description="that user's password")] = None
     system_creds_file: Annotated[NullableStr, Field(
         description="or: a system-account .creds file for the kick API")] = None
+    server_keys: Annotated[tuple[Str, ...] | None, Field(
+        description="the public nkeys (N…) of the servers whose authorization requests are "
+                    "answered; requests signed by another key are refused; empty or null: "
+                    "any server's")] = None
     queue_group: Annotated[Str, Field(
         description="workers and replicas in one group share the requests")] = "extauthz"
     connect_timeout: Annotated[Float, Field(ge=0.1, le=60, description="seconds")] = 2.0

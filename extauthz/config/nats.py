@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from extauthz.config.model import NatsSection
 from extauthz.errors import ConfigError
-from extauthz.nats.nkey import CurvePair, Kind, NkeyError, SigningPair
+from extauthz.nats.nkey import CurvePair, Kind, NkeyError, SigningPair, is_public
 
 _SCHEMES = ("nats", "tls", "ws", "wss")
 
@@ -33,6 +33,7 @@ class NatsSettings:
     system_user: str | None = None  # the kick API (nats/kick.py): a system-account user…
     system_password: str | None = None
     system_creds_file: str | None = None  # …or its .creds
+    server_keys: frozenset[str] = frozenset()  # empty: requests signed by any server key
     queue_group: str = "extauthz"
     connect_timeout: float = 2.0
     reconnect_max_wait: float = 5.0
@@ -40,6 +41,29 @@ class NatsSettings:
     @property
     def enabled(self) -> bool:
         return bool(self.servers)
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its userinfo (between ``://`` and the last ``@``) shown as ``***``: a
+    NATS URL may carry the callout's password, which no message or log line may show."""
+    head, sep, rest = url.partition("://")
+    if not sep:
+        head, rest = "", url
+    at = rest.rfind("@")
+    return url if at < 0 else f"{head}{sep}***@{rest[at + 1:]}"
+
+
+def redact_urls(urls: tuple[str, ...] | list[str]) -> str:
+    return ", ".join(redact_url(u) for u in urls)
+
+
+def _server_keys(keys: tuple[str, ...] | None) -> frozenset[str]:
+    for key in keys or ():
+        if not is_public(key, Kind.SERVER):
+            raise ConfigError(f"config: 'nats.server_keys' has {key!r}, which is not a server "
+                              "public nkey; list the servers' N… public keys (their `server_id`), "
+                              "or leave it empty to answer any server")
+    return frozenset(keys or ())
 
 
 def _seed_text(path: str | None, key: str, what: str) -> str:
@@ -65,7 +89,7 @@ def resolve_nats(n: NatsSection) -> NatsSettings:
     for url in servers:
         parts = urlsplit(url)
         if parts.scheme not in _SCHEMES or not parts.hostname:
-            raise ConfigError(f"config: 'nats.url' has {url!r}; write nats://HOST:PORT "
+            raise ConfigError(f"config: 'nats.url' has {redact_url(url)!r}; write nats://HOST:PORT "
                               "(tls://, ws:// or wss:// too; several separated by commas)")
     given = [k for k in ("password", "token", "creds_file", "nkey_seed_file")
              if getattr(n, k) is not None]
@@ -109,5 +133,6 @@ def resolve_nats(n: NatsSection) -> NatsSettings:
         servers=servers, user=n.user, password=n.password, token=n.token,
         creds_file=n.creds_file, nkey_seed_file=n.nkey_seed_file, issuer=issuer, xkey=xkey,
         account=n.account, system_user=n.system_user, system_password=n.system_password,
-        system_creds_file=n.system_creds_file, queue_group=n.queue_group, connect_timeout=n.connect_timeout,
+        system_creds_file=n.system_creds_file, server_keys=_server_keys(n.server_keys),
+        queue_group=n.queue_group, connect_timeout=n.connect_timeout,
         reconnect_max_wait=n.reconnect_max_wait)

@@ -22,18 +22,18 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from prometheus_client.metrics_core import HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
+from extauthz.config.nats import redact_url, redact_urls
 from extauthz.decision import Decision, Reason
 from extauthz.engine import Engine
 from extauthz.nats.decide import UNKNOWN_REQUEST, Decider, request_view
-from extauthz.nats.kick import Kicker
+from extauthz.nats.kick import Kicker, close_refused
 from extauthz.nats.nkey import Kind, NkeyError, is_public
-from extauthz.nats.request import BadAuthRequest, parse_request
+from extauthz.nats.request import BadAuthRequest, UnknownServer, parse_request
 from extauthz.telemetry.metrics import LATENCY_BUCKETS, LabelledCounter
 
 log = logging.getLogger("extauthz.nats")
@@ -106,7 +106,7 @@ class Callout:
             closed.set()
 
         async def on_error(e: Exception) -> None:
-            log.warning("NATS callout: %s", e)
+            log.warning("NATS callout: %s", redact_url(str(e)))
 
         options: dict[str, Any] = {}
         if s.user is not None:
@@ -117,10 +117,16 @@ class Callout:
             options["user_credentials"] = s.creds_file
         if s.nkey_seed_file is not None:
             options["nkeys_seed"] = s.nkey_seed_file
-        nc = await nats.connect(
-            servers=list(s.servers), name="extauthz-auth-callout", allow_reconnect=False,
-            connect_timeout=s.connect_timeout, closed_cb=on_closed, disconnected_cb=on_closed,
-            error_cb=on_error, max_reconnect_attempts=0, **options)
+        options["connect_timeout"] = s.connect_timeout  # a float; nats-py's annotation says int
+        nc = Client()
+        try:
+            await nc.connect(
+                servers=list(s.servers), name="extauthz-auth-callout", allow_reconnect=False,
+                closed_cb=on_closed, disconnected_cb=on_closed, error_cb=on_error,
+                max_reconnect_attempts=0, **options)
+        except BaseException:
+            close_refused(nc)
+            raise
         await nc.subscribe(SUBJECT, queue=s.queue_group, cb=self._dispatch)
         await nc.flush(timeout=max(1, round(s.connect_timeout)))
         return nc
@@ -136,15 +142,16 @@ class Callout:
                 except asyncio.CancelledError:
                     raise
                 except Exception as e:  # noqa: BLE001 (every failure is one line, then a retry)
-                    self.note = f"cannot connect to {', '.join(self._settings.servers)}: " + (
-                        str(e) or type(e).__name__)
+                    self.note = f"cannot connect to {redact_urls(self._settings.servers)}: " + (
+                        redact_url(str(e)) or type(e).__name__)
                     log.error("NATS callout: %s; retrying in %.1fs", self.note, wait)
                     await asyncio.sleep(wait)
                     wait = min(wait * 2, self._settings.reconnect_max_wait)
                     continue
                 self.connected, self.note, wait = True, "connected", FIRST_RETRY
                 log.info("NATS callout: connected to %s, answering %s in queue group %r",
-                         self._nc.connected_url.netloc if self._nc.connected_url else "?",
+                         redact_url(self._nc.connected_url.netloc) if self._nc.connected_url
+                         else "?",
                          SUBJECT, self._settings.queue_group)
                 await closed.wait()
                 self.connected, self.note = False, "connection lost; reconnecting"
@@ -178,9 +185,12 @@ class Callout:
         try:
             data, server_xkey = self._open(msg)
             request = parse_request(data.decode("ascii", "replace"),
-                                    issuer=self._decider.issuer_public, now=self._engine.clock.wall())
+                                    issuer=self._decider.issuer_public, now=self._engine.clock.wall(),
+                                    server_keys=self._settings.server_keys)
         except BadAuthRequest as e:
-            log.warning("NATS callout: refused an authorization request on %r: %s", msg.subject, e)
+            signer = f" (server key {e.key!r})" if isinstance(e, UnknownServer) else ""
+            log.warning("NATS callout: refused an authorization request on %r: %s%s",
+                        msg.subject, e, signer)
             self._engine.audit.record(Decision(
                 allowed=False, status=400, reason=Reason.BAD_CHECK_REQUEST, description=str(e),
                 decision_id=self._decider.next_id()), UNKNOWN_REQUEST)
@@ -195,12 +205,14 @@ class Callout:
         xkey = self._settings.xkey
         if server_xkey is not None and xkey is not None:
             payload = xkey.seal(payload, server_xkey)
+        decision = answer.decision
         if msg.reply:
             assert self._nc is not None
             await self._nc.publish(msg.reply, payload)
-        decision = answer.decision
-        if decision.allowed and decision.identity is not None:
-            self.kicker.remember(request.server_id, request.client_id, decision.identity)
+            # only a connection this answer let in is tracked for kicking (never a refused one)
+            if decision.allowed and decision.identity is not None:
+                self.kicker.remember(request.server_id, request.client_id, decision.identity,
+                                     expires=answer.expires)
         self._engine.audit.record(decision, request_view(request))
         outcome = "allow" if decision.allowed else "deny"
         self.metrics.observe(outcome, str(decision.reason), time.perf_counter() - started)

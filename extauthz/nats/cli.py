@@ -10,7 +10,7 @@ from extauthz.config import Settings
 from extauthz.decision import Reason
 from extauthz.engine import build_engine
 from extauthz.errors import KeysUnavailable, TokenError
-from extauthz.nats.permissions import decide, why_not
+from extauthz.nats.permissions import connection_expiry, decide, why_not
 from extauthz.nats.reply import permissions
 from extauthz.policy.model import NatsPermissions
 
@@ -63,7 +63,9 @@ async def explain_nats(token: str | None, settings: Settings) -> int:
         print(f"decision: DENY {status} ({verdict.reason}): {verdict.description}")
         return 1
     account = grant.account or settings.nats.account or "(nats.account is not set)"
-    expires = datetime.datetime.fromtimestamp(int(identity.expires_at), datetime.UTC)
+    assert verdict.policy is not None  # a grant comes from the policy that decided
+    expires = datetime.datetime.fromtimestamp(connection_expiry(verdict.policy, identity),
+                                              datetime.UTC)
     print(f"decision: ALLOW ({Reason.ALLOWED}): account {account}, user "
           f"{identity.username or identity.subject!r}, until {expires:%Y-%m-%dT%H:%M:%SZ}")
     for line in _grant_lines(grant):

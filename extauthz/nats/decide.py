@@ -16,6 +16,7 @@ from extauthz.engine import Engine
 from extauthz.errors import CredentialAmbiguous, KeysUnavailable, TokenError
 from extauthz.identity.model import Identity
 from extauthz.nats import reply
+from extauthz.nats.permissions import connection_expiry
 from extauthz.nats.permissions import decide as decide_policy
 from extauthz.nats.request import AuthRequest
 from extauthz.request import RequestView
@@ -33,6 +34,7 @@ UNKNOWN_REQUEST = RequestView(method="CONNECT", scheme="nats", host="", path="",
 class Answer(NamedTuple):
     decision: Decision
     response: str  # the signed authorization response JWT (allow or error)
+    expires: int = 0  # allowed: when the user JWT (the connection) expires
 
 
 def request_view(request: AuthRequest) -> RequestView:
@@ -106,13 +108,14 @@ class Decider:
         if grant is None:
             return self._deny(request, decision_id, 403, verdict.reason, verdict.description,
                               identity, policy_id)
-        expires = int(identity.expires_at)
+        assert verdict.policy is not None  # a grant comes from the policy that decided
+        expires = connection_expiry(verdict.policy, identity)  # the step-up window too
         response = reply.allow(request, self._issuer, grant, account=grant.account or self._account,
                                name=identity.username or identity.subject, expires=expires,
                                now=int(now))
         decision = Decision(allowed=True, status=200, reason=Reason.ALLOWED, description="allowed",
                             decision_id=decision_id, identity=identity, policy_id=policy_id)
-        return Answer(decision, response)
+        return Answer(decision, response, expires)
 
     @property
     def issuer_public(self) -> str:

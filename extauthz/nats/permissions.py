@@ -37,6 +37,16 @@ def stepup_met(stepup: StepupRequirement, identity: Identity, now: float) -> boo
             and now - identity.auth_time <= stepup.max_age)
 
 
+def connection_expiry(policy: Policy, identity: Identity) -> int:
+    """When the connection ``policy`` allows must end: when the token expires, or, when the
+    policy requires a step-up within ``max_age``, when that window closes (if sooner)."""
+    expires = int(identity.expires_at)
+    stepup = policy.require.stepup
+    if stepup is not None and identity.auth_time is not None:
+        expires = min(expires, identity.auth_time + stepup.max_age)
+    return expires
+
+
 def ordered(policies: Sequence[Policy]) -> list[Policy]:
     """Enforcing NATS policies in the order they are tried."""
     return sorted((p for p in policies if p.nats is not None and not p.dry_run),

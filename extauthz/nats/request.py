@@ -25,6 +25,14 @@ class BadAuthRequest(ValueError):
     """Not an authorization request we answer; the message says why, never its values."""
 
 
+class UnknownServer(BadAuthRequest):
+    """Signed by a server key not in ``nats.server_keys``; ``key`` is that key (for the log)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__("the signer is not one of nats.server_keys")
+        self.key = key
+
+
 @dataclass(frozen=True)
 class AuthRequest:
     server_id: str  # the server's public nkey: the answer's aud
@@ -54,9 +62,10 @@ def _obj(where: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     return value
 
 
-def parse_request(token: str, *, issuer: str, now: float) -> AuthRequest:
+def parse_request(token: str, *, issuer: str, now: float,
+                  server_keys: frozenset[str] = frozenset()) -> AuthRequest:
     """The request in ``token``, if a server signed it for ``issuer`` (the callout's
-    account public key) and it has not expired."""
+    account public key) and it has not expired; with ``server_keys``, if one of them signed it."""
     try:
         claims = decode(token, Kind.SERVER)
     except NatsJwtError as e:
@@ -67,6 +76,8 @@ def parse_request(token: str, *, issuer: str, now: float) -> AuthRequest:
         raise BadAuthRequest(f"'aud' is not {AUDIENCE!r}")
     if nats.get("type") != REQUEST_TYPE or nats.get("version") != 2:
         raise BadAuthRequest(f"'nats.type' is not {REQUEST_TYPE!r} version 2")
+    if server_keys and claims["iss"] not in server_keys:
+        raise UnknownServer(str(claims["iss"]))
     if server.get("id") != claims["iss"]:
         raise BadAuthRequest("the signer is not the server the request names (nats.server_id.id)")
     if claims.get("sub") != issuer:
