@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -196,6 +197,106 @@ def test_a_configmap_swap_reaches_every_worker_within_two_seconds_and_redis_keep
         # ...and the policies are changed in git, not with the CLI.
         line = refused(run_cli(cli_config, "policy", "apply", "-f", "-", stdin=public()))
         assert str(volume.path) in line
+    finally:
+        for w in workers:
+            w.channel.close()
+        service.stop()
+        idp.close()
+
+
+class _SwappedMidRead(FilePolicyStore):
+    """A store whose ConfigMap kubelet updates just after ``..data`` was resolved: the new
+    version is swapped in and the old one's removal is part-way when it is listed."""
+
+    swapped = False
+
+    def _version(self) -> Path | None:
+        version = super()._version()
+        if version is not None and not self.swapped:
+            self.swapped = True
+            new = self.path / "..v2"
+            new.mkdir()
+            (new / "admin.yaml").write_text(admin("dev"))
+            (new / "public.yaml").write_text(public())
+            os.symlink("..v2", self.path / "..data_tmp")
+            os.rename(self.path / "..data_tmp", self.path / "..data")
+            (version / "public.yaml").unlink()  # kubelet's RemoveAll of the old one, part-way
+        return version
+
+
+async def test_a_configmap_swapped_during_the_read_is_not_a_consistent_version(
+    tmp_path: Path,
+) -> None:
+    volume = ConfigMapVolume(tmp_path / "policies")
+    volume.write({"admin.yaml": admin("sre"), "public.yaml": public()})
+    store = _SwappedMidRead(str(volume.path))
+    with pytest.raises(StoreUnavailable, match=r"\.\.data moved while it was read"):
+        await store.load()  # never the old version's admin alone (public.yaml lifted)
+    loaded = await store.load()  # the next poll reads the new version whole
+    assert sorted(p.id for p in loaded.policies) == ["admin", "public"]
+    assert loaded.policies[0].document["require"]["claims"] == {"groups": ["dev"]}
+
+
+async def test_a_configmap_version_being_removed_is_unavailable_not_an_empty_set(
+    tmp_path: Path,
+) -> None:
+    volume = ConfigMapVolume(tmp_path / "policies")
+    volume.write({"admin.yaml": admin("sre"), "public.yaml": public()})
+    store = FilePolicyStore(str(volume.path))
+    assert len((await store.load()).policies) == 2
+    current = volume.path / os.readlink(volume.path / "..data")
+    for f in current.iterdir():  # kubelet's RemoveAll, part-way: the files went first
+        f.unlink()
+    with pytest.raises(StoreUnavailable, match=r"holds no policy file while the volume lists some"):
+        await store.load()
+    # An empty ConfigMap (no keys: no files at the top either) is "no policies".
+    volume.write({})
+    assert (await store.load()).policies == ()
+
+
+async def test_a_configmap_volume_removed_while_serving_is_unavailable_not_an_empty_set(
+    tmp_path: Path,
+) -> None:
+    volume = ConfigMapVolume(tmp_path / "policies")
+    volume.write({"admin.yaml": admin("sre")})
+    store = FilePolicyStore(str(volume.path))
+    assert [p.id for p in (await store.load()).policies] == ["admin"]
+    shutil.rmtree(volume.path)
+    with pytest.raises(StoreUnavailable, match="does not exist any more"):
+        await store.load()
+
+
+DENY_ADMIN = yaml.safe_dump({"id": "deny-admin", "match": {"paths": [{"prefix": "/admin/"}]},
+                             "action": "deny"})
+
+
+def test_serve_keeps_enforcing_a_deny_policy_when_its_directory_is_removed(
+    tmp_path: Path, redis: RedisServer,
+) -> None:
+    idp = LocalIssuer()
+    directory = tmp_path / "policies"
+    directory.mkdir()
+    (directory / "deny-admin.yaml").write_text(DENY_ADMIN)
+    config = {"issuers": [{"issuer": idp.issuer, "audiences": [AUDIENCE]}],
+              "store": {"url": redis.url, "prefix": "gone:", "policies": str(directory),
+                        "poll_interval": 0.2},
+              "default_action": "authenticated"}
+    service = ExtAuthz(tmp_path, config)
+    workers: list[Worker] = []
+    try:
+        mallory = idp.mint("ES256", sub="mallory", groups=["dev"])
+        service.start()
+        workers = one_per_worker(service.grpc_port, 1, token=mallory)
+        all_answer(workers, 403, 1, mallory, path="/admin/users")
+        all_answer(workers, 200, 1, mallory, path="/other")
+        shutil.rmtree(directory)  # the mount went away, a git-sync target was removed
+        assert service.process is not None
+        until(lambda: f"{directory} does not exist any more" in service.process.output(), 5,  # type: ignore[union-attr]
+              what=lambda: service.process.output()[-2000:])  # type: ignore[union-attr]
+        assert "ERROR" in service.process.output() or '"error"' in service.process.output()
+        for _ in range(5):  # many polls later: the deny policy still holds
+            all_answer(workers, 403, 1, mallory, path="/admin/users")
+            time.sleep(0.3)
     finally:
         for w in workers:
             w.channel.close()

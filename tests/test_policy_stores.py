@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -177,3 +178,107 @@ async def test_a_flushed_and_reseeded_redis_never_repeats_a_revision(redis_serve
     assert second.endswith(":1")
     assert first != second  # same counter, new epoch: every worker reloads
     await store.close()
+
+
+DENY_ADMIN = "id: deny-admin\nmatch: {paths: [{prefix: /admin/}]}\naction: deny\n"
+
+
+async def _loaded_then(store: FilePolicyStore) -> PolicySnapshot:
+    snapshot = PolicySnapshot(SYSTEM_CLOCK)
+    snapshot.install(await store.load())
+    assert snapshot.index is not None
+    assert list(snapshot.index.by_id) == ["deny-admin"]
+    return snapshot
+
+
+async def _still_deny_admin(store: FilePolicyStore, snapshot: PolicySnapshot, why: str) -> None:
+    """A follower of ``store`` keeps the deny policy and reports ``why``."""
+    task = asyncio.create_task(follow_file(store.signature, followed(store, snapshot), 0.02))
+    try:
+        await eventually(lambda: snapshot.error is not None and why in snapshot.error)
+        assert snapshot.index is not None
+        assert list(snapshot.index.by_id) == ["deny-admin"]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_policy_directory_removed_while_serving_is_unavailable_never_an_empty_set(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    directory = tmp_path / "policies"
+    directory.mkdir()
+    (directory / "deny-admin.yaml").write_text(DENY_ADMIN)
+    store = FilePolicyStore(str(directory))
+    snapshot = await _loaded_then(store)
+    shutil.rmtree(directory)
+    assert store.is_dir  # still the directory it was, gone or not
+    with pytest.raises(StoreUnavailable, match="does not exist any more"):
+        await store.load()
+    assert f"policy store {directory}: {directory} does not exist any more" in caplog.text
+    assert any(r.levelname == "ERROR" for r in caplog.records)
+    await _still_deny_admin(store, snapshot, "does not exist any more")
+
+
+async def test_a_policy_file_removed_while_serving_is_unavailable_never_an_empty_set(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "policies.yaml"
+    path.write_text(DENY_ADMIN)
+    store = FilePolicyStore(str(path))
+    snapshot = await _loaded_then(store)
+    path.unlink()
+    with pytest.raises(StoreUnavailable, match=r"policies\.yaml does not exist any more"):
+        await store.load()
+    await _still_deny_admin(store, snapshot, "does not exist any more")
+
+
+async def test_a_dangling_link_to_a_policy_file_is_unavailable_never_skipped(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "deny-admin.yaml").write_text(DENY_ADMIN)
+    directory = tmp_path / "policies"
+    directory.mkdir()
+    (directory / "deny-admin.yaml").symlink_to(shared / "deny-admin.yaml")
+    store = FilePolicyStore(str(directory))
+    snapshot = await _loaded_then(store)
+    (shared / "deny-admin.yaml").unlink()
+    with pytest.raises(StoreUnavailable, match=r"deny-admin.yaml is a link to .*which does not exist"):
+        await store.load()
+    await _still_deny_admin(store, snapshot, "which does not exist")
+    # A link named as a single policy file is the same.
+    (shared / "deny-admin.yaml").write_text(DENY_ADMIN)
+    single = FilePolicyStore(str(directory / "deny-admin.yaml"))
+    await _loaded_then(single)
+    (shared / "deny-admin.yaml").unlink()
+    with pytest.raises(StoreUnavailable, match="which does not exist"):
+        await single.load()
+
+
+class _VanishingStore(FilePolicyStore):
+    """A store whose directory loses a file between its listing and its read (a race)."""
+
+    def _files(self, within: Path | None = None) -> list[Path]:
+        files = super()._files(within)
+        for f in files:
+            f.unlink(missing_ok=True)
+        return files
+
+
+async def test_a_policy_file_that_vanishes_during_the_read_is_unavailable(tmp_path: Path) -> None:
+    directory = tmp_path / "policies"
+    directory.mkdir()
+    (directory / "deny-admin.yaml").write_text(DENY_ADMIN)
+    with pytest.raises(StoreUnavailable, match=r"deny-admin\.yaml went away while it was read"):
+        await _VanishingStore(str(directory)).load()
+
+
+async def test_an_existing_empty_directory_is_no_policies_and_one_never_seen_too(
+    tmp_path: Path,
+) -> None:
+    directory = tmp_path / "policies"
+    directory.mkdir()
+    assert (await FilePolicyStore(str(directory)).load()).policies == ()
+    # Never there yet (`policy apply` creates it): no policies, until it has been seen.
+    assert (await FilePolicyStore(str(tmp_path / "new") + "/").load()).policies == ()
+    assert (await FilePolicyStore(str(tmp_path / "new.yaml")).load()).policies == ()

@@ -204,3 +204,78 @@ async def test_redis_safety_is_checked_through_a_sentinel(tmp_path: Path) -> Non
         assert safety.safe, safety.detail
     finally:
         group.stop()
+
+
+@pytest.mark.parametrize(("url", "redacted"), [
+    ("redis://:pa/ss@h:6379/0", "redis://:***@h:6379/0"),
+    ("redis://:p?ss@h:6379/0", "redis://:***@h:6379/0"),
+    ("redis://:p#ss@h:6379/0", "redis://:***@h:6379/0"),
+    ("redis://:a@b@h:6379/0", "redis://:***@h:6379/0"),
+    ("redis://S3cret@h:6379/0", "redis://***@h:6379/0"),
+    ("redis://u:S3cret@h:6379/0", "redis://u:***@h:6379/0"),
+    ("redis://h:6379/0?%70assword=S3cret", "redis://h:6379/0?%70assword=***"),
+    ("rediss://h/0?ssl_password=S3cret&ssl_ca_certs=/ca.pem",
+     "rediss://h/0?ssl_password=***&ssl_ca_certs=/ca.pem"),
+    ("redis://h/0?auth_token=S3cret&x_secret=S3cret&Pwd=S3cret",
+     "redis://h/0?auth_token=***&x_secret=***&Pwd=***"),
+    ("redis+sentinel://:pa/ss@h1,h2/m?sentinel_password=S3cret",
+     "redis+sentinel://:***@h1,h2/m?sentinel_password=***"),
+])
+def test_redacted_url_hides_every_password_however_it_is_written(url: str, redacted: str) -> None:
+    assert redacted_url(url) == redacted
+
+
+ODD_URLS = [
+    ("redis+sentinel://:pa/ss@127.0.0.1:1/mymaster", "percent-encode them in the password"),
+    ("redis+sentinel://:p#ss@127.0.0.1:1/mymaster", "percent-encode them in the password"),
+    ("redis+sentinel://:p?ss@127.0.0.1:1/mymaster", "percent-encode them in the password"),
+    ("redis+sentinel://127.0.0.1:1/mymaster?ssl_password=S3cret",
+     "has the TLS option 'ssl_password' but does not use TLS"),
+    ("redis+sentinel://127.0.0.1:1/mymaster?socket_timeout=abc",
+     "has a socket_timeout that is not a number"),
+    ("redis+sentinel://127.0.0.1:1/mymaster?pasword=S3cret", "has the unknown option 'pasword'"),
+    ("redis+sentinel://127.0.0.1:1/mymaster?%70assword=S3cret&password=S3cret",
+     "gives 'password' twice"),
+    ("redis://:pa/ss@127.0.0.1:1/0", "percent-encode them in the password"),
+    ("redis://:p#ss@127.0.0.1:1/0", "percent-encode them in the password"),
+    ("redis://127.0.0.1:1/0?socket_timeout=abc", "has a socket_timeout that is not a number"),
+    ("redis://127.0.0.1:1/0?ssl_password=S3cret", "does not use TLS"),
+]
+
+
+@pytest.mark.parametrize(("url", "why"), ODD_URLS)
+def test_an_odd_redis_url_is_refused_by_the_client_factory_without_its_secret(
+    url: str, why: str,
+) -> None:
+    with pytest.raises(ConfigError) as e:
+        redis_client(url, 1.0)
+    assert why in e.value.message
+    for secret in ("S3cret", "pa/ss", "p#ss", "p?ss", "ss@"):
+        assert secret not in e.value.message
+
+
+@pytest.mark.parametrize("command", [("policy", "list"), ("serve",)])
+@pytest.mark.parametrize(("url", "why"), ODD_URLS[:5] + ODD_URLS[7:8])
+def test_the_cli_refuses_an_odd_redis_url_in_one_line_without_its_secret(
+    tmp_path: Path, url: str, why: str, command: tuple[str, ...],
+) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"store": {"url": url,
+                                                "state_file": str(tmp_path / "s.json")},
+                                      "log_format": "text"}))
+    result = run_cli(config, *command, timeout=30)
+    stderr = result.stderr
+    assert result.returncode == 2, result.stdout + stderr
+    assert "Traceback" not in stderr
+    assert len(stderr.strip().splitlines()) == 1, stderr
+    assert why in stderr
+    for secret in ("S3cret", "pa/ss", "p#ss", "p?ss", "ss@"):
+        assert secret not in stderr + result.stdout
+
+
+def test_a_password_with_an_at_sign_still_reaches_the_master() -> None:
+    t = parse_sentinel_url("redis+sentinel://:a@b@h1/mymaster?socket_timeout=0.5")
+    assert t.master == {"password": "a@b", "db": 0, "socket_timeout": 0.5}
+    t = parse_sentinel_url("rediss+sentinel://h1/m?ssl_password=k%26y")
+    assert t.master == {"db": 0, "ssl_password": "k&y"}
+    assert t.sentinel == {"ssl": True, "ssl_password": "k&y"}

@@ -19,6 +19,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from extauthz.policy.model import Policy, documents_from_text, parse_policies, p
 from extauthz.schema.messages import utf8_error_line
 from extauthz.store.redis_client import is_redis_url
 from extauthz.store.redis_hash import BUMP, GUARD, RedisHash, StoreState, redacted_url
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -133,11 +136,25 @@ class FilePolicyStore:
     def __init__(self, path: str) -> None:
         self.path = Path(path)
         self._dir_hint = path.endswith("/")  # a directory that does not exist yet
+        self._was_dir = False  # it was a directory when last seen: it still is one, gone or not
+        self._seen = False  # the path existed once: from then on, gone is unreadable, not empty
+        self._reported: str | None = None
         self.description = f"file {self.path}"
 
     @property
     def is_dir(self) -> bool:
-        return self._dir_hint or self.path.is_dir()
+        if self._dir_hint or self._was_dir:
+            return True
+        self._was_dir = self.path.is_dir()
+        return self._was_dir
+
+    def _unavailable(self, message: str) -> StoreUnavailable:
+        """A read that cannot give the whole set: the caller keeps its last good one. Logged
+        once per distinct message, as an error naming the path."""
+        if message != self._reported:
+            log.error("policy store %s: %s; keeping the policies last read", self.path, message)
+            self._reported = message
+        return StoreUnavailable(message)
 
     def _version(self) -> Path | None:
         """A ConfigMap volume's current version directory (``..data`` resolved), or None.
@@ -148,19 +165,57 @@ class FilePolicyStore:
         try:
             return data.resolve(strict=True)
         except OSError as e:
-            raise StoreUnavailable(f"{data} points nowhere ({e.strerror or e})") from e
+            raise self._unavailable(f"{data} points nowhere ({e.strerror or e})") from e
+
+    def _missing(self, what: Path) -> list[Path]:
+        """A configured path that is not there: no policies only if it never was (a store
+        ``policy apply`` has yet to create); once seen, it went away, and an empty set would
+        lift every deny policy in it."""
+        if self._seen:
+            raise self._unavailable(f"{what} does not exist any more (it did); restore it, or "
+                                    "leave an empty directory for no policies")
+        return []
 
     def _files(self, within: Path | None = None) -> list[Path]:
         if self.is_dir:
             top = within or self.path
-            if not top.exists():
-                return []
+            if not top.exists():  # a version ..data named is gone: never "no policies"
+                if within is not None:
+                    raise self._unavailable(f"{self.path / KUBELET_DATA} names {within}, which "
+                                            "is gone (a version kubelet removed)")
+                return self._missing(top)
             try:
-                return sorted(p for p in top.iterdir() if p.suffix in _SUFFIXES
-                              and not p.name.startswith(".") and p.is_file())
+                named = sorted(p for p in top.iterdir() if p.suffix in _SUFFIXES
+                               and not p.name.startswith("."))
             except OSError as e:  # a version kubelet removed while it was listed
-                raise StoreUnavailable(f"cannot list {top}: {e.strerror or e}") from e
-        return [self.path] if self.path.exists() else []
+                raise self._unavailable(f"cannot list {top}: {e.strerror or e}") from e
+            self._seen = True
+            files = []
+            for p in named:
+                if p.is_file():
+                    files.append(p)
+                elif p.is_symlink():  # a policy file's link to nothing: never skipped
+                    raise self._unavailable(f"{self.path / p.name} is a link to "
+                                            f"{os.readlink(p)!r}, which does not exist")
+            if within is not None and not files and self._visible_policy_names():
+                raise self._unavailable(f"{self.path / KUBELET_DATA} ({within.name}) holds no "
+                                        "policy file while the volume lists some: a version "
+                                        "being removed, not an empty ConfigMap")
+            return files
+        if not self.path.exists():
+            if self.path.is_symlink():
+                raise self._unavailable(f"{self.path} is a link to {os.readlink(self.path)!r}, "
+                                        "which does not exist")
+            return self._missing(self.path)
+        self._seen = True
+        return [self.path]
+
+    def _visible_policy_names(self) -> list[str]:
+        try:
+            return [p.name for p in self.path.iterdir()
+                    if p.suffix in _SUFFIXES and not p.name.startswith(".")]
+        except OSError:
+            return []
 
     def signature(self) -> tuple[object, ...]:
         """Cheap change detection: the ConfigMap version, and the names, sizes, inodes and
@@ -179,7 +234,9 @@ class FilePolicyStore:
 
     def _read(self) -> tuple[str, list[tuple[Path, Policy]]]:
         """Every policy with the file it is in: all valid, ids unique across the files, or a
-        PolicyInvalid naming the file (and policy) at fault."""
+        PolicyInvalid naming the file (and policy) at fault. A read that cannot see the whole
+        set (a path gone, a file gone mid-read, a ConfigMap swapped mid-read) is a
+        StoreUnavailable, never a smaller set."""
         digest = hashlib.sha256()
         located: list[tuple[Path, Policy]] = []
         owner: dict[str, Path] = {}
@@ -190,8 +247,10 @@ class FilePolicyStore:
                 text = f.read_text(encoding="utf-8")
             except UnicodeDecodeError as e:  # an edit saved in another encoding: the file's fault
                 raise PolicyInvalid(utf8_error_line(str(named), e)) from e
+            except FileNotFoundError as e:
+                raise self._unavailable(f"{named} went away while it was read") from e
             except OSError as e:
-                raise StoreUnavailable(f"cannot read {named}: {e.strerror}") from e
+                raise self._unavailable(f"cannot read {named}: {e.strerror}") from e
             digest.update(f.name.encode() + b"\0" + text.encode() + b"\0")
             for p in parse_policies(documents_from_text(text, str(named)), str(named)):
                 if p.id in owner:
@@ -199,6 +258,10 @@ class FilePolicyStore:
                                         f"{owner[p.id]}; ids must be unique across the files")
                 owner[p.id] = named
                 located.append((named, p))
+        if version is not None and self._version() != version:
+            raise self._unavailable(f"{self.path / KUBELET_DATA} moved while it was read (a "
+                                    "ConfigMap update); not a consistent version, read again")
+        self._reported = None
         return digest.hexdigest()[:16], located
 
     async def load(self) -> PolicySet:

@@ -20,10 +20,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, unquote_plus
 
 import redis.asyncio as aioredis
-from redis.asyncio.connection import parse_url
+from redis.asyncio.connection import URL_QUERY_ARGUMENT_PARSERS, to_bool
 from redis.asyncio.sentinel import Sentinel
 
 from extauthz.errors import ConfigError
@@ -33,8 +33,27 @@ REDIS_SCHEMES = ("redis://", "rediss://", "unix://", *SENTINEL_SCHEMES)
 SENTINEL_PORT = 26379
 _SENTINEL_OPTIONS = ("sentinel_username", "sentinel_password")
 _HOST = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<name>[A-Za-z0-9._-]+))(?::(?P<port>\d{1,5}))?$")
-_SECRET_OPTIONS = ("password", "pass", "pwd", "sentinel_password")
+_SECRET_WORDS = ("pass", "pwd", "secret", "token")  # in a query key: its value is redacted
 _SERVICE = re.compile(r"^[A-Za-z0-9._-]+$")
+# The '@' that ends the userinfo: the last one followed by a host (up to the path or query).
+# A password may hold '@'; one holding '/', '?' or '#' unencoded is ambiguous (refused).
+_USERINFO_END = re.compile(r"@(?=[^/?#@]*(?:[/?#]|$))")
+_PLAIN_USER = re.compile(r"^[A-Za-z0-9._-]*$")
+_OPTION_NAME = re.compile(r"^[A-Za-z_]{1,32}$")
+# The query options a connection takes (the ones redis-py reads from a redis:// URL and
+# its connection classes accept); anything else would fail at the first command.
+_OPTIONS = frozenset({"db", "username", "password", "client_name", "socket_timeout",
+                      "socket_connect_timeout", "socket_keepalive", "socket_read_size",
+                      "retry_on_timeout", "health_check_interval", "max_connections",
+                      "protocol"})
+_TLS_OPTIONS = frozenset({"ssl_keyfile", "ssl_certfile", "ssl_cert_reqs", "ssl_ca_certs",
+                          "ssl_ca_data", "ssl_ca_path", "ssl_check_hostname", "ssl_min_version",
+                          "ssl_ciphers", "ssl_password", "ssl_include_verify_flags",
+                          "ssl_exclude_verify_flags"})
+_SHOWN_OPTIONS = _OPTIONS | _TLS_OPTIONS | {"sentinel_username"}
+_KIND = {int: "a whole number", float: "a number", to_bool: "true or false"}
+_SENTINEL_HINT = "redis+sentinel://[:PASSWORD@]HOST:PORT[,HOST:PORT]/SERVICE[/DB]"
+_REDIS_HINT = "redis://[[USER]:PASSWORD@]HOST:PORT/DB (rediss:// for TLS)"
 
 
 def is_redis_url(url: str | None) -> bool:
@@ -52,23 +71,82 @@ class SentinelTarget:
     sentinel: Mapping[str, Any]  # the sentinels' own: sentinel_password, TLS
 
 
+def _split_userinfo(rest: str) -> tuple[str | None, str]:
+    """``rest`` (the URL after ``://``) as its userinfo (None if it has none) and the part
+    from the host on. Found by position, not by a URL parser: a password with '/', '?', '#'
+    or '@' in it must never be taken for a path, a query or a host."""
+    ends = [m.start() for m in _USERINFO_END.finditer(rest)]
+    if not ends:
+        return None, rest
+    return rest[:ends[-1]], rest[ends[-1] + 1:]
+
+
+def _is_secret(key: str) -> bool:
+    """A query key whose value is not shown: one naming a password, secret or token, and
+    any key that is not a known option (a misspelled ``pasword=`` is still a password)."""
+    name = unquote_plus(key).lower()
+    return any(word in name for word in _SECRET_WORDS) or name not in _SHOWN_OPTIONS
+
+
 def redacted_url(url: str) -> str:
-    """The URL without its password (in the userinfo or a ``password=`` query), for logs."""
-    parts = urlsplit(url)
-    if parts.password is not None:
-        host = parts.netloc.rsplit("@", 1)[-1]
-        parts = parts._replace(netloc=f"{parts.username or ''}:***@{host}")
-    if parts.query:
-        query = "&".join(
-            f"{k}=***" if k.lower() in _SECRET_OPTIONS else f"{k}{sep}{v}"
-            for k, sep, v in (item.partition("=") for item in parts.query.split("&")))
-        parts = parts._replace(query=query)
-    return urlunsplit(parts)
+    """The URL without its secrets, for logs and messages: the whole userinfo but a plain
+    user name (everything between ``://`` and the last ``@`` before the host), and the value
+    of every query key that names a password, secret or token (percent-encoded or not) or
+    is not a known option."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    userinfo, after = _split_userinfo(rest)
+    head = f"{scheme}{sep}"
+    if userinfo is not None:
+        user, colon, _ = userinfo.partition(":")
+        head += f"{user}:***@" if colon and _PLAIN_USER.match(user) else "***@"
+    base, q, query = after.partition("?")
+    if q:
+        query = "&".join(f"{k}=***" if _is_secret(k) else f"{k}{eq}{v}"
+                         for k, eq, v in (item.partition("=") for item in query.split("&")))
+    return f"{head}{base}{q}{query}"
 
 
 def _bad(url: str, why: str) -> ConfigError:
-    return ConfigError(f"config: the Redis URL {redacted_url(url)!r} {why}; write "
-                       "redis+sentinel://[:PASSWORD@]HOST:PORT[,HOST:PORT]/SERVICE[/DB]")
+    hint = _SENTINEL_HINT if url.lower().startswith(SENTINEL_SCHEMES) else _REDIS_HINT
+    return ConfigError(f"config: the Redis URL {redacted_url(url)!r} {why}; write {hint}")
+
+
+def _userinfo(url: str, rest: str) -> tuple[str | None, str]:
+    userinfo, after = _split_userinfo(rest)
+    if userinfo is not None and any(c in userinfo for c in "/?#"):
+        raise _bad(url, "is ambiguous: a '/', '?' or '#' comes before its last '@'; "
+                        "percent-encode them in the password (%2F %3F %23, and %40 for '@')")
+    if "#" in after:
+        raise _bad(url, "has a '#'; percent-encode it (%23)")
+    return userinfo, after
+
+
+def _query_options(url: str, query: str, tls: bool, sentinel: bool) -> dict[str, Any]:
+    """The query's options, converted as redis-py converts them: an unknown, repeated, empty
+    or unconvertible option is a ConfigError naming the option (never its value)."""
+    allowed = _OPTIONS | (_TLS_OPTIONS if tls else frozenset()) | (
+        frozenset(_SENTINEL_OPTIONS) if sentinel else frozenset())
+    options: dict[str, Any] = {}
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        named = repr(key) if _OPTION_NAME.match(key) else "an option"
+        if key not in allowed:
+            if key in _TLS_OPTIONS:
+                raise _bad(url, f"has the TLS option {named} but does not use TLS (rediss)")
+            raise _bad(url, f"has the unknown option {named}; known: "
+                            f"{', '.join(sorted(allowed))}")
+        if key in options:
+            raise _bad(url, f"gives {named} twice")
+        if value == "":
+            raise _bad(url, f"gives {named} no value")
+        parser = URL_QUERY_ARGUMENT_PARSERS.get(key)
+        try:
+            options[key] = value if parser is None else parser(value)
+        except (TypeError, ValueError):
+            kind = _KIND.get(parser, "a valid value")
+            raise _bad(url, f"has a {key} that is not {kind}") from None
+    return options
 
 
 def _hosts(url: str, text: str) -> tuple[tuple[str, int], ...]:
@@ -91,9 +169,9 @@ def parse_sentinel_url(url: str) -> SentinelTarget:
     tls = scheme == "rediss+sentinel"
     if scheme not in ("redis+sentinel", "rediss+sentinel"):
         raise _bad(url, "is not a Sentinel URL")
-    rest, _, query = rest.partition("?")
-    netloc, _, path = rest.partition("/")
-    userinfo, at, hosts = netloc.rpartition("@")
+    userinfo, after = _userinfo(url, rest)
+    after, _, query = after.partition("?")
+    hosts, _, path = after.partition("/")
     if not hosts:
         raise _bad(url, "names no sentinel")
     service, _, db = path.partition("/")
@@ -101,16 +179,32 @@ def parse_sentinel_url(url: str) -> SentinelTarget:
         raise _bad(url, "names no SERVICE (the name the sentinels monitor, e.g. mymaster)")
     if db and not db.isdigit():
         raise _bad(url, f"has {db!r} where the DB number belongs")
-    # The master's options are a redis:// URL's: let redis-py read them the same way.
-    plain = f"{'rediss' if tls else 'redis'}://{userinfo}{at}sentinel/{db or 0}"
-    options: dict[str, Any] = dict(parse_url(plain + (f"?{query}" if query else "")))
-    for key in ("host", "port", "connection_class"):
-        options.pop(key, None)
+    # The master's options mean what they mean in a redis:// URL (redis-py's reading).
+    options: dict[str, Any] = {}
+    if userinfo is not None:
+        user, _, password = userinfo.partition(":")
+        if user:
+            options["username"] = unquote(user)
+        if password:
+            options["password"] = unquote(password)
+    query_options = _query_options(url, query, tls, sentinel=True)
+    for key in ("username", "password", "db"):
+        if key in query_options and (key in options or (key == "db" and db)):
+            raise _bad(url, f"gives its {key} twice (in the URL and in its query)")
+    options.update({"db": int(db or 0)}, **query_options)
     sentinel: dict[str, Any] = {key[len("sentinel_"):]: options.pop(key)
                                 for key in _SENTINEL_OPTIONS if key in options}
     if tls:
         sentinel.update({k: v for k, v in options.items() if k.startswith("ssl_")}, ssl=True)
     return SentinelTarget(_hosts(url, hosts), service, tls, options, sentinel)
+
+
+def _check_plain_url(url: str) -> None:
+    """A redis:// rediss:// unix:// URL redis-py would misread, or refuse only at the first
+    command, is a ConfigError now."""
+    scheme, _, rest = url.partition("://")
+    _, after = _userinfo(url, rest)
+    _query_options(url, after.partition("?")[2], scheme == "rediss", sentinel=False)
 
 
 class SentinelRedis(aioredis.Redis):
@@ -129,8 +223,14 @@ def redis_client(url: str, timeout: float, *, decode_responses: bool = True) -> 
     per connect. Nothing connects until the first command."""
     sockets = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
     if not url.startswith(SENTINEL_SCHEMES):
-        client: aioredis.Redis = aioredis.from_url(url, decode_responses=decode_responses,
-                                                   **sockets)
+        _check_plain_url(url)
+        try:
+            client: aioredis.Redis = aioredis.from_url(url, decode_responses=decode_responses,
+                                                       **sockets)
+        except (TypeError, ValueError) as e:  # its message may quote part of the password
+            option = re.search(r"Invalid value for '(\w+)'", str(e))
+            raise _bad(url, f"has an invalid {option[1]}" if option else
+                       "cannot be read") from None
         return client
     target = parse_sentinel_url(url)
     manager = Sentinel(  # type: ignore[no-untyped-call]
