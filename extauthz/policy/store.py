@@ -124,9 +124,15 @@ class FilePolicyStore:
 
     A directory may be a Kubernetes ConfigMap volume: kubelet writes each version into a new
     ``..<timestamp>`` directory and swaps the ``..data`` symlink to it, and every ``NAME.yaml``
-    is a symlink into ``..data``. Such a directory is read through ``..data``, resolved once,
-    so a read never mixes two versions, and a swap is a change the poll sees (the target,
-    and the files' inodes and mtimes). It is read-only: change the ConfigMap.
+    is a symlink into ``..data``. Such a directory is read through ``..data``, resolved at the
+    start of a read and again at its end (moved: not a consistent version, unreadable), so a
+    read never mixes two versions nor reads one kubelet is removing, and a swap is a change
+    the poll sees (the target, and the files' inodes and mtimes). It is read-only: change
+    the ConfigMap.
+
+    A path once read that goes away, a policy file's link to nothing, or a file gone mid-read
+    is StoreUnavailable (the last good set stays), never fewer policies: an existing empty
+    directory, or a ConfigMap with no keys, is "no policies".
 
     A file is rewritten atomically (temp file + rename) under an advisory lock; in a
     directory each policy is its own ``<id>.yaml``, written atomically one by one. Reads,
@@ -196,7 +202,7 @@ class FilePolicyStore:
                     files.append(p)
                 elif p.is_symlink():  # a policy file's link to nothing: never skipped
                     raise self._unavailable(f"{self.path / p.name} is a link to "
-                                            f"{os.readlink(p)!r}, which does not exist")
+                                            f"{_link(p)}, which does not exist")
             if within is not None and not files and self._visible_policy_names():
                 raise self._unavailable(f"{self.path / KUBELET_DATA} ({within.name}) holds no "
                                         "policy file while the volume lists some: a version "
@@ -204,7 +210,7 @@ class FilePolicyStore:
             return files
         if not self.path.exists():
             if self.path.is_symlink():
-                raise self._unavailable(f"{self.path} is a link to {os.readlink(self.path)!r}, "
+                raise self._unavailable(f"{self.path} is a link to {_link(self.path)}, "
                                         "which does not exist")
             return self._missing(self.path)
         self._seen = True
@@ -334,6 +340,13 @@ class FilePolicyStore:
 
     async def close(self) -> None:
         return None
+
+
+def _link(path: Path) -> str:
+    try:
+        return repr(os.readlink(path))
+    except OSError:
+        return "a target"
 
 
 def open_store(url: str | None, prefix: str, timeout: float,
