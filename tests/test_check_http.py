@@ -234,6 +234,33 @@ def test_a_flood_of_pipelined_requests_in_one_read_is_refused_not_queued(server:
     assert closed
 
 
+def test_a_check_that_waits_keeps_its_place_among_pipelined_ones(tmp_path: Path) -> None:
+    """The first check waits for a key fetch (its coroutine suspends and a Task takes it
+    over); those pipelined behind it are answered after it, in order, each its own answer."""
+    idp = LocalIssuer()
+    try:
+        (tmp_path / "policies.yaml").write_text(yaml.safe_dump_all(POLICIES))
+        thread = ServerThread(serving_settings(
+            idp, jwks={"unknown_kid_cooldown": 0},
+            store={"url": f"file://{tmp_path}/policies.yaml",
+                   "state_file": str(tmp_path / "state.json")})).start()
+        try:
+            idp.rotate()  # the next token's kid is unknown: its check fetches the keys...
+            idp.delay = 0.5  # ...slowly
+            token = idp.mint("ES256", sub="alice", groups=["admins"])
+            batch = (request("/admin/x", headers={"authorization": f"Bearer {token}"})
+                     + request("/admin/x") + request("/public/x")
+                     + request("/admin/x", headers={"authorization": f"Bearer {token}"}))
+            answers, closed = ask(thread, batch, count=4)
+            assert [a.status for a in answers] == [200, 401, 200, 200]
+            assert [a.header("x-auth-subject") for a in answers] == ["alice", None, None, "alice"]
+            assert not closed
+        finally:
+            thread.stop()
+    finally:
+        idp.close()
+
+
 def test_a_head_check_is_answered_without_a_body(server: ServerThread) -> None:
     with connect(server) as sock:
         sock.sendall(request("/admin/x", method="HEAD") + request("/public/x"))
