@@ -15,6 +15,7 @@ from typing import Any
 
 from extauthz.nats.nkey import CurvePair, Kind, SigningPair
 from tests.support.ports import free_port
+from tests.support.terminate import terminate
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "nats"
@@ -60,13 +61,7 @@ class NatsServer:
         raise RuntimeError("nats-server did not start in 10 s")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        terminate(self.proc)
 
     def server_log(self) -> str:
         return self.log.read_text() if self.log.exists() else ""

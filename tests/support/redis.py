@@ -9,6 +9,7 @@ from pathlib import Path
 import redis
 
 from tests.support.ports import free_port, wait_for_port
+from tests.support.terminate import terminate
 
 
 class RedisServer:
@@ -44,12 +45,7 @@ class RedisServer:
             self.proc.wait()
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        terminate(self.proc)
 
     def client(self) -> redis.Redis:
         return redis.Redis(port=self.port, decode_responses=True)

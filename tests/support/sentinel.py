@@ -13,6 +13,7 @@ import redis
 from tests.support.poll import until
 from tests.support.ports import free_port, wait_for_port
 from tests.support.redis import RedisServer
+from tests.support.terminate import terminate
 
 SERVICE = "mymaster"
 
@@ -92,12 +93,6 @@ class SentinelGroup:
         return False
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
         self.replica.stop()
         self.master.stop()
