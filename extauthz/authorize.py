@@ -95,9 +95,7 @@ class Authorizer:
         managed = index.managed_headers if index is not None else frozenset()
         kept = self._spoofable
         if kept is None or kept[0] is not managed:
-            names = {getattr(self._names, f) for f in (
-                "subject", "issuer", "username", "email", "groups", "scopes", "acr", "auth_time",
-                "policy")} | set(SPOOFABLE_BY_NAME) | managed
+            names = {*self._names.identity(), *SPOOFABLE_BY_NAME, *managed}
             names |= {n.replace("-", "_") for n in names}
             names.add(self._names.decision_id.replace("-", "_"))  # set only with '-'
             kept = self._spoofable = (managed, frozenset(names))

@@ -29,6 +29,10 @@ class ImpersonationRefused(ExtAuthzError):
     code = "impersonation_refused"
 
 
+IDENTITY_FIELDS = ("subject", "issuer", "username", "email", "groups", "scopes", "acr",
+                   "auth_time", "policy")
+
+
 @dataclass(frozen=True, slots=True)
 class HeaderNames:
     subject: str
@@ -45,9 +49,12 @@ class HeaderNames:
 
     @classmethod
     def with_prefix(cls, prefix: str) -> HeaderNames:
-        return cls(**{f: prefix + f.replace("_", "-") for f in (
-            "subject", "issuer", "username", "email", "groups", "scopes", "acr", "auth_time",
-            "policy", "decision_id")}, prefix=prefix)
+        return cls(**{f: prefix + f.replace("_", "-") for f in (*IDENTITY_FIELDS, "decision_id")},
+                   prefix=prefix)
+
+    def identity(self) -> tuple[str, ...]:
+        """The names of the identity and policy headers (not the decision id's)."""
+        return tuple(getattr(self, f) for f in IDENTITY_FIELDS)
 
 
 IMPERSONATE_PREFIX = "impersonate-"

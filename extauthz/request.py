@@ -114,6 +114,16 @@ def _valid_ipv6(literal: str) -> bool:
     return True
 
 
+def split_target(target: str) -> tuple[str, str]:
+    """A request target's path and query, the path refused here if ambiguous
+    (``AmbiguousPath``): parsed once per check, whatever the transport (the matcher reuses
+    the answer)."""
+    path, _, query = target.partition("?")
+    path = path.partition("#")[0]
+    normalize_path(path)
+    return path, query
+
+
 def view_from_check_request(request: Any) -> RequestView:
     """Build the view from an ``envoy.service.auth.v3.CheckRequest``."""
     attrs = request.attributes
@@ -131,10 +141,7 @@ def view_from_check_request(request: Any) -> RequestView:
             key = entry.key.lower()
             value = entry.raw_value.decode("utf-8", "replace") if entry.raw_value else entry.value
             headers[key] = f"{headers[key]},{value}" if key in headers else value
-    full_path = http.path or headers.get(":path", "")
-    path, _, query = full_path.partition("?")
-    path = path.partition("#")[0]
-    normalize_path(path)  # refuses an ambiguous path here, once (the matcher reuses the answer)
+    path, query = split_target(http.path or headers.get(":path", ""))
     if http.query and not query:
         query = http.query
     ctx_map = attrs.context_extensions

@@ -14,8 +14,7 @@ from types import MappingProxyType
 
 from extauthz.errors import BadRequest
 from extauthz.policy.match import CONTEXT_KEY
-from extauthz.policy.paths import normalize_path
-from extauthz.request import RequestView, split_host
+from extauthz.request import RequestView, split_host, split_target
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 # The check request's own framing, not the original request's: never part of the view.
@@ -56,9 +55,7 @@ class RequestViewBuilder:
                 raise BadTarget(f"the check request's path is not under check_http.path_prefix "
                                 f"{self._prefix!r}")
             target = target[len(self._prefix):]
-        path, _, query = target.partition("?")
-        path = path.partition("#")[0]
-        normalize_path(path)  # refuses an ambiguous path here, once (the matcher reuses the answer)
+        path, query = split_target(target)
         context = _EMPTY
         if self._route_header is not None:
             bound = headers.get(self._route_header)
