@@ -81,8 +81,7 @@ class CheckHttpProtocol(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpRequestParser(self)
         self._queue: collections.deque[_Request] = collections.deque()
-        self._busy = False  # a task is answering the queue
-        self._task: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[None] | None = None  # answering the queue, while set
         self._closing = False  # answer what is queued, then close
         self._refusal: Decision | None = None  # answered after the queue, then closed
         self._writable: asyncio.Future[None] | None = None
@@ -99,9 +98,8 @@ class CheckHttpProtocol(asyncio.Protocol):
     # -- connection ---------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-        transport = self._transport
         if not self._listener.admit(self):
-            transport.abort()
+            self._transport.abort()
             return
         self.deadline = self._loop.time() + self._limits.idle_timeout
 
@@ -179,8 +177,7 @@ class CheckHttpProtocol(asyncio.Protocol):
 
     # -- answers ------------------------------------------------------------------------
     def _answer_soon(self) -> None:
-        if not self._busy:
-            self._busy = True
+        if self._task is None:
             self._task = self._loop.create_task(self._answer_queue())
 
     async def _answer_queue(self) -> None:
@@ -205,13 +202,13 @@ class CheckHttpProtocol(asyncio.Protocol):
             elif self._listener.draining and not self._reading:
                 self.close()
         finally:
-            self._busy = False
+            self._task = None
 
     def _refuse(self, decision: Decision) -> None:
         """Answer what is queued, then ``decision``, then close; read nothing more."""
         self._refusal = decision
         self._stop_reading()
-        if not self._busy:
+        if self._task is None:
             self._send_refusal(decision)
 
     def _send_refusal(self, decision: Decision) -> None:
@@ -240,7 +237,7 @@ class CheckHttpProtocol(asyncio.Protocol):
             self._closing = True
             self._transport.abort()
             return
-        if self._busy or self._closing or now < self.deadline:
+        if self._task is not None or self._closing or now < self.deadline:
             return
         if self._reading:
             self._refuse(refusal(408, "the check request did not arrive in time"))
@@ -249,7 +246,7 @@ class CheckHttpProtocol(asyncio.Protocol):
 
     def drain(self) -> None:
         """The listener stops: an idle connection closes now, a busy one after its answer."""
-        if not self._busy and not self._reading and not self._queue:
+        if self._task is None and not self._reading and not self._queue:
             self.close()
 
 
