@@ -162,6 +162,27 @@ async def test_a_live_connection_no_policy_allows_any_more_is_ended(
                 nc._transport.close()
 
 
+async def test_a_kick_that_fails_keeps_its_connection_tracked_and_is_tried_again(
+        idp: LocalIssuer, nats_server: NatsServer, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A kick request can fail (no responder, a timeout while NATS reconnects): the
+    connection was forgotten first, so a revoked or disallowed user kept it until expiry."""
+    engine = build_engine(settings(idp, nats_server, tmp_path))
+    caplog.set_level(logging.WARNING, "extauthz.nats")
+    async with running(engine) as callout:
+        # a connection on a server id nobody answers for: every kick of it fails
+        callout.kicker.remember("NNOSUCHSERVER", 7, identity("mallory"))
+        engine.policies.index = PolicyIndex(parse_policies(
+            [{"id": "nobody", "require": {"claims": {"groups": ["admins"]}},
+              "nats": {"publish": {"allow": ["x"]}}}], "test"), "changed")
+
+        def attempts() -> int:
+            return sum("client 7 of server NNOSUCHSERVER" in r.getMessage() for r in caplog.records)
+
+        await until(lambda: attempts() >= 2, seconds=8)
+        assert ("NNOSUCHSERVER", 7) in callout.kicker._live
+
+
 # 2. The step-up window
 
 

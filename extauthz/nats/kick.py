@@ -163,13 +163,13 @@ class Kicker:
                         continue
                 self._expire(self._engine.clock.wall())
                 current = self._engine.revocations.current
-                if current is not seen:
+                # A kick that failed (NATS reconnecting, a timeout) leaves its connection
+                # tracked and the snapshot unseen, so the next tick tries again.
+                if current is not seen and await self._sweep():
                     seen = current
-                    await self._sweep()
                 index = self._engine.policies.index
-                if index is not None and index.revision != revision:
-                    if revision is not None:
-                        await self._recheck()
+                if (index is not None and index.revision != revision
+                        and (revision is None or await self._recheck())):
                     revision = index.revision
                 await asyncio.sleep(INTERVAL)
         finally:
@@ -177,35 +177,45 @@ class Kicker:
                 with contextlib.suppress(Exception):
                     await self._nc.close()
 
-    async def _sweep(self) -> None:
+    async def _sweep(self) -> bool:
+        """Kick every tracked connection whose subject or token is revoked; False if a kick
+        failed (it stays tracked)."""
         revocations = self._engine.revocations.current
         if revocations is None or not len(revocations):
-            return
+            return True
+        done = True
         for key, tracked in list(self._live.items()):
             if revocations.token_revoked(tracked.identity):
-                del self._live[key]
-                await self._kick(*key, tracked.identity, "is revoked")
+                done = await self._kick(key, tracked.identity, "is revoked") and done
+        return done
 
-    async def _recheck(self) -> None:
-        """The policies changed: a connection no NATS policy allows any more is ended."""
+    async def _recheck(self) -> bool:
+        """The policies changed: a connection no NATS policy allows any more is ended; False
+        if a kick failed (it stays tracked)."""
         index = self._engine.policies.index
         if index is None:
-            return
+            return True
         now = self._engine.clock.wall()
+        done = True
         for key, tracked in list(self._live.items()):
             if not decide_policy(index.nats, tracked.identity, now).allowed:
-                del self._live[key]
-                await self._kick(*key, tracked.identity, "is no longer allowed by the policies")
+                done = await self._kick(key, tracked.identity,
+                                        "is no longer allowed by the policies") and done
+        return done
 
-    async def _kick(self, server_id: str, client_id: int, identity: Identity, why: str) -> None:
+    async def _kick(self, key: Key, identity: Identity, why: str) -> bool:
+        """Ask the server to end one connection; it is forgotten only once that succeeded."""
         assert self._nc is not None
+        server_id, client_id = key
         try:
             await self._nc.request(KICK_SUBJECT.format(server_id),
                                    json.dumps({"cid": client_id}).encode(), timeout=2)
         except Exception as e:  # noqa: BLE001 (the connection ends with its token anyway)
             log.warning("NATS kick: client %d of server %s (subject %r) not kicked: %s",
                         client_id, server_id, identity.subject, str(e) or type(e).__name__)
-            return
+            return False
+        self._live.pop(key, None)
         self.kicked += 1
         log.info("NATS kick: ended client %d of server %s: subject %r %s", client_id,
                  server_id, identity.subject, why)
+        return True
