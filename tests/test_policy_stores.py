@@ -233,6 +233,26 @@ async def test_a_policy_file_removed_while_serving_is_unavailable_never_an_empty
     await _still_deny_admin(store, snapshot, "does not exist any more")
 
 
+@pytest.mark.parametrize("layout", ["file", "directory"])
+async def test_a_policy_file_truncated_to_be_rewritten_is_unavailable_never_an_empty_set(
+    tmp_path: Path, layout: str,
+) -> None:
+    """`> policies.yaml`, `cp` and editors that truncate before writing leave zero bytes
+    for a moment: a poll then must not lift the file's deny policies."""
+    directory = tmp_path / "policies"
+    directory.mkdir()
+    path = directory / "deny-admin.yaml"
+    path.write_text(DENY_ADMIN)
+    store = FilePolicyStore(str(path if layout == "file" else directory))
+    snapshot = await _loaded_then(store)
+    path.write_text("")
+    with pytest.raises(StoreUnavailable, match=r"deny-admin\.yaml is empty \(it had policies\)"):
+        await store.load()
+    await _still_deny_admin(store, snapshot, "is empty")
+    path.write_text("# no policies here any more\n")  # said on purpose: then it is none
+    assert (await store.load()).policies == ()
+
+
 async def test_a_dangling_link_to_a_policy_file_is_unavailable_never_skipped(tmp_path: Path) -> None:
     shared = tmp_path / "shared"
     shared.mkdir()

@@ -144,6 +144,7 @@ class FilePolicyStore:
         self._dir_hint = path.endswith("/")  # a directory that does not exist yet
         self._was_dir = False  # it was a directory when last seen: it still is one, gone or not
         self._seen = False  # the path existed once: from then on, gone is unreadable, not empty
+        self._written: frozenset[Path] = frozenset()  # the files that had text at the last read
         self._reported: str | None = None
         self.description = f"file {self.path}"
 
@@ -246,6 +247,7 @@ class FilePolicyStore:
         digest = hashlib.sha256()
         located: list[tuple[Path, Policy]] = []
         owner: dict[str, Path] = {}
+        written: set[Path] = set()
         version = self._version() if self.is_dir else None
         for f in self._files(version):
             named = self.path / f.name if version is not None else f  # as the operator sees it
@@ -257,6 +259,11 @@ class FilePolicyStore:
                 raise self._unavailable(f"{named} went away while it was read") from e
             except OSError as e:
                 raise self._unavailable(f"cannot read {named}: {e.strerror}") from e
+            if not text and named in self._written:  # truncated to be rewritten, mid-write
+                raise self._unavailable(f"{named} is empty (it had policies): being written? "
+                                        "To remove its policies, delete it or leave a comment")
+            if text:
+                written.add(named)
             digest.update(f.name.encode() + b"\0" + text.encode() + b"\0")
             for p in parse_policies(documents_from_text(text, str(named)), str(named)):
                 if p.id in owner:
@@ -268,6 +275,7 @@ class FilePolicyStore:
             raise self._unavailable(f"{self.path / KUBELET_DATA} moved while it was read (a "
                                     "ConfigMap update); not a consistent version, read again")
         self._reported = None
+        self._written = frozenset(written)
         return digest.hexdigest()[:16], located
 
     async def load(self) -> PolicySet:
