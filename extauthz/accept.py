@@ -39,10 +39,13 @@ def _ranges(accept: str) -> dict[str, float] | None:
             continue  # RFC 9110 §5.6.1: empty list elements are ignored
         if media.count("/") != 1:
             return None
-        q = 1.0
+        q, weighed = 1.0, False
         for param in params:
             name, _, value = param.partition("=")
             if name.strip().lower() == "q":
+                if weighed:  # two weights for one range: ambiguous, so not a preference
+                    return None
+                weighed = True
                 value = value.strip()
                 if not _QVALUE.fullmatch(value):
                     return None

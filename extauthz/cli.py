@@ -211,7 +211,7 @@ def _main(argv: Sequence[str] | None) -> int:
             from extauthz.stepup.cli import run_webauthn_command
 
             settings = _settings(args, {})
-            setup_logging(settings.log_level, resolve_format(settings.log_format))  # admin lines
+            _setup_logging(settings.log_level, settings.log_format)  # admin lines
             return asyncio.run(run_webauthn_command(args, settings))
         if args.command == "audit":
             from extauthz.audit.cli import run_audit_command

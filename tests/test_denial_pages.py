@@ -57,6 +57,7 @@ DOCS: list[dict[str, Any]] = [
     ("GET", "application/json, text/htmlx", False),
     ("GET", "text/html;q=2", False),                # not a q-value: not guessed
     ("GET", "text/html;q=nan", False),
+    ("GET", "text/html;q=0;q=1", False),            # two weights: ambiguous, not resolved
     ("GET", "text/html" + ", a/b" * 70, False),     # more ranges than any browser sends
 ])
 def test_a_browser_is_a_navigation_whose_accept_prefers_html(

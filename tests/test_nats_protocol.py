@@ -193,6 +193,11 @@ def test_a_request_is_parsed_strictly() -> None:
     for token in (natsjwt.encode(_request_claims(server, "AOTHER"), server, now),
                   natsjwt.encode(_request_claims(server, issuer, type="user"), server, now),
                   natsjwt.encode(_request_claims(server, issuer, user_nkey="UBAD"), server, now),
+                  natsjwt.encode(_request_claims(server, issuer, version=2.0), server, now),
+                  natsjwt.encode(_request_claims(server, issuer, version=True), server, now),
+                  natsjwt.encode(_request_claims(server, issuer, connect_opts=[]), server, now),
+                  natsjwt.encode(_request_claims(server, issuer, client_info={"id": True}),
+                                 server, now),
                   good.replace(".", "..", 1)):
         with pytest.raises(BadAuthRequest):
             parse_request(token, issuer=issuer, now=now)

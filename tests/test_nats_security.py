@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -127,6 +128,18 @@ def test_a_full_kick_table_counts_what_it_does_not_track_and_warns_once_a_minute
     warnings = [r.getMessage() for r in caplog.records if "not tracked" in r.getMessage()
                 or "the most" in r.getMessage()]
     assert len(warnings) == 2, warnings
+
+
+async def test_a_disconnect_event_naming_client_true_forgets_no_one(
+        idp: LocalIssuer, tmp_path: Path) -> None:
+    """True == 1 in Python: an event whose client id is `true` must not forget client 1."""
+    from nats.aio.msg import Msg
+
+    kicker = kick.Kicker(kicker_engine(idp, tmp_path, FakeClock()))
+    kicker.remember("NSERVER", 1, identity("mallory"))
+    event = json.dumps({"server": {"id": "NSERVER"}, "client": {"id": True}}).encode()
+    await kicker._on_disconnect(Msg(None, subject="x", data=event))  # type: ignore[arg-type]
+    assert ("NSERVER", 1) in kicker._live
 
 
 async def test_a_closed_connection_is_forgotten_by_the_kicker(

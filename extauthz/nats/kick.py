@@ -119,7 +119,7 @@ class Kicker:
             server_id, client_id = event["server"]["id"], event["client"]["id"]
         except (ValueError, TypeError, KeyError):
             return
-        if isinstance(server_id, str) and isinstance(client_id, int):
+        if isinstance(server_id, str) and type(client_id) is int:  # true is not client 1
             self.forget(server_id, client_id)
 
     async def _connect(self) -> Client:

@@ -47,12 +47,6 @@ def connection_expiry(policy: Policy, identity: Identity) -> int:
     return expires
 
 
-def ordered(policies: Sequence[Policy]) -> list[Policy]:
-    """Enforcing NATS policies in the order they are tried."""
-    return sorted((p for p in policies if p.nats is not None and not p.dry_run),
-                  key=lambda p: (-p.priority, p.id))
-
-
 def why_not(policy: Policy, identity: Identity, now: float) -> str | None:
     """Why ``policy``'s ``require`` is not met by ``identity``, or None when it is."""
     problem = unmet(policy.require, identity)
@@ -66,7 +60,8 @@ def why_not(policy: Policy, identity: Identity, now: float) -> str | None:
 
 
 def decide(policies: Sequence[Policy], identity: Identity, now: float) -> NatsVerdict:
-    """The verdict of the first NATS policy (in ``ordered`` order) whose require is met."""
+    """The verdict of the first of ``policies`` (``PolicyIndex.nats``: enforcing ones, by
+    priority then id) whose require is met."""
     for policy in policies:
         if why_not(policy, identity, now) is not None:
             continue

@@ -74,7 +74,8 @@ def parse_request(token: str, *, issuer: str, now: float,
     server = _obj(nats, "server_id")
     if claims.get("aud") != AUDIENCE:
         raise BadAuthRequest(f"'aud' is not {AUDIENCE!r}")
-    if nats.get("type") != REQUEST_TYPE or nats.get("version") != 2:
+    version = nats.get("version")
+    if nats.get("type") != REQUEST_TYPE or type(version) is not int or version != 2:  # not 2.0
         raise BadAuthRequest(f"'nats.type' is not {REQUEST_TYPE!r} version 2")
     if server_keys and claims["iss"] not in server_keys:
         raise UnknownServer(str(claims["iss"]))

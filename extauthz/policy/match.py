@@ -139,7 +139,7 @@ class PolicyIndex:
         self.revision = revision
         self.by_id: dict[str, Policy] = {}  # HTTP policies; NATS ones are in self.nats
         self.nats: tuple[Policy, ...] = tuple(sorted(
-            (p for p in policies if p.nats is not None), key=_sort_key))
+            (p for p in policies if p.nats is not None and not p.dry_run), key=_sort_key))
         self._exact: dict[str, _PathTable] = {}
         self._wildcard: dict[str, _PathTable] = {}  # key: ".example.com"
         self._any = _PathTable()
