@@ -236,6 +236,19 @@ def test_a_bad_nats_url_is_reported_without_its_password() -> None:
     assert PASSWORD not in caught.value.message
 
 
+@pytest.mark.parametrize("url", ["nats://callout:pa/ss@h:4222", "nats://callout:p#ss@h:4222",
+                                 "nats://callout:p?ss@h:4222"])
+def test_a_nats_url_whose_host_depends_on_who_reads_it_is_refused(url: str) -> None:
+    """urlsplit takes 'callout' for the host of nats://callout:pa/ss@h:4222: refused, not
+    guessed, and the password is not in the message."""
+    doc = {"url": url, "user": "auth", "password": "p",
+           "issuer_seed_file": "examples/nats/issuer.nk", "account": "APP"}
+    with pytest.raises(ConfigError) as caught:
+        settings_from_document({"nats": doc})
+    assert "is ambiguous" in caught.value.message
+    assert "ss@" not in caught.value.message
+
+
 async def test_a_refused_nats_url_is_logged_and_reported_without_its_password(
         idp: LocalIssuer, nats_server: NatsServer, caplog: pytest.LogCaptureFixture) -> None:
     url = f"nats://auth:{PASSWORD}@127.0.0.1:{nats_server.port}"  # the wrong password

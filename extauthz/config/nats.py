@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from extauthz.config.model import NatsSection
 from extauthz.errors import ConfigError
 from extauthz.nats.nkey import CurvePair, Kind, NkeyError, SigningPair, is_public
+from extauthz.store.redis_client import split_userinfo
 
 _SCHEMES = ("nats", "tls", "ws", "wss")
 
@@ -45,7 +46,9 @@ class NatsSettings:
 
 def redact_url(url: str) -> str:
     """``url`` with its userinfo (between ``://`` and the last ``@``) shown as ``***``: a
-    NATS URL may carry the callout's password, which no message or log line may show."""
+    NATS URL may carry the callout's password, which no message or log line may show. Also
+    used on free text (nats-py's error messages), where it hides too much rather than too
+    little; a Redis URL, with its query options, goes through ``redacted_url``."""
     head, sep, rest = url.partition("://")
     if not sep:
         head, rest = "", url
@@ -87,6 +90,11 @@ def resolve_nats(n: NatsSection) -> NatsSettings:
         return NatsSettings(account=n.account)
     servers = tuple(u.strip() for u in n.url.split(",") if u.strip())
     for url in servers:
+        userinfo, _ = split_userinfo(url.partition("://")[2])
+        if userinfo is not None and any(c in userinfo for c in "/?#"):  # where does the host start?
+            raise ConfigError(f"config: 'nats.url' {redact_url(url)!r} is ambiguous: a '/', '?' or "
+                              "'#' comes before its last '@'; percent-encode them in the password "
+                              "(%2F %3F %23, and %40 for '@')")
         parts = urlsplit(url)
         if parts.scheme not in _SCHEMES or not parts.hostname:
             raise ConfigError(f"config: 'nats.url' has {redact_url(url)!r}; write nats://HOST:PORT "

@@ -71,7 +71,7 @@ class SentinelTarget:
     sentinel: Mapping[str, Any]  # the sentinels' own: sentinel_password, TLS
 
 
-def _split_userinfo(rest: str) -> tuple[str | None, str]:
+def split_userinfo(rest: str) -> tuple[str | None, str]:
     """``rest`` (the URL after ``://``) as its userinfo (None if it has none) and the part
     from the host on. Found by position, not by a URL parser: a password with '/', '?', '#'
     or '@' in it must never be taken for a path, a query or a host."""
@@ -96,7 +96,7 @@ def redacted_url(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     if not sep:
         scheme, rest = "", url
-    userinfo, after = _split_userinfo(rest)
+    userinfo, after = split_userinfo(rest)
     head = f"{scheme}{sep}"
     if userinfo is not None:
         user, colon, _ = userinfo.partition(":")
@@ -114,7 +114,7 @@ def _bad(url: str, why: str) -> ConfigError:
 
 
 def _userinfo(url: str, rest: str) -> tuple[str | None, str]:
-    userinfo, after = _split_userinfo(rest)
+    userinfo, after = split_userinfo(rest)
     if userinfo is not None and any(c in userinfo for c in "/?#"):
         raise _bad(url, "is ambiguous: a '/', '?' or '#' comes before its last '@'; "
                         "percent-encode them in the password (%2F %3F %23, and %40 for '@')")
