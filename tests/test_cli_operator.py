@@ -306,3 +306,13 @@ def test_audit_export_into_head_ends_quietly_when_head_has_enough(
     assert done.stdout.splitlines()[0].startswith("time,decision_id,")
     assert len(done.stdout.splitlines()) == 3
     assert done.stderr.strip() == "status 141"  # no BrokenPipeError traceback
+
+
+def test_policy_validate_reads_a_directory_as_the_service_does(tmp_path: Path) -> None:
+    """A dot-file (an editor's `.admin.yaml.swp`-style leftover, kubelet's `..` entries) is not
+    a policy to the service, so validating the directory does not read it either."""
+    (tmp_path / "admin.yaml").write_text("id: admin\nmatch: {paths: [{prefix: /admin/}]}\n")
+    (tmp_path / ".draft.yaml").write_text("id: admin\nacton: deny\n")  # broken, and hidden
+    result = run_cli(None, "policy", "validate", "-f", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "1 valid" in result.stdout + result.stderr

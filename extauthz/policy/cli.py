@@ -13,12 +13,17 @@ import yaml
 
 from extauthz.config import Settings
 from extauthz.decision import Decision
-from extauthz.errors import ConfigError, ExtAuthzError, PolicyInvalid, PolicyNotFound
+from extauthz.errors import (
+    ConfigError,
+    ExtAuthzError,
+    PolicyInvalid,
+    PolicyNotFound,
+    StoreUnavailable,
+)
 from extauthz.policy.match import explain
 from extauthz.policy.model import Policy, documents_from_text, parse_policies, policies_to_yaml
 from extauthz.policy.store import FilePolicyStore, PolicyStore, open_store
 from extauthz.request import RequestView
-from extauthz.schema.messages import utf8_error_line
 from extauthz.table import format_table
 
 if TYPE_CHECKING:
@@ -83,29 +88,15 @@ def read_documents(source: str) -> list[Policy]:
             raise PolicyInvalid("stdin: holds no policy documents")
         return read
     path = Path(source)
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix in _SUFFIXES and p.is_file())
-        if not files:
-            raise PolicyInvalid(f"{source}: no .yaml, .yml or .json files in this directory")
-    elif path.is_file():
-        files = [path]
-    else:
+    if not path.exists():
         raise PolicyInvalid(f"{source}: no such file or directory")
-    policies: list[Policy] = []
-    owner: dict[str, Path] = {}
-    for f in files:  # each error names the file it is in (and the policy's id)
-        try:
-            text = f.read_text(encoding="utf-8")
-        except UnicodeDecodeError as e:
-            raise PolicyInvalid(utf8_error_line(str(f), e)) from e
-        except OSError as e:
-            raise PolicyInvalid(f"{f}: cannot read it: {e.strerror}") from e
-        for p in parse_policies(documents_from_text(text, str(f)), str(f)):
-            if p.id in owner:
-                raise PolicyInvalid(f"{f}: policy {p.id!r} is also defined in {owner[p.id]}; "
-                                    "ids must be unique")
-            owner[p.id] = f
-            policies.append(p)
+    try:  # read exactly as the service's file store reads it (dot-files, ConfigMap ..data)
+        policies = FilePolicyStore(source).read_all()
+    except StoreUnavailable as e:
+        raise PolicyInvalid(f"{source}: {e}") from e
+    if not policies and path.is_dir() and not any(
+            p.suffix in _SUFFIXES and not p.name.startswith(".") for p in path.iterdir()):
+        raise PolicyInvalid(f"{source}: no .yaml, .yml or .json files in this directory")
     if not policies:
         raise PolicyInvalid(f"{source}: holds no policy documents")
     return policies

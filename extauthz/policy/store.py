@@ -278,6 +278,11 @@ class FilePolicyStore:
         self._written = frozenset(written)
         return digest.hexdigest()[:16], located
 
+    def read_all(self) -> list[Policy]:
+        """Every policy, read as ``load`` reads them (the same files, the same checks), for
+        ``policy validate|apply -f`` and ``store reseed --policies-from``."""
+        return [p for _, p in self._read()[1]]
+
     async def load(self) -> PolicySet:
         revision, located = await asyncio.to_thread(self._read)
         return PolicySet(revision, tuple(p for _, p in located))
