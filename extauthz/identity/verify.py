@@ -63,14 +63,18 @@ _RESERVED_ACR = WEBAUTHN_ACR.casefold()
 
 
 def b64url_decode(segment: str) -> bytes:
-    """Strict base64url without padding, as JWS uses (RFC 7515 §2)."""
+    """Strict base64url without padding, as JWS uses (RFC 7515 §2), in its one canonical
+    spelling: unused trailing bits set would let two strings carry the same bytes."""
     raw = segment.encode("ascii", "strict") if segment.isascii() else b"!"
     if not raw or not _B64_CHARS.issuperset(raw) or len(raw) % 4 == 1:
         raise TokenMalformed("token is not valid base64url")
     try:
-        return base64.urlsafe_b64decode(raw + b"=" * (-len(raw) % 4))
+        data = base64.urlsafe_b64decode(raw + b"=" * (-len(raw) % 4))
     except (binascii.Error, ValueError) as e:
         raise TokenMalformed("token is not valid base64url") from e
+    if base64.urlsafe_b64encode(data).rstrip(b"=") != raw:
+        raise TokenMalformed("token is not canonical base64url (trailing bits set)")
+    return data
 
 
 def _json_object(segment: str, what: str) -> dict[str, Any]:

@@ -12,19 +12,19 @@ the caller expects.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import json
 from collections.abc import Mapping
 from typing import Any
 
+from extauthz.errors import TokenMalformed
 from extauthz.identity import jose_json
+from extauthz.identity.verify import b64url_decode
 from extauthz.nats.nkey import Kind, SigningPair, is_public, verify
 
 HEADER = {"typ": "JWT", "alg": "ed25519-nkey"}
 _STANDARD = ("aud", "exp", "jti", "iat", "iss", "name", "nbf", "sub")  # ClaimsData's order
 _MAX_BYTES = 64 * 1024
-_B64 = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 # Go's encoding/json escapes these where Python's json writes them raw.
 _GO_ESCAPES = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026",
                              "\u2028": "\\u2028", "\u2029": "\\u2029"})
@@ -45,13 +45,10 @@ def _b64(data: bytes) -> str:
 
 
 def _unb64(segment: str) -> bytes:
-    raw = segment.encode("ascii", "replace")
-    if not raw or not _B64.issuperset(raw) or len(raw) % 4 == 1:
-        raise NatsJwtError("not base64url")
     try:
-        return base64.urlsafe_b64decode(raw + b"=" * (-len(raw) % 4))
-    except (binascii.Error, ValueError) as e:
-        raise NatsJwtError("not base64url") from e
+        return b64url_decode(segment)  # the one strict decoder, as for OIDC tokens
+    except TokenMalformed as e:
+        raise NatsJwtError("not canonical base64url") from e
 
 
 def jti(standard: Mapping[str, Any]) -> str:
