@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import datetime
 import time
 
 
@@ -17,3 +18,9 @@ class Clock:
 
 
 SYSTEM_CLOCK = Clock()
+
+
+def iso_utc(seconds: float) -> str:
+    """``2026-11-23T10:00:00.123Z``: a wall time in UTC, to the millisecond (audit, logs)."""
+    stamp = datetime.datetime.fromtimestamp(seconds, datetime.UTC)
+    return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from extauthz.clock import iso_utc
 from extauthz.decision import Decision
 from extauthz.request import RequestView
 
@@ -30,14 +31,8 @@ def safe_path(path: str) -> str:
     return _PATH_PARAMETER.sub("", path) if ";" in path else path
 
 
-def _iso(now: float) -> str:
-    """``2026-11-23T10:00:00.123Z``: UTC, milliseconds."""
-    stamp = datetime.datetime.fromtimestamp(now, datetime.UTC)
-    return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def audit_record(decision: Decision, view: RequestView | None, now: float) -> dict[str, Any]:
-    return _record(decision, view, _iso(now))
+    return _record(decision, view, iso_utc(now))
 
 
 def _record(decision: Decision, view: RequestView | None, time: str) -> dict[str, Any]:

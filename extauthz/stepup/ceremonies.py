@@ -44,6 +44,7 @@ from extauthz.clock import Clock
 from extauthz.config import StepupSettings
 from extauthz.errors import ExtAuthzError
 from extauthz.identity.model import Identity
+from extauthz.pages import who
 from extauthz.stepup.store import Passkey, StepupStore, user_key
 
 log = logging.getLogger("extauthz.stepup")
@@ -95,10 +96,6 @@ def passkey_name(raw: object) -> str:
         raise CeremonyError("A passkey name cannot hold control or other invisible characters; "
                             "use letters, digits, spaces and punctuation.")
     return name
-
-
-def who(identity: Identity) -> str:
-    return identity.email or identity.username or identity.subject
 
 
 def _sign_count(credential: dict[str, Any]) -> int:

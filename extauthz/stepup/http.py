@@ -25,7 +25,7 @@ from extauthz.errors import StoreUnavailable, TokenError
 from extauthz.identity.model import Identity
 from extauthz.policy.model import WEBAUTHN_ACR, StepupRequirement
 from extauthz.request import RequestView
-from extauthz.stepup.ceremonies import CeremonyError, passkey_name, who
+from extauthz.stepup.ceremonies import CeremonyError, passkey_name
 from extauthz.stepup.enrolment import REGISTER_PAGE, FirstEnrolment, FreshSignInNeeded, span
 from extauthz.stepup.gate import BASE, STEPUP_PAGE, stepup_url
 from extauthz.stepup.removal import end_stepups
@@ -172,7 +172,7 @@ class StepupHttp:
                   if changing else "The page you asked for needs a recent confirmation with "
                                    "your passkey.")
         after = rd if rd != "/" else ACCOUNT_PAGE
-        return {"who": html.escape(who(identity)), "rd": html.escape(rd),
+        return {"who": html.escape(pages.who(identity)), "rd": html.escape(rd),
                 "rd_url": html.escape(quote(rd, safe="")), "added": "", "why": why,
                 "reason": html.escape(reason), "minutes": html.escape(minutes),
                 "next": html.escape(after),
@@ -339,7 +339,7 @@ class StepupHttp:
 
     async def _list(self, _: web.Request, identity: Identity, body: dict[str, Any]) -> web.Response:
         passkeys = await self._store.passkeys(user_key(identity.issuer, identity.subject))
-        return web.json_response({"user": who(identity), "passkeys": [
+        return web.json_response({"user": pages.who(identity), "passkeys": [
             {"id": p.credential_id, "name": p.name, "created": p.created, "last_used": p.last_used}
             for p in passkeys]}, headers={"cache-control": "no-store"})
 
@@ -353,12 +353,12 @@ class StepupHttp:
         if not isinstance(cid, str):
             raise CeremonyError("Say which passkey to remove ('id').")
         if not any(p.credential_id == cid for p in passkeys):
-            raise CeremonyError(f"No such passkey for {who(identity)}.")
+            raise CeremonyError(f"No such passkey for {pages.who(identity)}.")
         # First end every step-up made so far (in every worker), then remove: fail closed.
         await end_stepups(self._revocations, identity.issuer, identity.subject,
                           int(self._ceremonies.now()), "passkey removed on the account page")
         if not await self._store.remove_passkey(user, cid):
-            raise CeremonyError(f"No such passkey for {who(identity)}.")
+            raise CeremonyError(f"No such passkey for {pages.who(identity)}.")
         # And again once it is gone: a ceremony with this passkey that finished in between
         # (a second later) is ended too.
         await end_stepups(self._revocations, identity.issuer, identity.subject,

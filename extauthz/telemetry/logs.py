@@ -15,7 +15,6 @@ object per decision on stdout (see ``extauthz.audit``).
 
 from __future__ import annotations
 
-import datetime
 import json
 import logging
 import os
@@ -23,6 +22,8 @@ import sys
 from contextvars import ContextVar
 from types import TracebackType
 from typing import IO, Literal
+
+from extauthz.clock import iso_utc
 
 LogFormat = Literal["json", "text"]
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
@@ -49,9 +50,8 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per record, on one line (newlines in a message are escaped)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        stamp = datetime.datetime.fromtimestamp(record.created, datetime.UTC)
         line: dict[str, object] = {
-            "time": stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "time": iso_utc(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
