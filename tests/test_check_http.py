@@ -84,7 +84,10 @@ def read_answers(sock: socket.socket, count: int, timeout: float = 5.0,
     while len(answers) < count and time.monotonic() < deadline:
         try:
             data = sock.recv(65536)
-        except (TimeoutError, ConnectionResetError):
+        except TimeoutError:
+            break
+        except ConnectionResetError:  # closed with our unread bytes in its buffer: a reset
+            closed = True
             break
         if not data:
             closed = True
@@ -94,8 +97,10 @@ def read_answers(sock: socket.socket, count: int, timeout: float = 5.0,
         sock.settimeout(probe)
         try:
             closed = sock.recv(1) == b""
-        except (TimeoutError, ConnectionResetError):
+        except TimeoutError:
             closed = False
+        except ConnectionResetError:
+            closed = True
     return answers, closed
 
 

@@ -118,6 +118,12 @@ _SUFFIXES = (".yaml", ".yml", ".json")
 KUBELET_DATA = "..data"  # a ConfigMap volume's symlink to its current version
 
 
+def _file_text(policies: Sequence[Policy]) -> str:
+    """A policy file's text; with none left, a comment, since an empty file reads as one
+    truncated mid-write (the last good set is kept) and no policies is meant here."""
+    return policies_to_yaml(list(policies)) or "# no policies (the last one was deleted)\n"
+
+
 class FilePolicyStore:
     """Policies in one YAML/JSON file, or in every *.yaml/*.yml/*.json file at the top of a
     directory (names starting with a dot are not read).
@@ -329,7 +335,7 @@ class FilePolicyStore:
                 merged = {p.id: p for _, p in located}
                 merged.update({p.id: p for p in policies})
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._write_atomic(self.path, policies_to_yaml(list(merged.values())))
+                self._write_atomic(self.path, _file_text(list(merged.values())))
             revision, _ = self._read()
         return revision
 
@@ -347,7 +353,7 @@ class FilePolicyStore:
             if self.is_dir and not rest:
                 owner.unlink()
             else:
-                self._write_atomic(owner, policies_to_yaml(rest))
+                self._write_atomic(owner, _file_text(rest))
             revision, _ = self._read()
         return revision
 
